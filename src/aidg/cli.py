@@ -1,0 +1,253 @@
+"""The ``aidg`` command line (Typer + Rich). Imported by nothing.
+
+Every report command takes ``--json`` and then prints exactly one JSON object
+on stdout; progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aidg.config import Settings, load_settings
+from aidg.errors import AIDGError, DataValidationError
+
+app = typer.Typer(
+    name="aidg",
+    help="AIDG, the AI Deal Generator: simulate a marketplace, validate data, and (soon) train, serve and roll out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, soft_wrap=True)  # messages stay on one line, greppable
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of a report.")]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn AIDG's own errors into a clear message and exit code 2 (never a traceback)."""
+    try:
+        yield
+    except AIDGError as exc:
+        _fail(str(exc))
+
+
+def _settings() -> Settings:
+    with _user_errors():
+        return load_settings()
+
+
+def _wide_console() -> Console:
+    """stdout console; wide enough for the demo's tables when output is not a terminal."""
+    c = Console()
+    return c if c.is_terminal else Console(width=140)
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+@contextmanager
+def _progress(label: str, quiet: bool = False) -> Iterator[Callable[[str, float], None]]:
+    """A Rich progress bar on stderr; yields ``update(stage, fraction)``."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task(label, total=1.0)
+
+        def update(stage: str, fraction: float) -> None:
+            bar.update(task, completed=fraction, description=f"{label}: {stage}")
+
+        yield update
+
+
+def _simulate_report(scale: str, seed: int, out: Path, quiet: bool = False) -> dict[str, Any]:
+    from aidg.sim import graph_size, personalization, simulate
+    from aidg.store import save_world
+
+    t0 = time.perf_counter()
+    with _progress(f"simulate {scale}", quiet) as update:
+        world = simulate(scale, seed=seed, progress=lambda s, f: update(s, 0.6 * f))
+        update("writing tables", 0.65)
+        save_world(world, out)
+        update("oracle figures", 0.8)
+        g = graph_size(world.tables)
+        p = personalization(world)
+        update("done", 1.0)
+    return {
+        "out": str(out),
+        "scale": scale,
+        "seed": seed,
+        "as_of": str(world.as_of.date()),
+        "rows": {k: len(v) for k, v in world.tables.items()},
+        "graph_nodes": g.nodes,
+        "graph_edges": g.edges,
+        "graph_merchant_nodes": g.merchant_nodes,
+        "graph_deal_nodes": g.deal_nodes,
+        "distinct_best_discount_buckets": p.distinct_best_discount_buckets,
+        "personalization_gain": round(p.gain, 4),
+        "best_discount_counts": {f"{k:.2f}": v for k, v in p.best_discount_counts.items()},
+        "global_best_terms": p.global_best,
+        "mean_best_gp30": round(p.mean_best_gp30, 2),
+        "mean_global_best_gp30": round(p.mean_global_gp30, 2),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder to write <table>.parquet files (and truth/) into.")],
+    scale: Annotated[str, typer.Option(help="World size: tiny, small (default) or full (the memo's scale).")] = "small",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Simulate a marketplace with ground truth and write its tables."""
+    with _user_errors():
+        from aidg.sim import get_scale
+
+        get_scale(scale)
+        report = _simulate_report(scale, seed, out, quiet=json_out)
+    if json_out:
+        _emit(report)
+        return
+    console = Console(soft_wrap=True)
+    t = Table(title=f"World {scale} seed {seed} → {out}", show_header=True)
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    for k, v in report["rows"].items():
+        t.add_row(k, f"{v:,}")
+    console.print(t)
+    console.print(f"merchant–deal graph: {report['graph_nodes']:,} nodes, {report['graph_edges']:,} edges")
+    console.print(
+        f"personalization gain (oracle): {report['personalization_gain']:+.1%}; "
+        f"distinct best-discount buckets: {report['distinct_best_discount_buckets']}"
+    )
+    console.print(f"took {report['seconds']} s")
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="Folder with <table>.parquet or <table>.csv files.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a data folder against the schema; exit 1 listing every problem (table, row, column)."""
+    from aidg.store import OfflineStore
+
+    store = OfflineStore(data)
+    with _user_errors():
+        try:
+            tables, _ = store.load()
+            problems: list[Any] = []
+        except DataValidationError as exc:
+            tables, problems = {}, exc.problems
+            more = exc.more
+    if not store.tables():
+        _fail(f"{data} holds no table files (expected e.g. {data}/merchants.parquet; see docs/data-schema.md)")
+    ok = not problems
+    if json_out:
+        _emit(
+            {
+                "ok": ok,
+                "data": str(data),
+                "tables": store.tables(),
+                "rows": {k: len(v) for k, v in tables.items()},
+                "problems": [
+                    {
+                        "table": p.table,
+                        "row": p.row,
+                        "column": p.column,
+                        "value": None if p.value is None else str(p.value),
+                        "message": p.message,
+                    }
+                    for p in problems
+                ],
+                "more_problems": 0 if ok else more,
+            }
+        )
+    elif ok:
+        Console(soft_wrap=True).print(
+            f"[green]ok[/]: {len(tables)} tables valid in {data}: "
+            + ", ".join(f"{k} {len(v):,}" for k, v in tables.items())
+        )
+    else:
+        err.print(f"[bold red]{len(problems) + more} problem(s)[/] in {data}:")
+        for p in problems:
+            err.print(f"  • {p}", highlight=False)
+        if more:
+            err.print(f"  … and {more} more")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema() -> None:
+    """Print the data schema as Markdown (the contract every data folder follows; docs/data-schema.md)."""
+    from aidg.store import schema_markdown
+
+    sys.stdout.write(schema_markdown())
+
+
+@app.command()
+def config(json_out: JsonOpt = False) -> None:
+    """Show the effective settings (memo defaults overridden by AIDG_* variables)."""
+    s = _settings()
+    data = s.model_dump(mode="json")
+    if json_out:
+        _emit(data)
+        return
+    console = Console(soft_wrap=True)
+    for group, values in data.items():
+        if isinstance(values, dict):
+            console.print(f"[bold]{group}[/]: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        else:
+            console.print(f"[bold]{group}[/]: {values}")
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="Seed of the demo world.")] = 7,
+    json_out: JsonOpt = False,
+) -> None:
+    """Simulate the small world and show what AIDG sees, with no server needed."""
+    from aidg.demo import run_demo
+
+    s = _settings()
+    out = s.paths.home / "demo"
+    with _user_errors():
+        if (out / "world").exists():
+            shutil.rmtree(out / "world")
+        report = _simulate_report("small", seed, out / "world", quiet=json_out)
+        summary = run_demo(out, report, console=None if json_out else _wide_console())
+    if json_out:
+        _emit(summary)
+
+
+def main() -> None:
+    """Entry point of the ``aidg`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

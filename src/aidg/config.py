@@ -1,0 +1,231 @@
+"""Settings: every threshold and weight of the design memo, in one place.
+
+Each field carries the memo's value as its default and says where it comes
+from. Settings are read from the environment with the prefix ``AIDG_``; nested
+groups use ``__`` (``AIDG_BANDIT__RISK_THRESHOLD=0.2``). Nothing is built at
+import time: construct ``Settings()`` where you need it.
+
+All state AIDG writes (models, registry, SQLite files, logs, caches, demo
+worlds) lives under :attr:`Settings.home` (``AIDG_HOME``, default ``~/.aidg``),
+so two runs with different homes never interfere.
+
+>>> s = Settings(home="/tmp/aidg-doc")
+>>> s.reward.w_gp30, s.bandit.risk_threshold, s.exploration.initial_rate
+(0.5, 0.1, 0.05)
+>>> str(s.paths.registry_db)
+'/tmp/aidg-doc/registry.sqlite'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RewardSettings(_Group):
+    """Composite reward (memo §2.2): w1·GP30 uplift + w2·approval + w3·conversion − w4·risk."""
+
+    w_gp30: float = Field(0.5, ge=0, description="memo §2.2 w1: weight of GP30 uplift")
+    w_approval: float = Field(0.3, ge=0, description="memo §2.2 w2: weight of MM approval")
+    w_conversion: float = Field(0.15, ge=0, description="memo §2.2 w3: weight of conversion proxy")
+    w_risk: float = Field(0.05, ge=0, description="memo §2.2 w4: weight of the risk penalty")
+    risk_penalty_scale: float = Field(0.1, ge=0, description="memo §2.2: penalty = override_freq × severity × 0.1")
+
+
+class BanditSettings(_Group):
+    """Risk-aware Thompson sampling (memo §2.1)."""
+
+    risk_threshold: float = Field(0.1, ge=0, le=1, description="memo §2.1: max risk of an eligible variant")
+    n_candidates: int = Field(50, ge=1, le=1000, description="deal variants generated per request")
+    conservative_alpha: float = Field(
+        0.1, gt=0, lt=1, description="conservative gate: keep reward ≥ (1−α) × current system's"
+    )
+    prior_alpha: float = Field(1.0, gt=0, description="memo §2.1: prior success pseudo-count")
+    prior_beta: float = Field(1.0, gt=0, description="memo §2.1: prior failure pseudo-count")
+
+
+class GuardSettings(_Group):
+    """Safety guard clauses (memo §2.3)."""
+
+    baseline_threshold: float = Field(0.8, ge=0, description="memo §2.3: expected GP30 ≥ 0.8 × baseline")
+    max_override_rate: float = Field(0.3, ge=0, le=1, description="memo §2.3: merchant override rate ≤ 0.3")
+    high_risk_categories: tuple[str, ...] = Field(
+        ("gambling", "tobacco", "adult"), description="memo §2.3: categories never proposed"
+    )
+
+
+class ExplorationSettings(_Group):
+    """Exploration manager (memo §2.3)."""
+
+    initial_rate: float = Field(0.05, description="memo §2.3: starting exploration rate")
+    min_rate: float = Field(0.01, ge=0, le=1, description="memo §2.3: lower bound of the rate")
+    max_rate: float = Field(0.3, ge=0, le=1, description="memo §2.3: upper bound of the rate")
+    ramp_up_factor: float = Field(1.5, ge=1, description="memo §2.3: ×1.5 when success rate is high")
+    ramp_down_factor: float = Field(0.5, gt=0, le=1, description="memo §2.3: ×0.5 otherwise")
+    success_threshold: float = Field(0.8, ge=0, le=1, description="memo §2.3: success rate that ramps up")
+
+    @model_validator(mode="after")
+    def _rate_in_bounds(self) -> ExplorationSettings:
+        if not self.min_rate <= self.max_rate:
+            raise ValueError(f"exploration min_rate {self.min_rate} must be ≤ max_rate {self.max_rate}")
+        if not self.min_rate <= self.initial_rate <= self.max_rate:
+            raise ValueError(
+                f"exploration initial_rate {self.initial_rate} must lie in [{self.min_rate}, {self.max_rate}]"
+            )
+        return self
+
+
+class CacheSettings(_Group):
+    """Embedding cache and online features (memo §1.3)."""
+
+    ttl_seconds: int = Field(3600, gt=0, description="memo §1.3: merchant embeddings TTL 1 hour")
+
+
+class RolloutSettings(_Group):
+    """Rollout plan (memo §3.1) and auto-rollback triggers (memo §2.3)."""
+
+    ab_personalization_share: float = Field(0.05, ge=0, le=1, description="memo §3.1: 5 % to new personalization")
+    ab_exploration_share: float = Field(0.10, ge=0, le=1, description="memo §3.1: 10 % to exploration")
+    ramp_step: float = Field(0.10, gt=0, le=1, description="memo §3.1: +10 % traffic per step")
+    ramp_interval_hours: float = Field(48.0, gt=0, description="memo §3.1: a step every 2 days")
+    rollback_gp30_drop: float = Field(0.20, gt=0, le=1, description="memo §2.3: GP30 (proxy) drop > 20 %")
+    rollback_gp30_window_hours: float = Field(2.0, gt=0, description="memo §2.3: … over 2 hours")
+    rollback_override_spike: float = Field(0.30, gt=0, le=1, description="memo §2.3: override rate > 30 %")
+    rollback_override_window_hours: float = Field(1.0, gt=0, description="memo §2.3: … in any 1-hour window")
+    rollback_error_rate: float = Field(0.05, gt=0, le=1, description="memo §2.3: system errors > 5 %")
+    rollback_target_minutes: float = Field(5.0, gt=0, description="memo §3.1: rollback within 5 minutes")
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> RolloutSettings:
+        if self.ab_personalization_share + self.ab_exploration_share > 1:
+            raise ValueError("A/B shares of personalization and exploration add up to more than 1")
+        return self
+
+
+class AlertSettings(_Group):
+    """Alerting strategy (memo §3.2) and technical KPIs."""
+
+    p0_gp30_drop: float = Field(0.20, gt=0, le=1, description="memo §3.2 P0: GP30 drop > 20 %")
+    p1_override_rate: float = Field(0.30, gt=0, le=1, description="memo §3.2 P1: override rate > 30 %")
+    p1_latency_ms: float = Field(500.0, gt=0, description="memo §3.2 P1: latency > 500 ms")
+    p2_cache_hit_rate: float = Field(0.90, ge=0, le=1, description="memo §3.2 P2: cache hit rate < 90 %")
+    latency_p95_target_ms: float = Field(100.0, gt=0, description="memo §3.2: model latency p95 < 100 ms")
+    generate_budget_ms: float = Field(2000.0, gt=0, description="memo §3.2: time to generate a deal < 2 s")
+
+
+class PrivacySettings(_Group):
+    """Data privacy and compliance (memo, 'Data Privacy & Compliance')."""
+
+    dp_epsilon: float = Field(1.0, gt=0, description="memo: differential privacy ε = 1.0")
+    dp_delta: float | None = Field(
+        None, gt=0, lt=1, description="None: 1 / (10 × number of merchants), set at training time"
+    )
+    retention_days: int = Field(30, gt=0, description="memo: 30-day data retention")
+    id_hash_key: str = Field(
+        "change-me", min_length=1, description="HMAC key for merchant ids in logs; set AIDG_PRIVACY__ID_HASH_KEY"
+    )
+
+
+class ModelSettings(_Group):
+    """Model sizes (memo §1.1, DESIGN §4)."""
+
+    seq_len: int = Field(50, ge=1, description="memo §1.1: 50 most recent deals")
+    n_categories: int = Field(20, ge=1, description="memo §1.1: 20-dim category one-hot")
+    deal_embedding_dim: int = Field(128, ge=1, description="memo §1.1: deal-history encoder output")
+    deal_history_layers: int = Field(3, ge=1, description="memo §1.1: 3-layer Transformer encoder")
+    override_step_dim: int = Field(64, ge=1, description="memo §1.1: override steps of 64 features")
+    override_hidden: int = Field(128, ge=1, description="memo §1.1: LSTM hidden size 128, 2 layers")
+    override_heads: int = Field(8, ge=1, description="memo §1.1: 8-head attention")
+    override_intent_dim: int = Field(64, ge=1, description="memo §1.1: 64-dim override intent")
+    sentiment_dim: int = Field(32, ge=1, description="memo §1.1: 32-dim sentiment vector")
+    sentiment_examples: int = Field(100_000, ge=1, description="memo §1.1: 100k labelled examples")
+    sentiment_epochs: int = Field(3, ge=1, description="memo §1.1: 3 epochs of fine-tuning")
+    city_embedding_dim: int = Field(24, ge=1, description="memo §1.1: Node2Vec city embedding")
+    seasonality_dim: int = Field(16, ge=1, description="memo §1.1: category-seasonality vector")
+    competition_dim: int = Field(8, ge=1, description="memo §1.1: local competition density")
+    graph_embedding_dim: int = Field(256, ge=1, description="memo §1.1: GraphSAGE merchant embedding")
+    graph_layers: int = Field(3, ge=1, description="memo §1.1: 3 message-passing layers")
+    sequence_embedding_dim: int = Field(128, ge=1, description="memo §1.1: sequence branch output")
+    sequence_layers: int = Field(6, ge=1, description="memo §1.1: 6-layer Transformer encoder")
+    profile_dim: int = Field(512, ge=1, description="memo §1.1: fused merchant profile")
+
+
+class Paths(BaseModel):
+    """Where each kind of state lives; all of it under one home folder."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def registry_db(self) -> Path:
+        return self.home / "registry.sqlite"
+
+    @property
+    def decisions_db(self) -> Path:
+        return self.home / "decisions.sqlite"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def worlds(self) -> Path:
+        return self.home / "worlds"
+
+
+class Settings(BaseSettings):
+    """All of AIDG's settings. See the module docstring for how the environment maps in."""
+
+    model_config = SettingsConfigDict(env_prefix="AIDG_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    home: Path = Field(Path("~/.aidg"), description="AIDG_HOME: the one folder all state lives in")
+    seed: int = Field(0, description="default random seed")
+    reward: RewardSettings = RewardSettings()
+    bandit: BanditSettings = BanditSettings()
+    guard: GuardSettings = GuardSettings()
+    exploration: ExplorationSettings = ExplorationSettings()
+    cache: CacheSettings = CacheSettings()
+    rollout: RolloutSettings = RolloutSettings()
+    alerts: AlertSettings = AlertSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    model: ModelSettings = ModelSettings()
+
+    @property
+    def paths(self) -> Paths:
+        """Derived locations under :attr:`home` (``~`` expanded)."""
+        return Paths(home=self.home.expanduser())
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build :class:`Settings` from the environment, turning a bad value into a ConfigError.
+
+    The message names each offending setting by its environment variable.
+    """
+    from pydantic import ValidationError
+
+    from aidg.errors import ConfigError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"]]
+            env = "AIDG_" + "__".join(loc).upper() if loc else "AIDG_*"
+            lines.append(f"{env}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None

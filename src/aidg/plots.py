@@ -1,0 +1,56 @@
+"""Static plots for reports and the demo (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def response_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], out: Path, title: str) -> Path:
+    """Plot expected GP30 (as % of each merchant's own best) against discount, optimum marked.
+
+    Args:
+        curves: label -> (discounts, expected GP30, best discount).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for label, (x, y, best) in curves.items():
+        rel = 100 * y / y.max()
+        (line,) = ax.plot(x * 100, rel, label=label, linewidth=2)
+        ax.plot(best * 100, float(np.interp(best, x, rel)), "o", color=line.get_color(), markersize=8)
+    ax.set_xlabel("discount (%)")
+    ax.set_ylabel("true expected GP30, % of own best")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def best_discount_histogram(counts: dict[float, int], out: Path) -> Path:
+    """Bar chart: how many merchants have their oracle-best deal in each discount bucket."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = pd.Series(counts).sort_index()
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=110)
+    ax.bar([f"{round(k * 100)}%" for k in s.index], s.to_numpy(), color="#3b7dd8")
+    ax.set_xlabel("oracle-best discount")
+    ax.set_ylabel("merchants")
+    ax.set_title("No single discount is best for everyone")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,35 @@
+"""Shared fixtures: simulated worlds are built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aidg.sim import World, simulate
+from aidg.store import save_world
+
+
+@pytest.fixture(scope="session")
+def tiny_world() -> World:
+    return simulate("tiny", seed=5)
+
+
+@pytest.fixture(scope="session")
+def small_world() -> World:
+    return simulate("small", seed=31)
+
+
+@pytest.fixture(scope="session")
+def small_world_dir(small_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    save_world(small_world, out)
+    return out
+
+
+@pytest.fixture()
+def aidg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private AIDG_HOME for one test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("AIDG_HOME", str(home))
+    return home

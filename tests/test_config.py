@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from aidg.config import Settings, load_settings
+from aidg.errors import ConfigError
+
+
+def test_memo_defaults() -> None:
+    s = Settings()
+    assert (s.reward.w_gp30, s.reward.w_approval, s.reward.w_conversion, s.reward.w_risk) == (0.5, 0.3, 0.15, 0.05)
+    assert s.bandit.risk_threshold == 0.1
+    assert (s.guard.baseline_threshold, s.guard.max_override_rate) == (0.8, 0.3)
+    assert {"gambling", "tobacco", "adult"} <= set(s.guard.high_risk_categories)
+    e = s.exploration
+    assert (e.initial_rate, e.min_rate, e.max_rate, e.ramp_up_factor, e.ramp_down_factor, e.success_threshold) == (
+        0.05,
+        0.01,
+        0.3,
+        1.5,
+        0.5,
+        0.8,
+    )
+    assert s.cache.ttl_seconds == 3600
+    r = s.rollout
+    assert (r.ab_personalization_share, r.ab_exploration_share, r.ramp_step) == (0.05, 0.10, 0.10)
+    assert (r.rollback_gp30_drop, r.rollback_override_spike, r.rollback_error_rate) == (0.2, 0.3, 0.05)
+    assert s.privacy.retention_days == 30 and s.privacy.dp_epsilon == 1.0
+    m = s.model
+    assert (m.seq_len, m.deal_embedding_dim, m.override_intent_dim, m.sentiment_dim, m.profile_dim) == (
+        50,
+        128,
+        64,
+        32,
+        512,
+    )
+    assert (m.city_embedding_dim, m.seasonality_dim, m.competition_dim, m.graph_embedding_dim) == (24, 16, 8, 256)
+
+
+def test_every_setting_is_documented() -> None:
+    s = Settings()
+    for group_name, group in s:
+        if isinstance(group, BaseModel):
+            for name, info in type(group).model_fields.items():
+                assert info.description, f"{group_name}.{name} has no description"
+
+
+def test_environment_overrides_nested_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIDG_BANDIT__RISK_THRESHOLD", "0.2")
+    monkeypatch.setenv("AIDG_HOME", "/tmp/elsewhere")
+    s = load_settings()
+    assert s.bandit.risk_threshold == 0.2
+    assert s.paths.registry_db == Path("/tmp/elsewhere/registry.sqlite")
+
+
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIDG_EXPLORATION__INITIAL_RATE", "0.5")
+    with pytest.raises(ConfigError, match=r"AIDG_EXPLORATION.*must lie in"):
+        load_settings()
+
+
+def test_out_of_range_and_unknown_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="AIDG_REWARD__W_GP30"):
+        load_settings(reward={"w_gp30": -1})
+    with pytest.raises(ConfigError, match="AIDG_ROLLOUT"):
+        load_settings(rollout={"ab_personalization_share": 0.6, "ab_exploration_share": 0.6})
+    with pytest.raises(ConfigError, match="AIDG_BANDIT__NOT_A_SETTING"):
+        load_settings(bandit={"not_a_setting": 1})
+
+
+def test_all_paths_live_under_home(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path / "a")
+    p = s.paths
+    for path in (p.models, p.registry_db, p.decisions_db, p.logs, p.cache, p.worlds):
+        assert tmp_path / "a" in path.parents
+    assert Settings(home=Path("~/x")).paths.home == Path("~/x").expanduser()
+
+
+def test_constructing_settings_writes_nothing(tmp_path: Path) -> None:
+    Settings(home=tmp_path / "h")
+    assert not (tmp_path / "h").exists()
