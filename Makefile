@@ -4,11 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-# When a dependency needs torch, pin it in this same install line: torch==2.13.0
-# (the CPU wheel on local disk; any other version pulls a multi-GB CUDA build).
+# torch is pinned in the same install line as everything that depends on it:
+# 2.13.0 is the CPU wheel on local disk; any other version pulls a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH) -e '.[dev]'
 	@touch $(STAMP)
 
 .PHONY: install demo test check clean
