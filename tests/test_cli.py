@@ -64,12 +64,12 @@ def test_user_mistakes_get_a_message_not_a_traceback(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_writes_only_under_its_home(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    report = json.loads(run("demo", "--json", home=a).stdout)
+    report = json.loads(run("demo", "--skip-training", "--json", home=a).stdout)
     assert report["personalization_gain"] >= 0.25 and len(report["examples"]) == 5
     assert all(Path(p).exists() and a in Path(p).parents for p in report["plots"])
     assert Path(report["out"]).is_relative_to(a)
     assert not b.exists()
-    human = run("demo", home=b).stdout
+    human = run("demo", "--skip-training", home=b).stdout
     assert "Does personalization matter here?" in human and "oracle-best deal" in human
     assert sorted(p.name for p in a.iterdir()) == ["demo"]
 
@@ -79,3 +79,14 @@ def test_config_json_shows_effective_settings(tmp_path: Path) -> None:
     proc = subprocess.run([*AIDG, "config", "--json"], capture_output=True, text=True, env=env, timeout=60)
     data = json.loads(proc.stdout)
     assert data["exploration"]["initial_rate"] == 0.1 and data["home"] == str(tmp_path)
+
+
+def test_train_and_evaluate_explain_what_is_missing(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    train = run("train", "--data", str(empty), home=tmp_path, check=False)
+    assert train.returncode == 2 and "missing table(s)" in train.stderr and "Traceback" not in train.stderr
+    out = tmp_path / "w"
+    run("simulate", "--scale", "tiny", "--out", str(out), home=tmp_path)
+    ev = run("evaluate", "--data", str(out), home=tmp_path / "fresh", check=False)
+    assert ev.returncode == 2 and "aidg train" in ev.stderr and "Traceback" not in ev.stderr

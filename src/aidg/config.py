@@ -195,6 +195,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path("~/.aidg"), description="AIDG_HOME: the one folder all state lives in")
     seed: int = Field(0, description="default random seed")
+    mlflow_uri: str | None = Field(
+        None, description="AIDG_MLFLOW_URI: MLflow tracking/registry server; None: SQLite under AIDG_HOME"
+    )
     reward: RewardSettings = RewardSettings()
     bandit: BanditSettings = BanditSettings()
     guard: GuardSettings = GuardSettings()

@@ -82,6 +82,15 @@ class Merchant(Record):
     consent_training: bool = _col("merchant's data may be used to train models")
 
 
+class MerchantLocation(Record):
+    """Where a merchant does business: its primary city, plus any further cities of a multi-location business."""
+
+    location_id: str = _col("location key")
+    merchant_id: str = _col("→ merchants")
+    city_id: str = _col("city of this location → cities")
+    is_primary: bool = _col("the merchant's primary city (the one in merchants.city_id)")
+
+
 class Rep(Record):
     rep_id: str = _col("sales rep / merchant manager key")
     city_id: str = _col("home city → cities")
@@ -205,6 +214,13 @@ TABLES: dict[str, TableSpec] = {
             Merchant,
             "merchant_id",
             {"category_id": "categories", "secondary_category_id": "categories", "city_id": "cities", "rep_id": "reps"},
+            True,
+        ),
+        TableSpec(
+            "merchant_locations",
+            MerchantLocation,
+            "location_id",
+            {"merchant_id": "merchants", "city_id": "cities"},
             True,
         ),
         TableSpec("reps", Rep, "rep_id", {"city_id": "cities"}, True),

@@ -93,3 +93,39 @@ def test_merchants_carry_consent_and_no_personal_data(small_world: World) -> Non
     m = small_world.tables["merchants"]
     assert m.consent_personalization.mean() > 0.9 and (~m.consent_personalization).any()
     assert not {"name", "email", "phone", "owner"} & set(m.columns)
+
+
+def test_every_merchant_has_its_primary_location_and_some_have_more(small_world: World) -> None:
+    locs = small_world.tables["merchant_locations"]
+    merchants = small_world.tables["merchants"]
+    primary = locs[locs.is_primary]
+    assert primary.merchant_id.is_unique and set(primary.merchant_id) == set(merchants.merchant_id)
+    home = merchants.set_index("merchant_id").city_id
+    assert (primary.city_id.to_numpy() == home.reindex(primary.merchant_id).to_numpy()).all()
+    assert not locs.duplicated(["merchant_id", "city_id"]).any()  # extras are in other cities
+    per_merchant = locs.groupby("merchant_id").size()
+    assert per_merchant.max() <= 3 and 0.1 < (per_merchant > 1).mean() < 0.2
+
+
+def test_extra_locations_stay_mostly_in_the_home_region(small_world: World) -> None:
+    region = small_world.truth["cities"].set_index("city_id").region
+    locs = small_world.tables["merchant_locations"]
+    home = small_world.tables["merchants"].set_index("merchant_id").city_id
+    extra = locs[~locs.is_primary]
+    same = extra.city_id.map(region).to_numpy() == extra.merchant_id.map(home).map(region).to_numpy()
+    assert 0.8 < same.mean() < 0.98
+
+
+def test_regions_are_hidden_truth(small_world: World) -> None:
+    from aidg.sim.catalog import REAL_CITIES, REAL_CITY_REGIONS, REGIONS
+    from aidg.sim.geo import region_of
+
+    truth = small_world.truth["cities"]
+    assert list(truth.columns) == ["city_id", "region"] and set(truth.region) == set(REGIONS)
+    assert "region" not in small_world.tables["cities"].columns
+    lat = np.array([c[1] for c in REAL_CITIES])
+    lon = np.array([c[2] for c in REAL_CITIES])
+    assert list(region_of(lat, lon)) == [REAL_CITY_REGIONS[c[0]] for c in REAL_CITIES]
+    towns = region_of(np.random.default_rng(0).uniform(26, 48, 500), np.random.default_rng(1).uniform(-122, -71, 500))
+    assert set(towns) == set(REGIONS)
+    assert "region" not in TABLES["cities"].record.model_fields

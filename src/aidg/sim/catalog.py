@@ -100,6 +100,31 @@ REAL_CITIES: list[tuple[str, float, float, int]] = [
     ("Boise", 43.62, -116.20, 235_000),
 ]
 
+# US census regions of the real cities (hidden truth; generated towns get theirs from lat/lon).
+REGIONS: list[str] = ["West", "South", "Midwest", "Northeast"]
+REAL_CITY_REGIONS: dict[str, str] = {
+    "Chicago": "Midwest",
+    "Houston": "South",
+    "Phoenix": "West",
+    "Philadelphia": "Northeast",
+    "San Antonio": "South",
+    "San Diego": "West",
+    "Dallas": "South",
+    "Austin": "South",
+    "Denver": "West",
+    "Seattle": "West",
+    "Boston": "Northeast",
+    "Nashville": "South",
+    "Portland": "West",
+    "Atlanta": "South",
+    "Miami": "South",
+    "Minneapolis": "Midwest",
+    "Tampa": "South",
+    "Pittsburgh": "Northeast",
+    "Madison": "Midwest",
+    "Boise": "West",
+}
+
 SYLLABLES_A = [
     "Ash",
     "Bel",

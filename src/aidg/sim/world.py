@@ -12,7 +12,7 @@ import pandas as pd
 
 from aidg.errors import MissingTableError
 from aidg.sim.catalog import CATEGORIES, CATEGORY_PRICE, CATEGORY_WEIGHTS
-from aidg.sim.geo import competition_counts, make_cities, place_merchants
+from aidg.sim.geo import city_regions, competition_counts, extra_locations, make_cities, place_merchants
 from aidg.sim.history import HABIT_FIELD, HABIT_WEIGHTS, HABITS, RepTraits, simulate_history
 from aidg.sim.latent import draw_merchant_latent
 from aidg.sim.response import CategoryContext, MerchantContext, respond
@@ -34,8 +34,8 @@ class World:
     """Public tables (what a marketplace would feed AIDG) and the simulator's hidden truth.
 
     ``truth`` holds per-entity latent traits (``merchants``, ``reps``,
-    ``categories``) and the sentiment labels of every note; models never see it,
-    the oracle and evaluations do.
+    ``categories``), the region of every city (``cities``) and the sentiment
+    labels of every note; models never see it, the oracle and evaluations do.
     """
 
     tables: dict[str, pd.DataFrame]
@@ -204,7 +204,18 @@ def simulate(scale: str | Scale = "small", seed: int = 0, progress: Progress = _
         }
     )
     tables = _name_history(hist, merchant_ids, rep_ids, cat_ids, categories, rng)
-    tables = {"cities": cities, "categories": categories, "merchants": merchants, "reps": reps} | tables
+    # regions and multi-location merchants draw from their own generator: the tables above stay as they were
+    region_truth = city_regions(cities)
+    locations = _merchant_locations(
+        np.random.default_rng([seed, 1]), cities, region_truth.region.to_numpy(), city, merchant_ids, city_ids
+    )
+    tables = {
+        "cities": cities,
+        "categories": categories,
+        "merchants": merchants,
+        "merchant_locations": locations,
+        "reps": reps,
+    } | tables
 
     latent.insert(0, "merchant_id", merchant_ids)
     latent["secondary_category_id"] = cat_ids[scat]
@@ -227,8 +238,40 @@ def simulate(scale: str | Scale = "small", seed: int = 0, progress: Progress = _
     progress("done", 1.0)
     return World(
         tables=tables,
-        truth={"merchants": latent, "reps": rep_truth, "categories": cat_truth, "notes": notes},
+        truth={
+            "merchants": latent,
+            "reps": rep_truth,
+            "categories": cat_truth,
+            "cities": region_truth,
+            "notes": notes,
+        },
         meta=meta,
+    )
+
+
+def _merchant_locations(
+    rng: np.random.Generator,
+    cities: pd.DataFrame,
+    region: np.ndarray,
+    city: np.ndarray,
+    merchant_ids: np.ndarray,
+    city_ids: np.ndarray,
+) -> pd.DataFrame:
+    """Every merchant's primary city plus the extra cities of multi-location merchants, merchant by merchant."""
+    em, ec = extra_locations(rng, cities, region, city)
+    n = len(city)
+    m = np.concatenate([np.arange(n), em])
+    c = np.concatenate([np.asarray(city, dtype=np.int64), ec])
+    primary = np.concatenate([np.ones(n, dtype=bool), np.zeros(len(em), dtype=bool)])
+    order = np.lexsort((np.arange(len(m)), m))  # per merchant: primary first, then extras as drawn
+    m, c, primary = m[order], c[order], primary[order]
+    return pd.DataFrame(
+        {
+            "location_id": np.array([f"loc-{i:07d}" for i in range(len(m))], dtype=object),
+            "merchant_id": merchant_ids[m],
+            "city_id": city_ids[c],
+            "is_primary": primary,
+        }
     )
 
 

@@ -1,0 +1,138 @@
+"""The model registry: every trained merchant-profile encoder is a version in MLflow's registry.
+
+Runs log parameters, metrics and the data manifest (which merchants were
+trained on); the weights are a pyfunc model's artifact (a state-dict file, not
+MLflow's pytorch flavour, which needs an input example and reloads as a
+GraphModule). Tracking defaults to SQLite under ``AIDG_HOME``; set
+``AIDG_MLFLOW_URI`` for a server.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from aidg.config import Settings
+from aidg.errors import NotFoundError
+from aidg.models.persistence import load_profile_model, save_profile_model
+from aidg.models.profile_model import ProfileModel
+
+PROFILE_MODEL = "aidg-merchant-profile"
+WEIGHTS = "profile_model.pt"
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """MLflow and its SQLAlchemy emit deprecation and pickle notices that are not ours to fix."""
+    import logging
+
+    level = logging.getLogger("mlflow").level
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logging.getLogger("mlflow").setLevel(level)
+
+
+class ModelRegistry:
+    """Register and load model versions (MLflow tracking + model registry)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        home = settings.paths.home
+        self.tracking_uri = settings.mlflow_uri or f"sqlite:///{home / 'mlflow.db'}"
+        self.artifacts = home / "mlartifacts"
+
+    def _client(self) -> Any:
+        with _quiet():
+            import mlflow
+            import mlflow.pyfunc
+
+            self.settings.paths.home.mkdir(parents=True, exist_ok=True)
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.tracking_uri)
+            return mlflow
+
+    def _experiment(self, mlflow: Any, name: str) -> str:
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return str(exp.experiment_id)
+        return str(mlflow.create_experiment(name, artifact_location=self.artifacts.as_uri()))
+
+    def register_profile(self, pm: ProfileModel, params: dict[str, Any], metrics: dict[str, Any]) -> str:
+        """Log a run and register ``pm`` as a new version; returns the version number."""
+        with _quiet():
+            mlflow = self._client()
+
+            class _ProfilePyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
+                """Loads the weights file; serving uses aidg's own loader, this makes the version self-describing."""
+
+                def load_context(self, context: Any) -> None:
+                    self.model = load_profile_model(Path(context.artifacts["weights"]))
+
+                def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+                    return model_input  # MLflow validates hints it cannot read; this method carries none
+
+            exp = self._experiment(mlflow, "aidg-merchant-profile")
+            with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(experiment_id=exp) as run:
+                mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and v == v})
+                manifest = Path(tmp) / "manifest.json"
+                manifest.write_text(
+                    json.dumps(
+                        {
+                            "train_merchants": pm.meta.get("train_merchants", []),
+                            "heldout_merchants": pm.meta.get("heldout_merchants", []),
+                            "as_of": pm.meta.get("as_of"),
+                            "data": params.get("data"),
+                        },
+                        indent=1,
+                    )
+                )
+                mlflow.log_artifact(str(manifest))
+                weights = save_profile_model(pm, Path(tmp) / WEIGHTS)
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=_ProfilePyfunc(),
+                    artifacts={"weights": str(weights), "manifest": str(manifest)},
+                    pip_requirements=[],
+                    registered_model_name=PROFILE_MODEL,
+                )
+                version = str(info.registered_model_version)
+                mlflow.MlflowClient().set_model_version_tag(PROFILE_MODEL, version, "run_id", run.info.run_id)
+            return version
+
+    def versions(self) -> list[str]:
+        with _quiet():
+            mlflow = self._client()
+            try:
+                found = mlflow.MlflowClient().search_model_versions(f"name='{PROFILE_MODEL}'")
+            except Exception:
+                return []
+            return sorted((str(v.version) for v in found), key=int)
+
+    def weights_path(self, version: str = "latest") -> Path:
+        """Local path of a version's weights file (``latest`` = the newest version)."""
+        versions = self.versions()
+        if not versions:
+            raise NotFoundError("no trained merchant-profile model yet: run `aidg train --data DIR` first")
+        v = versions[-1] if version == "latest" else version
+        if v not in versions:
+            raise NotFoundError(f"no model version {version!r}; versions: {', '.join(versions)}")
+        with _quiet():
+            mlflow = self._client()
+            path = Path(mlflow.artifacts.download_artifacts(f"models:/{PROFILE_MODEL}/{v}"))
+        found = list(path.rglob(WEIGHTS))
+        if not found:
+            raise NotFoundError(f"model version {v} has no {WEIGHTS} artifact")
+        return found[0]
+
+    def load_profile(self, version: str = "latest") -> ProfileModel:
+        return load_profile_model(self.weights_path(version))

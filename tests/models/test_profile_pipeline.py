@@ -1,0 +1,102 @@
+"""The merchant-profile pipeline end to end on a tiny world: train, register, reload, evaluate, cold start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from aidg import workflows
+from aidg.config import Settings
+from aidg.errors import DataError, MissingTableError
+from aidg.features.context import FeatureContext
+from aidg.registry import ModelRegistry
+from aidg.sim import World, simulate
+from aidg.store import save_world
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("profile")
+    world = simulate("tiny", seed=12)
+    data = root / "world"
+    save_world(world, data)
+    settings = Settings(home=root / "home")
+    report = workflows.train(settings, data, scale="tiny", seed=0)
+    return {"settings": settings, "data": data, "world": world, "report": report}
+
+
+def test_training_registers_a_version_with_its_manifest(trained: dict[str, Any]) -> None:
+    report = trained["report"]
+    assert report["version"] == "1"
+    registry = ModelRegistry(trained["settings"])
+    assert registry.versions() == ["1"]
+    pm = registry.load_profile()
+    assert set(pm.meta["train_merchants"]).isdisjoint(pm.meta["heldout_merchants"])
+    assert len(pm.meta["train_merchants"]) + len(pm.meta["heldout_merchants"]) == 150
+    for key in ("deal_uplift_mae", "override_type_macro_f1", "approval_auc", "graph_edge_uplift_mae"):
+        assert np.isfinite(report["metrics"][key]), key
+
+
+def test_evaluate_reports_the_issue_keys(trained: dict[str, Any]) -> None:
+    out = workflows.evaluate(trained["settings"], trained["data"])
+    for key in (
+        "profile_dim",
+        "personality_probe_accuracy",
+        "personality_chance",
+        "sentiment_accuracy",
+        "override_type_macro_f1",
+        "override_majority_macro_f1",
+        "geo_region_silhouette",
+        "ablation",
+    ):
+        assert key in out, key
+    assert out["profile_dim"] == 512
+    assert set(out["ablation"]) >= {"none", "deal_history", "override_intent", "sentiment", "geo", "graph", "sequence"}
+    assert out["override_type_macro_f1"] > out["override_majority_macro_f1"]
+
+
+def test_cold_start_merchant_gets_a_profile(trained: dict[str, Any]) -> None:
+    world: World = trained["world"]
+    pm = ModelRegistry(trained["settings"]).load_profile()
+    tables = {k: v.copy() for k, v in world.tables.items()}
+    newcomer = tables["merchants"].iloc[[0]].assign(merchant_id="m-new", created_at=world.as_of)
+    tables["merchants"] = pd.concat([tables["merchants"], newcomer], ignore_index=True)
+    ctx = FeatureContext.from_tables(tables, world.as_of)
+    parts = pm.compute_parts(ctx, world.as_of)
+    prof = pm.profiles(parts)
+    assert prof.shape == (151, 512) and np.isfinite(prof[-1]).all()
+    assert parts["deal_history"][-1].any() and not parts["sentiment"][-1].any()  # no notes: neutral sentiment
+
+
+def test_reloaded_model_gives_the_same_profiles(trained: dict[str, Any], tmp_path: Path) -> None:
+    from aidg.models.persistence import load_profile_model, save_profile_model
+
+    world: World = trained["world"]
+    pm = ModelRegistry(trained["settings"]).load_profile()
+    ctx = FeatureContext.from_tables(world.tables, world.as_of)
+    a = pm.profiles(pm.compute_parts(ctx, world.as_of))
+    path = save_profile_model(pm, tmp_path / "m.pt")
+    b = load_profile_model(path)
+    np.testing.assert_allclose(a, b.profiles(b.compute_parts(ctx, world.as_of)), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        next(b.graph.parameters()).fill_(float("nan"))
+    save_profile_model(b, tmp_path / "bad.pt")
+    with pytest.raises(DataError, match="NaN"):
+        load_profile_model(tmp_path / "bad.pt")
+
+
+def test_bad_data_fails_with_a_clear_message(trained: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "w"
+    shutil.copytree(trained["data"], data)
+    (data / "deals.parquet").unlink()
+    with pytest.raises(MissingTableError, match="deals"):
+        workflows.train(trained["settings"], data, scale="tiny")
+    with pytest.raises(DataError, match="unknown training scale"):
+        workflows.train_options("huge", 0)
