@@ -122,7 +122,7 @@ def pipeline_bench(seed: int = 2025) -> dict[str, Any]:
         "train_stage_seconds": report["stage_seconds"],
         "evaluate_seconds": round(eval_s, 2),
         "pipeline_seconds": round(total, 2),
-        "evaluation": {k: v for k, v in ev.items() if k != "ablation"},
+        "evaluation": ev,
     }
 
 

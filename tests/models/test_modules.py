@@ -47,8 +47,8 @@ def test_graph_sage_uses_edge_features() -> None:
     assert h1.shape == (3, 256)
     conv = EdgeSAGEConv(4, 8, 2)
     x = torch.randn(3, 4)
-    a = conv(x, edge_index, attr, w)
-    b = conv(x, edge_index, attr * 0, w)
+    a = conv(x, edge_index, EdgeSAGEConv.edge_mean(edge_index, attr, 3))
+    b = conv(x, edge_index, EdgeSAGEConv.edge_mean(edge_index, attr * 0, 3))
     assert not torch.allclose(a[2], b[2]) and torch.allclose(a[1], b[1])  # node 1 has no in-edges
 
 

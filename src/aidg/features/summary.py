@@ -76,8 +76,7 @@ def history_summary(ctx: FeatureContext, cutoff: int) -> np.ndarray:
     p = ctx.proposals
     if len(p):
         p = p[p.t_known < cutoff]
-        gp = p.groupby("m")
-        out["approval_rate"] = gp.approved.mean()
+        out["approval_rate"] = p.groupby("m").approved.mean()
         appr = p[p.approved.astype(bool)].groupby("m").discount_pct.mean()
         rej = p[~p.approved.astype(bool)].groupby("m").discount_pct.mean()
         out["approved_minus_rejected_discount"] = appr - rej

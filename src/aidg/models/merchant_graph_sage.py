@@ -22,7 +22,13 @@ class GraphConfig:
 
 
 class MerchantGraphSAGE(nn.Module):
-    """Typed input projections, then ``n_layers`` EdgeSAGEConv layers over the bipartite graph.
+    """``n_layers`` EdgeSAGEConv layers over the bipartite graph, on the raw node features.
+
+    Merchant and deal-configuration features are zero-padded to one width with a
+    node-type flag, so the first layer aggregates the narrow raw features (as
+    PyG's SAGEConv stack does) instead of 256-d projections. Edge features
+    enter every layer through their per-node mean (see :class:`EdgeSAGEConv`);
+    ``edge_weight`` is accepted for compatibility and not used.
 
     Full-batch (PyG's NeighborLoader needs pyg-lib/torch-sparse, which do not
     install here). Node order: merchants first, then deal configurations.
@@ -35,12 +41,9 @@ class MerchantGraphSAGE(nn.Module):
     def __init__(self, config: GraphConfig | None = None) -> None:
         super().__init__()
         self.config = c = config or GraphConfig()
-        self.inp_merchant = nn.Linear(c.merchant_in, c.hidden)
-        self.inp_deal = nn.Linear(c.deal_in, c.hidden)
-        dims = [c.hidden] * c.n_layers + [c.out_dim]
+        self.width = max(c.merchant_in, c.deal_in) + 1
+        dims = [self.width] + [c.hidden] * (c.n_layers - 1) + [c.out_dim]
         self.convs = nn.ModuleList(EdgeSAGEConv(dims[i], dims[i + 1], c.edge_dim) for i in range(c.n_layers))
-        self.norms = nn.ModuleList(nn.LayerNorm(dims[i + 1]) for i in range(c.n_layers - 1))
-        self.drop = nn.Dropout(c.dropout)
 
     def reset_parameters(self) -> None:
         for conv in self.convs:
@@ -55,11 +58,16 @@ class MerchantGraphSAGE(nn.Module):
         edge_attr: torch.Tensor,
         edge_weight: torch.Tensor,
     ) -> torch.Tensor:
-        h = torch.cat([self.inp_merchant(x_merchant), self.inp_deal(x_deal)], 0)  # (M + C, hidden)
+        w = self.width - 1
+        pad_m = nn.functional.pad(x_merchant, (0, w - x_merchant.shape[1] + 1), value=0.0)
+        pad_d = nn.functional.pad(x_deal, (0, w - x_deal.shape[1]), value=0.0)
+        pad_d = torch.cat([pad_d, torch.ones(pad_d.shape[0], 1, dtype=pad_d.dtype, device=pad_d.device)], 1)
+        h = torch.cat([pad_m, pad_d], 0)  # (M + C, width): last column flags deal nodes
+        e_mean = EdgeSAGEConv.edge_mean(edge_index, edge_attr, h.shape[0])  # (M + C, edge_dim), once
         for i, conv in enumerate(self.convs):
-            h_new = conv(h, edge_index, edge_attr, edge_weight)  # (M + C, dims[i + 1])
-            if i < len(self.norms):
-                h_new = self.drop(torch.relu(self.norms[i](h_new)))
+            h_new = conv(h, edge_index, e_mean)  # (M + C, dims[i + 1])
+            if i < len(self.convs) - 1:
+                h_new = torch.relu(h_new)
                 h = h_new + h if h_new.shape == h.shape else h_new
             else:
                 h = h_new
