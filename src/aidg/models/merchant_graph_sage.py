@@ -18,7 +18,6 @@ class GraphConfig:
     hidden: int = 256
     n_layers: int = 3  # memo: GraphSAGE with 3 message-passing layers
     out_dim: int = 256  # memo: 256-dim merchant node embedding
-    dropout: float = 0.1
 
 
 class MerchantGraphSAGE(nn.Module):
