@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from aidg.features.context import UPLIFT_CLIP, FeatureContext, log_price
 from aidg.features.sequences import term_features
@@ -50,7 +51,11 @@ def deal_examples(ctx: FeatureContext, codes: np.ndarray, cutoff: int, per_merch
     ok &= ctx.deal_stream.count_before(d.m.to_numpy(), d.t.to_numpy()) > 0
     rows = np.flatnonzero(ok)
     rows = rows[_sample(np.random.default_rng(seed), d.m.to_numpy()[rows], per_merchant)]
-    s = d.iloc[rows]
+    return uplift_examples(ctx, d.iloc[rows])
+
+
+def uplift_examples(ctx: FeatureContext, s: pd.DataFrame) -> Examples:
+    """Examples "predict the GP30 uplift of these deals from the history before each and its terms"."""
     terms = term_features(
         ctx,
         s.discount_pct.to_numpy(float),

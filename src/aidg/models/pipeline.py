@@ -23,12 +23,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from aidg.features.context import UPLIFT_CLIP, FeatureContext
+from aidg.features.context import FeatureContext
 from aidg.features.graph import build_graph
-from aidg.features.sequences import term_features
 from aidg.features.split import MerchantSplit, split_merchants
 from aidg.models.branches import BranchBudget, train_deal_history, train_graph, train_override, train_sequence
-from aidg.models.examples import Examples, approval_examples, deal_examples, override_examples
+from aidg.models.examples import Examples, approval_examples, deal_examples, override_examples, uplift_examples
 from aidg.models.fitting import Progress, fit, predict_batches
 from aidg.models.heads import MLPHead
 from aidg.models.merchant_profile_encoder import MerchantProfileEncoder, ProfileConfig
@@ -64,17 +63,7 @@ def downstream_examples(ctx: FeatureContext, codes: np.ndarray, start: int, end:
         & (d.t_known.to_numpy() < end)
         & d.gp30_uplift.notna().to_numpy()
     )
-    s = d[ok]
-    terms = term_features(
-        ctx,
-        s.discount_pct.to_numpy(float),
-        s.price.to_numpy(float),
-        s.duration_days.to_numpy(float),
-        s.c.to_numpy(),
-        s.log_size.to_numpy(float),
-    )
-    y = np.clip(s.gp30_uplift.to_numpy(float), *UPLIFT_CLIP).astype(np.float32)
-    return Examples(s.m.to_numpy(np.int64), s.t.to_numpy(np.int64), terms, y)
+    return uplift_examples(ctx, d[ok])
 
 
 def train_fusion(
