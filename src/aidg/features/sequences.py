@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from aidg.features.context import DAY, OVERRIDE_FIELDS, OVERRIDE_TYPES, UPLIFT_CLIP, FeatureContext, log_price
 from aidg.features.panel import gather
@@ -96,6 +97,18 @@ def term_features(
             ctx.one_hot(category_code),
         ]
     ).astype(np.float32)
+
+
+def terms_of(ctx: FeatureContext, frame: pd.DataFrame) -> np.ndarray:
+    """:func:`term_features` of a deals- or proposals-shaped frame (coded by :class:`FeatureContext`)."""
+    return term_features(
+        ctx,
+        frame.discount_pct.to_numpy(float),
+        frame.price.to_numpy(float),
+        frame.duration_days.to_numpy(float),
+        frame.c.to_numpy(),
+        frame.log_size.to_numpy(float),
+    )
 
 
 def override_feature_names(ctx: FeatureContext) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from aidg.features.context import UPLIFT_CLIP, FeatureContext, log_price
-from aidg.features.sequences import term_features
+from aidg.features.sequences import terms_of
 
 
 @dataclass
@@ -56,14 +56,7 @@ def deal_examples(ctx: FeatureContext, codes: np.ndarray, cutoff: int, per_merch
 
 def uplift_examples(ctx: FeatureContext, s: pd.DataFrame) -> Examples:
     """Examples "predict the GP30 uplift of these deals from the history before each and its terms"."""
-    terms = term_features(
-        ctx,
-        s.discount_pct.to_numpy(float),
-        s.price.to_numpy(float),
-        s.duration_days.to_numpy(float),
-        s.c.to_numpy(),
-        s.log_size.to_numpy(float),
-    )
+    terms = terms_of(ctx, s)
     y = np.clip(s.gp30_uplift.to_numpy(float), *UPLIFT_CLIP).astype(np.float32)
     return Examples(s.m.to_numpy(np.int64), s.t.to_numpy(np.int64), terms, y)
 
@@ -93,14 +86,7 @@ def approval_examples(ctx: FeatureContext, codes: np.ndarray, cutoff: int, per_m
     rows = np.flatnonzero(ok)
     rows = rows[_sample(np.random.default_rng(seed), p.m.to_numpy()[rows], per_merchant)]
     s = p.iloc[rows]
-    terms = term_features(
-        ctx,
-        s.discount_pct.to_numpy(float),
-        s.price.to_numpy(float),
-        s.duration_days.to_numpy(float),
-        s.c.to_numpy(),
-        s.log_size.to_numpy(float),
-    )
+    terms = terms_of(ctx, s)
     return Examples(
         s.m.to_numpy(np.int64), s.t.to_numpy(np.int64), terms, s.approved.astype(float).to_numpy(np.float32)
     )

@@ -164,39 +164,26 @@ def train_profile(
         say("sentiment: no labelled notes; the sentiment branch stays neutral", 0.3)
     timings["sentiment"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    deal, heads["deal"], m = train_deal_history(
-        ctx,
-        deal_examples(ctx, tr, cut, b.per_merchant, seed),
-        deal_examples(ctx, te, cut, b.per_merchant, seed + 1),
-        b,
-        seed,
-        stage("deal history", 0.3, 0.45),
-    )
-    metrics.update(m)
-    timings["deal_history"] = time.perf_counter() - t
-    t = time.perf_counter()
-    override, heads["override"], m = train_override(
-        ctx,
-        override_examples(ctx, tr, cut, b.per_merchant, seed),
-        override_examples(ctx, te, cut, b.per_merchant, seed + 1),
-        b,
-        seed,
-        stage("override analyzer", 0.45, 0.5),
-    )
-    metrics.update(m)
-    timings["override"] = time.perf_counter() - t
-    t = time.perf_counter()
-    sequence, heads["sequence"], m = train_sequence(
-        ctx,
-        approval_examples(ctx, tr, cut, b.per_merchant, seed),
-        approval_examples(ctx, te, cut, b.per_merchant, seed + 1),
-        b,
-        seed,
-        stage("sequence branch", 0.5, 0.7),
-    )
-    metrics.update(m)
-    timings["sequence"] = time.perf_counter() - t
+    # the sequence-shaped branches: (name, trainer, example builder, progress span)
+    seq_stages = [
+        ("deal_history", train_deal_history, deal_examples, (0.3, 0.45)),
+        ("override", train_override, override_examples, (0.45, 0.5)),
+        ("sequence", train_sequence, approval_examples, (0.5, 0.7)),
+    ]
+    trained: dict[str, Any] = {}
+    for name, trainer, examples, (lo, hi) in seq_stages:
+        t = time.perf_counter()
+        trained[name], heads[name], m = trainer(  # type: ignore[operator]
+            ctx,
+            examples(ctx, tr, cut, b.per_merchant, seed),  # type: ignore[operator]
+            examples(ctx, te, cut, b.per_merchant, seed + 1),  # type: ignore[operator]
+            b,
+            seed,
+            stage(name.replace("_", " "), lo, hi),
+        )
+        metrics.update(m)
+        timings[name] = time.perf_counter() - t
+    deal, override, sequence = trained["deal_history"], trained["override"], trained["sequence"]
     t = time.perf_counter()
     graph, heads["graph"], m = train_graph(build_graph(ctx, cut), tr, te, b, seed, stage("graph branch", 0.7, 0.8))
     metrics.update(m)
