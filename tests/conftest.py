@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,3 +34,18 @@ def aidg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("AIDG_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny world trained end to end once (encoders, scorer, explainers), registered under a private home."""
+    from aidg import workflows
+    from aidg.config import Settings
+
+    root = tmp_path_factory.mktemp("trained")
+    world = simulate("tiny", seed=12)
+    data = root / "world"
+    save_world(world, data)
+    settings = Settings(home=root / "home")
+    report = workflows.train(settings, data, scale="tiny", seed=0)
+    return {"settings": settings, "data": data, "world": world, "report": report}

@@ -274,6 +274,81 @@ def _print_ablation(ablation: dict[str, dict[str, float]]) -> None:
     Console(soft_wrap=True).print(t)
 
 
+def _parse_what_if(text: str | None) -> tuple[int, str, Any] | None:
+    """``VARIANT:TERM=VALUE`` (e.g. ``3:discount_pct=0.4``) → (3, "discount_pct", "0.4")."""
+    if text is None:
+        return None
+    try:
+        head, value = text.split("=", 1)
+        variant, term = head.split(":", 1)
+        return int(variant), term.strip(), value.strip()
+    except ValueError:
+        _fail(f"--what-if takes VARIANT:TERM=VALUE, e.g. 3:discount_pct=0.4 (got {text!r})")
+
+
+@app.command()
+def explain(
+    merchant: Annotated[str, typer.Option(help="Merchant id to propose and explain deal variants for.")],
+    data: Annotated[Path, typer.Option(help="Data folder holding the merchant's tables.")],
+    version: Annotated[str, typer.Option(help="Model version, or 'latest'.")] = "latest",
+    at: Annotated[str | None, typer.Option(help="Date of the proposal (default: the model's as-of date).")] = None,
+    n: Annotated[int | None, typer.Option(help="Number of variants (default: AIDG_BANDIT__N_CANDIDATES, 50).")] = None,
+    what_if: Annotated[
+        str | None, typer.Option("--what-if", help="Change one term of a variant: VARIANT:TERM=VALUE.")
+    ] = None,
+    top: Annotated[int, typer.Option(help="Variants shown in the report (JSON has all).")] = 5,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score a merchant's deal variants and say why: attention top-5, attributions, rules, similar merchants."""
+    from aidg import workflows
+
+    s = _settings()
+    change = _parse_what_if(what_if)
+    if n is not None and n < 1:
+        _fail(f"--n must be at least 1 (got {n})")
+    with _user_errors(), _progress("explain", json_out) as update:
+        report = workflows.explain(
+            s, data, merchant, version=version, at=at, n_variants=n, change=change, progress=update
+        )
+    if json_out:
+        _emit(report)
+        return
+    _print_explanation(report, top)
+
+
+def _print_explanation(report: dict[str, Any], top: int) -> None:
+    console = _wide_console()
+    console.rule(f"[bold]Deal variants for {report['merchant_id']} ({report['category']}) as of {report['at']}")
+    t = Table()
+    for col in ("#", "type", "discount", "price", "days", "focus", "score", "GP30 uplift", "approval", "risk"):
+        t.add_column(col, justify="left" if col in ("type", "focus") else "right")
+    t.add_column("why (attention top-5)")
+    for v in report["variants"][:top]:
+        c = v["components"]
+        why = ", ".join(f["feature"] for f in v["top_features"])
+        terms = [str(v["variant"]), v["type"], f"{v['discount_pct']:.0%}", f"{v['price']:.2f}", str(v["duration_days"])]
+        scores = [f"{v['score']:.3f}", f"{c['gp30_uplift']:+.1%}", f"{c['approval']:.0%}", f"{v['risk']:.3f}"]
+        t.add_row(*terms, v["focus"], *scores, why)
+    console.print(t)
+    for vid, attrs in report["attributions"].items():
+        parts = ", ".join(f"{a['feature']} {a['attribution']:+.3f}" for a in attrs)
+        console.print(f"variant {vid}: attributions (Integrated Gradients) {parts}")
+        if vid in report["rules"]:
+            console.print(f"  rule: {report['rules'][vid]}")
+    if report["similar_merchants"]:
+        sims = ", ".join(f"{m['merchant_id']} ({m['similarity']:.2f})" for m in report["similar_merchants"])
+        console.print(f"similar merchants: {sims}")
+    if report.get("what_if"):
+        w = report["what_if"]
+        console.print(
+            f"what-if {w['term']} {w['from']} → {w['to']}: score {w['score']['change']:+.3f} "
+            f"[{w['score']['low']:+.3f}, {w['score']['high']:+.3f}], GP30 uplift {w['uplift']['change']:+.3f}, "
+            f"risk {w['risk']['change']:+.3f} ({w['level']:.0%} interval)"
+        )
+    for note in report.get("notes", []):
+        console.print(f"note: {note}")
+
+
 @app.command()
 def schema() -> None:
     """Print the data schema as Markdown (the contract every data folder follows; docs/data-schema.md)."""
@@ -321,8 +396,16 @@ def demo(
                 summary["training"] = workflows.train(s, out / "world", scale="small", seed=0, progress=update)
             with _progress("evaluate", json_out) as update:
                 summary["evaluation"] = workflows.evaluate(s, out / "world", progress=update)
+            merchant = summary["evaluation"].get("example_merchant")
+            if merchant is not None:
+                with _progress("explain", json_out) as update:
+                    summary["explanation"] = workflows.explain(
+                        s, out / "world", merchant, change=(0, "discount_pct", 0.4), progress=update
+                    )
             if console is not None:
                 _demo_models(summary["training"], summary["evaluation"])
+                if "explanation" in summary:
+                    _print_explanation(summary["explanation"], top=5)
     if json_out:
         _emit(summary)
 
@@ -348,6 +431,24 @@ def _demo_models(training: dict[str, Any], evaluation: dict[str, Any]) -> None:
             f"majority {e.get('override_majority_macro_f1', float('nan')):.2f}",
         ),
         ("city embeddings vs hidden regions, silhouette", e.get("geo_region_silhouette"), "> 0.1 is structure"),
+        (
+            "deal scorer: Spearman of score vs true expected reward",
+            e.get("reward_spearman"),
+            f"gradient-boosted baseline {_nested(e, 'scorer_vs_baseline', 'gbm', 'reward_spearman'):.3f}",
+        ),
+        (
+            "deal scorer: NDCG@5 of each merchant's 50 variants",
+            e.get("ndcg_at_5"),
+            f"baseline {_nested(e, 'scorer_vs_baseline', 'gbm', 'ndcg_at_5'):.3f}",
+        ),
+        ("approval probability, calibration error (ECE)", e.get("approval_ece"), "goal ≤ 0.05"),
+        (
+            "IF-THEN rules agree with the scorer",
+            e.get("surrogate_fidelity"),
+            f"{e.get('surrogate_leaves')} leaves; majority answer {_nested(e, 'surrogate_majority_fidelity'):.2f}",
+        ),
+        ("attribution faithfulness (top-5 vs random 5)", e.get("attribution_faithfulness_ratio"), "goal ≥ 2"),
+        ("similar merchants of the same hidden type", e.get("prototype_type_agreement"), "chance ≈ 0.25"),
     ]
     t = Table(title="Held-out evaluation against the simulator's ground truth")
     for col in ("what", "value", "compare with"):
@@ -356,6 +457,14 @@ def _demo_models(training: dict[str, Any], evaluation: dict[str, Any]) -> None:
         t.add_row(what, "n/a" if v is None else f"{v:.3f}", ref)
     console.print(t)
     _print_ablation(e.get("ablation", {}))
+
+
+def _nested(d: dict[str, Any], *keys: str) -> float:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return float("nan")
+        d = d[k]
+    return float(d)  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -50,6 +50,34 @@ class BanditSettings(_Group):
     prior_beta: float = Field(1.0, gt=0, description="memo §2.1: prior failure pseudo-count")
 
 
+class CandidateSettings(_Group):
+    """Deal variants proposed per request (memo §2.1 action space: safe / explore / hybrid)."""
+
+    safe_share: float = Field(0.4, ge=0, le=1, description="share of variants close to what worked")
+    hybrid_share: float = Field(0.3, ge=0, le=1, description="share of variants one step away")
+    safe_radius: float = Field(1.0, gt=0, description="distance to the anchor deal that still counts as safe")
+    hybrid_radius: float = Field(2.5, gt=0, description="distance that still counts as hybrid (beyond: explore)")
+
+    @model_validator(mode="after")
+    def _shares(self) -> CandidateSettings:
+        if self.safe_share + self.hybrid_share > 1:
+            raise ValueError("safe_share + hybrid_share must be at most 1 (the rest is explore)")
+        if self.hybrid_radius <= self.safe_radius:
+            raise ValueError("hybrid_radius must exceed safe_radius")
+        return self
+
+
+class ExplainSettings(_Group):
+    """Explanations of the scorer (memo §1.2)."""
+
+    top_features: int = Field(5, ge=1, le=50, description="memo §1.2: top-5 influential features")
+    prototypes_k: int = Field(100, ge=1, description="memo §1.2: prototypes per category")
+    prototype_refresh_hours: float = Field(24.0, gt=0, description="memo §1.2: prototypes refreshed every 24 h")
+    surrogate_max_leaves: int = Field(32, ge=2, le=512, description="rule surrogate size (readable: ≤ 32)")
+    whatif_samples: int = Field(32, ge=2, le=1000, description="Monte-Carlo dropout samples of a what-if interval")
+    whatif_level: float = Field(0.9, gt=0, lt=1, description="coverage of the what-if interval")
+
+
 class GuardSettings(_Group):
     """Safety guard clauses (memo §2.3)."""
 
@@ -201,6 +229,8 @@ class Settings(BaseSettings):
     reward: RewardSettings = RewardSettings()
     bandit: BanditSettings = BanditSettings()
     guard: GuardSettings = GuardSettings()
+    candidates: CandidateSettings = CandidateSettings()
+    explain: ExplainSettings = ExplainSettings()
     exploration: ExplorationSettings = ExplorationSettings()
     cache: CacheSettings = CacheSettings()
     rollout: RolloutSettings = RolloutSettings()

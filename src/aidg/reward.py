@@ -10,16 +10,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from aidg.config import RewardSettings
 
 
+def composite(
+    gp30_uplift: Any, approval: Any, conversion: Any, override_frequency: Any, severity: Any, w: RewardSettings
+) -> Any:
+    """The reward formula on any array type that supports arithmetic (numpy arrays, torch tensors)."""
+    return (
+        w.w_gp30 * gp30_uplift
+        + w.w_approval * approval
+        + w.w_conversion * conversion
+        - w.w_risk * override_frequency * severity * w.risk_penalty_scale
+    )
+
+
 def risk_penalty(override_frequency: ArrayLike, severity: ArrayLike, w: RewardSettings) -> np.ndarray:
     """memo §2.2 ``compute_risk_penalty``: override frequency × severity × 0.1."""
-    freq, sev = np.asarray(override_frequency, dtype=float), np.asarray(severity, dtype=float)
-    return np.asarray(freq * sev * w.risk_penalty_scale)
+    return np.asarray(
+        np.asarray(override_frequency, dtype=float) * np.asarray(severity, dtype=float) * w.risk_penalty_scale
+    )
 
 
 def composite_reward(
@@ -31,9 +46,7 @@ def composite_reward(
     w: RewardSettings,
 ) -> np.ndarray:
     """memo §2.2 ``compute_reward`` on arrays (or scalars)."""
-    return np.asarray(
-        w.w_gp30 * np.asarray(gp30_uplift, dtype=float)
-        + w.w_approval * np.asarray(approval, dtype=float)
-        + w.w_conversion * np.asarray(conversion, dtype=float)
-        - w.w_risk * risk_penalty(override_frequency, severity, w)
+    up, ap, conv, freq, sev = (
+        np.asarray(a, dtype=float) for a in (gp30_uplift, approval, conversion, override_frequency, severity)
     )
+    return np.asarray(composite(up, ap, conv, freq, sev, w))

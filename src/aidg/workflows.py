@@ -1,4 +1,4 @@
-"""What the CLI and the demo run: train a merchant-profile encoder on a data folder, evaluate a version."""
+"""What the CLI and the demo run: train the encoders and the deal scorer on a data folder, evaluate, explain."""
 
 from __future__ import annotations
 
@@ -10,16 +10,24 @@ import pandas as pd
 import torch
 
 from aidg.config import Settings
-from aidg.errors import DataError
+from aidg.errors import DataError, NotFoundError
 from aidg.models.branches import BranchBudget
 from aidg.models.fitting import Progress
 from aidg.models.pipeline import TrainOptions
+from aidg.models.scorer_training import ScorerOptions
 from aidg.registry import ModelRegistry
 from aidg.sim import World
 from aidg.store import OfflineStore
 
 TRAIN_TABLES = ("merchants", "categories", "deals")
 OPTIONAL_TABLES = ("cities", "reps", "proposals", "overrides", "feedback_notes", "merchant_locations")
+
+
+def scorer_options(scale: str, seed: int) -> ScorerOptions:
+    """The deal scorer's budget per scale (tiny: the tests' worlds)."""
+    if scale == "tiny":
+        return ScorerOptions(seed=seed, epochs=6, windows=2, patience=2)
+    return ScorerOptions(seed=seed)
 
 
 def train_options(scale: str, seed: int, sentiment_full: bool = False) -> TrainOptions:
@@ -61,14 +69,27 @@ def train(
     sentiment_full: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Train every branch and the fusion, register the model, return the report."""
+    """Train every branch and the fusion, then the deal scorer and its explainers; register; return the report."""
+    from aidg.explain.bundle import fit_scorer_bundle
     from aidg.models.pipeline import train_profile
 
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     tables, as_of, _ = load_training_data(data)
     options = train_options(scale, seed, sentiment_full)
-    pm, metrics, split = train_profile(tables, as_of if as_of is not None else None, options, progress)  # type: ignore[arg-type]
+    say = progress or (lambda s, f: None)
+    pm, metrics, split = train_profile(
+        tables,
+        as_of if as_of is not None else None,  # type: ignore[arg-type]
+        options,
+        lambda s, f: say(f"encoders: {s}", 0.6 * f),
+    )
+    t_scorer = time.perf_counter()
+    scorer_metrics = fit_scorer_bundle(
+        pm, tables, settings, scorer_options(scale, seed), lambda s, f: say(s, 0.6 + 0.38 * f)
+    )
+    metrics.update(scorer_metrics)
+    metrics["seconds"]["scorer_and_explainers"] = time.perf_counter() - t_scorer
     params = {
         "data": str(data),
         "scale": scale,
@@ -96,7 +117,8 @@ def train(
 def evaluate(
     settings: Settings, data: Path, version: str = "latest", progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Evaluate a registered version on the held-out merchants of ``data``."""
+    """Evaluate a registered version on the held-out merchants of ``data``: encoders, then scorer and explainers."""
+    from aidg.explain.evaluation import evaluate_scorer
     from aidg.models.evaluation import evaluate_profile
 
     t0 = time.perf_counter()
@@ -104,7 +126,52 @@ def evaluate(
     tables, _, world = load_training_data(data)
     registry = ModelRegistry(settings)
     pm = registry.load_profile(version)
-    out = evaluate_profile(pm, tables, truth_world=world, progress=progress)
+    say = progress or (lambda s, f: None)
+    out = evaluate_profile(pm, tables, truth_world=world, progress=lambda s, f: say(f"encoders: {s}", 0.6 * f))
+    if pm.scorer is not None:
+        out.update(
+            evaluate_scorer(pm, tables, settings, truth_world=world, progress=lambda s, f: say(s, 0.6 + 0.4 * f))
+        )
+    out["version"] = version if version != "latest" else registry.versions()[-1]
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def explain(
+    settings: Settings,
+    data: Path,
+    merchant_id: str,
+    *,
+    version: str = "latest",
+    at: str | None = None,
+    n_variants: int | None = None,
+    change: tuple[int, str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Candidates for one merchant, scored and explained by a registered version."""
+    from aidg.explain.bundle import load_explainer
+    from aidg.features.context import FeatureContext
+    from aidg.models.scorer_data import snapshot
+    from aidg.policy.candidates import CandidateGenerator
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(1)
+    say = progress or (lambda s, f: None)
+    tables, _, _ = load_training_data(data)
+    registry = ModelRegistry(settings)
+    pm = registry.load_profile(version)
+    explainer = load_explainer(pm, settings)
+    when = pd.Timestamp(at) if at is not None else pd.Timestamp(pm.meta["as_of"])
+    ctx = FeatureContext.from_tables(tables, when)
+    if str(merchant_id) not in ctx.merchant_code.index:
+        raise NotFoundError(f"unknown merchant {merchant_id!r}: it is not in {data}/merchants")
+    n = n_variants if n_variants is not None else settings.bandit.n_candidates
+    gen = CandidateGenerator(tables["merchants"], tables["deals"], settings.candidates)
+    candidates = gen.generate(str(merchant_id), when, n)
+    say("merchant features and profile", 0.2)
+    snap = snapshot(pm, ctx, when, seed=int(pm.meta.get("seed", 0)))
+    say("scoring and explaining", 0.8)
+    out = explainer.explain(ctx, snap, candidates, change=change).to_dict()
     out["version"] = version if version != "latest" else registry.versions()[-1]
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out

@@ -27,7 +27,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
-from gensim.models import Word2Vec  # type: ignore[import-untyped]
 from scipy.spatial import cKDTree
 from sklearn.metrics import silhouette_score  # type: ignore[import-untyped]
 
@@ -173,6 +172,8 @@ def city_embeddings(
     if len(walks) == 0:
         return out
     tokens = cities.astype(object)[walks].tolist()
+    from gensim.models import Word2Vec  # type: ignore[import-untyped]  # heavy: only where city embeddings are fitted
+
     model = Word2Vec(
         tokens,
         vector_size=dim,

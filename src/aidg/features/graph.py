@@ -42,6 +42,18 @@ class DealGraph:
         return int(self.x_merchant.shape[0])
 
 
+STATIC_NAMES = [
+    "log_list_price",
+    "list_price_vs_category",
+    "habitual_discount",
+    "habitual_duration",
+    "log_baseline_gp30",
+    "log_deal_count",
+    "tenure_years",
+    "city_demand",
+]  # after the category one-hot, in this order
+
+
 def merchant_static(ctx: FeatureContext, cutoff: int) -> tuple[np.ndarray, list[str]]:
     """Public attributes of each merchant as of the cutoff (also the graph's merchant node features)."""
     m = ctx.tables["merchants"]
@@ -74,16 +86,7 @@ def merchant_static(ctx: FeatureContext, cutoff: int) -> tuple[np.ndarray, list[
             demand,
         ]
     ).astype(np.float32)
-    names = [f"category={c}" for c in ctx.category_ids] + [
-        "log_list_price",
-        "list_price_vs_category",
-        "habitual_discount",
-        "habitual_duration",
-        "log_baseline_gp30",
-        "log_deal_count",
-        "tenure_years",
-        "city_demand",
-    ]
+    names = [f"category={c}" for c in ctx.category_ids] + STATIC_NAMES
     return x, names
 
 

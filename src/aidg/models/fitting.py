@@ -24,8 +24,13 @@ def fit(
     weight_decay: float = 1e-4,
     label: str = "train",
     progress: Progress | None = None,
+    on_epoch: Callable[[int], bool] | None = None,
 ) -> list[float]:
-    """Minimise ``loss_fn(batch_indices)`` over ``n`` examples; returns the mean loss of each epoch."""
+    """Minimise ``loss_fn(batch_indices)`` over ``n`` examples; returns the mean loss of each epoch.
+
+    ``on_epoch(epoch)`` runs after each epoch (module in eval mode); returning
+    True stops training early (e.g. when a validation loss stops improving).
+    """
     if n == 0:
         raise ValueError(f"{label}: no training examples (is the history empty?)")
     rng = np.random.default_rng(seed)
@@ -55,6 +60,12 @@ def fit(
             if progress is not None and step % 10 == 0:
                 progress(f"{label} epoch {epoch + 1}/{epochs}", step / max(steps, 1))
         history.append(total / max(count, 1))
+        if on_epoch is not None:
+            module.eval()
+            stop = on_epoch(epoch)
+            module.train()
+            if stop:
+                break
     module.eval()
     if progress is not None:
         progress(f"{label} done", 1.0)

@@ -10,6 +10,7 @@ import torch
 
 from aidg.errors import DataError
 from aidg.models.deal_history_encoder import DealHistoryConfig, DealHistoryEncoder
+from aidg.models.deal_scorer import ContextualDealScorer, ScorerConfig
 from aidg.models.heads import MLPHead
 from aidg.models.merchant_graph_sage import GraphConfig, MerchantGraphSAGE
 from aidg.models.merchant_profile_encoder import MerchantProfileEncoder, ProfileConfig
@@ -38,7 +39,9 @@ def save_profile_model(pm: ProfileModel, path: Path) -> Path:
             "sentiment": dataclasses.asdict(pm.sentiment.config) if pm.sentiment is not None else None,
             "uplift_head": _head_spec(pm.uplift_head),
             "heads": {k: _head_spec(v) for k, v in pm.heads.items()},
+            "scorer": dataclasses.asdict(pm.scorer.config) if pm.scorer is not None else None,
         },
+        "artifacts": pm.artifacts,
         "state": {k: m.state_dict() for k, m in pm.modules().items()},
         "meta": pm.meta,
     }
@@ -68,6 +71,8 @@ def load_profile_model(path: Path) -> ProfileModel:
         uplift_head=MLPHead(**c["uplift_head"]),
         heads={k: MLPHead(**v) for k, v in c["heads"].items()},
         meta=blob["meta"],
+        scorer=ContextualDealScorer(ScorerConfig(**c["scorer"])) if c.get("scorer") else None,
+        artifacts=blob.get("artifacts", {}),
     )
     for name, module in pm.modules().items():
         try:

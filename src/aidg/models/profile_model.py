@@ -1,4 +1,8 @@
-"""ProfileModel: every trained branch plus the fusion, and how to compute merchant profiles with it.
+"""ProfileModel: every trained branch plus the fusion (and the deal scorer on top), and how to compute profiles.
+
+One registered model version is one ProfileModel: the encoders, the fusion, the
+contextual deal scorer trained on their profiles, and the saved states of the
+explainers and the baseline (``artifacts``), so a version serves as a whole.
 
 ``compute_parts`` builds each branch's embedding for every merchant at a
 cutoff (point-in-time: only what was known before it); ``profiles`` fuses them
@@ -26,13 +30,14 @@ from aidg.features.summary import SUMMARY_NAMES, history_summary
 from aidg.features.text import latest_notes, readable_mask
 from aidg.models.branches import encode_deals, encode_events, encode_overrides
 from aidg.models.deal_history_encoder import DealHistoryEncoder
+from aidg.models.deal_scorer import ContextualDealScorer
 from aidg.models.fitting import predict_batches
 from aidg.models.heads import MLPHead
 from aidg.models.merchant_graph_sage import MerchantGraphSAGE
 from aidg.models.merchant_profile_encoder import MerchantProfileEncoder
 from aidg.models.override_pattern_analyzer import OverridePatternAnalyzer
 from aidg.models.sentiment_extractor import SentimentExtractor
-from aidg.models.sentiment_training import encode_texts
+from aidg.models.sentiment_training import predict_texts
 from aidg.models.sequence_encoder import EventSequenceEncoder
 
 NOTES_PER_MERCHANT = 3  # latest notes averaged into the sentiment branch
@@ -55,6 +60,8 @@ class ProfileModel:
     uplift_head: MLPHead
     heads: dict[str, MLPHead] = field(default_factory=dict)  # each branch's training head
     meta: dict[str, Any] = field(default_factory=dict)
+    scorer: ContextualDealScorer | None = None  # the contextual deal scorer trained on these profiles
+    artifacts: dict[str, Any] = field(default_factory=dict)  # explainers' and the baseline's saved states
 
     def modules(self) -> dict[str, nn.Module]:
         out: dict[str, nn.Module] = {
@@ -68,6 +75,8 @@ class ProfileModel:
         if self.sentiment is not None:
             out["sentiment"] = self.sentiment
         out.update({f"head_{k}": v for k, v in self.heads.items()})
+        if self.scorer is not None:
+            out["scorer"] = self.scorer
         return out
 
     def eval(self) -> ProfileModel:
@@ -76,8 +85,14 @@ class ProfileModel:
         return self
 
     @torch.inference_mode()
-    def compute_parts(self, ctx: FeatureContext, at: pd.Timestamp | str, seed: int = 0) -> dict[str, np.ndarray]:
-        """Every branch's embedding for every merchant (ctx order), from what was known before ``at``."""
+    def compute_parts(
+        self, ctx: FeatureContext, at: pd.Timestamp | str, seed: int = 0, readable: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Every branch's embedding for every merchant (ctx order), from what was known before ``at``.
+
+        ``readable``, when given, receives readable by-products the scorer shows
+        by name: ``mood`` (positive − negative probability of the latest notes).
+        """
         self.eval()
         cut = cutoff_seconds(at)
         n = len(ctx.merchant_ids)
@@ -94,7 +109,9 @@ class ProfileModel:
         graph = build_graph(ctx, cut)
         h = self.graph(graph.x_merchant, graph.x_deal, graph.edge_index, graph.edge_attr, graph.edge_weight)
         parts["graph"] = h[:n].numpy()
-        parts["sentiment"] = self.merchant_sentiment(ctx, at)
+        parts["sentiment"], mood = self.merchant_sentiment(ctx, at)
+        if readable is not None:
+            readable["mood"] = mood
         t = ctx.tables
         geo, _ = geo_features(
             t["merchants"],
@@ -109,23 +126,32 @@ class ProfileModel:
         parts["static"] = np.concatenate([static, history_summary(ctx, cut)], 1)
         return parts
 
-    def merchant_sentiment(self, ctx: FeatureContext, at: pd.Timestamp | str) -> np.ndarray:
-        """Mean 32-d sentiment vector of each merchant's latest readable notes before ``at`` (zeros if none)."""
+    def merchant_sentiment(self, ctx: FeatureContext, at: pd.Timestamp | str) -> tuple[np.ndarray, np.ndarray]:
+        """Each merchant's latest readable notes before ``at``, averaged: the 32-d sentiment vector and the mood.
+
+        The mood is P(positive) − P(negative) in [-1, 1]; both are zeros for a
+        merchant without readable notes (or without a sentiment model).
+        """
         dim = int(self.fusion.config.branches["sentiment"])
-        out = np.zeros((len(ctx.merchant_ids), dim), np.float32)
+        n = len(ctx.merchant_ids)
+        out, mood = np.zeros((n, dim), np.float32), np.zeros(n, np.float32)
         notes = ctx.tables.get("feedback_notes")
         if self.sentiment is None or notes is None or len(notes) == 0:
-            return out
+            return out, mood
         latest = latest_notes(notes, ctx.merchant_ids, pd.Timestamp(at), k=NOTES_PER_MERCHANT)
         latest = latest[readable_mask(latest.text.tolist())]
         if len(latest) == 0:
-            return out
-        vec = encode_texts(self.sentiment, latest.text.astype(str).tolist())
+            return out, mood
+        res = predict_texts(self.sentiment, latest.text.astype(str).tolist())
+        labels = list(self.sentiment.LABELS)
+        per_note = res["proba"][:, labels.index("positive")] - res["proba"][:, labels.index("negative")]
         codes = ctx.codes(latest.merchant_id.astype(str).to_numpy())
+        counts = np.bincount(codes, minlength=n)
         sums = np.zeros_like(out)
-        np.add.at(sums, codes, vec)
-        counts = np.bincount(codes, minlength=len(out))[:, None]
-        return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0).astype(np.float32)
+        np.add.at(sums, codes, res["vector"])
+        out = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], 0.0).astype(np.float32)
+        mood = (np.bincount(codes, weights=per_note, minlength=n) / np.maximum(counts, 1)).astype(np.float32)
+        return out, mood
 
     @torch.inference_mode()
     def profiles(self, parts: dict[str, np.ndarray], drop: frozenset[str] = frozenset()) -> np.ndarray:

@@ -226,7 +226,7 @@ def train_sentiment(
     return model, info
 
 
-def _predict(model: SentimentExtractor, texts: Sequence[str], batch_size: int) -> dict[str, np.ndarray]:
+def predict_texts(model: SentimentExtractor, texts: Sequence[str], batch_size: int = 64) -> dict[str, np.ndarray]:
     """Vector (N, D), label probabilities (N, 3) and intensity (N,) for ``texts``, in their order."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
@@ -259,12 +259,12 @@ def encode_texts(model: SentimentExtractor, texts: Sequence[str], batch_size: in
     train/eval mode is restored afterwards. Unreadable notes are encoded too
     (filter them first with :func:`aidg.features.text.split_readable` if needed).
     """
-    return _predict(model, [str(t) for t in texts], batch_size)["vector"]
+    return predict_texts(model, [str(t) for t in texts], batch_size)["vector"]
 
 
 def predict_sentiment(model: SentimentExtractor, texts: Sequence[str], batch_size: int = 64) -> pd.DataFrame:
     """Per text: predicted ``label``, one probability column per label, and ``intensity``."""
-    res = _predict(model, [str(t) for t in texts], batch_size)
+    res = predict_texts(model, [str(t) for t in texts], batch_size)
     df = pd.DataFrame(res["proba"], columns=[f"p_{name}" for name in LABELS])
     df.insert(0, "label", np.asarray(LABELS, dtype=object)[res["proba"].argmax(axis=1)] if len(df) else [])
     df["intensity"] = res["intensity"]
@@ -305,7 +305,7 @@ def evaluate_sentiment(
     }
     if len(usable):
         labels, intensity, has = _targets(usable)
-        res = _predict(model, usable["text"].astype(str).tolist(), batch_size)
+        res = predict_texts(model, usable["text"].astype(str).tolist(), batch_size)
         truth = labels.numpy()
         hit = res["proba"].argmax(axis=1) == truth
         result["sentiment_accuracy"] = float(hit.mean())

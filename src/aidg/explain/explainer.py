@@ -1,0 +1,218 @@
+"""The Explainer: runs every explanation algorithm on a merchant's scored variants, returns one Explanation.
+
+For each variant: the top-5 merchant features by the scorer's attention
+(readable tokens only; the share of attention on the learned profile is
+reported beside them). For the best variants: a Captum Integrated-Gradients
+attribution, the IF-THEN rule of the surrogate tree that decides it, and
+optionally a what-if. For the merchant: the most similar real merchants of
+its category (prototypical memory over behaviour fingerprints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aidg.config import ExplainSettings
+from aidg.errors import DataError
+from aidg.explain.attribution import integrated_gradients
+from aidg.explain.prototypes import PrototypicalMemory
+from aidg.explain.surrogate import RuleSurrogate
+from aidg.explain.whatif import what_if
+from aidg.features.context import FeatureContext
+from aidg.models.deal_scorer import ContextualDealScorer
+from aidg.models.scorer_data import Snapshot
+from aidg.models.scoring import behaviour_fingerprint, merchant_inputs, score_candidates
+
+TERM_COLUMNS = ["discount_pct", "price", "duration_days", "category_id", "focus", "type"]
+RULE_TERMS = [
+    "discount",
+    "size_x_list_price",
+    "duration_days",
+    "focus",
+    "discount_vs_habitual",
+    "discount_gap",
+    "size_gap",
+]
+
+
+def rule_frame(ctx: FeatureContext, snap: Snapshot, candidates: pd.DataFrame) -> pd.DataFrame:
+    """Readable rows for the rule surrogate: the merchant's named features and the variant's terms."""
+    rows = ctx.codes(candidates.merchant_id.astype(str).to_numpy())
+    merchant = snap.view.frame(ctx.category_ids).iloc[rows].reset_index(drop=True)
+    m = ctx.tables["merchants"].iloc[rows]
+    lp = (m.list_price if "list_price" in m else m.baseline_price).astype(float).to_numpy()
+    terms = pd.DataFrame(
+        {
+            "discount": candidates.discount_pct.to_numpy(float),
+            "size_x_list_price": candidates.price.to_numpy(float) / np.maximum(lp, 1e-3),
+            "duration_days": candidates.duration_days.to_numpy(float),
+            "focus": candidates.focus.astype(str).to_numpy() if "focus" in candidates else "primary",
+            "discount_vs_habitual": candidates.discount_pct.to_numpy(float)
+            - m.baseline_discount_pct.astype(float).to_numpy(),
+        }
+    )
+    terms["discount_gap"] = terms.discount_vs_habitual.abs()  # how far from the habitual discount, either way
+    terms["size_gap"] = np.abs(np.log(np.maximum(terms.size_x_list_price, 1e-3)))  # how far from one list price
+    out = pd.concat([merchant, terms], axis=1)
+    num = out.columns.difference(["category", "focus"])
+    out[num] = out[num].astype(float).fillna(0.0)  # unknown history reads as 0 in rules, as in the scorer
+    return out
+
+
+@dataclass
+class Explanation:
+    """Everything said about one merchant's variants (``to_dict`` is the JSON the CLI and API return)."""
+
+    merchant_id: str
+    at: str
+    category: str
+    variants: list[dict[str, Any]]
+    attributions: dict[int, list[dict[str, Any]]]
+    rules: dict[int, str]
+    similar_merchants: list[dict[str, Any]]
+    global_rules: list[str]
+    what_if: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "merchant_id": self.merchant_id,
+            "at": self.at,
+            "category": self.category,
+            "variants": self.variants,
+            "attributions": {str(k): v for k, v in self.attributions.items()},
+            "rules": {str(k): v for k, v in self.rules.items()},
+            "similar_merchants": self.similar_merchants,
+            "global_rules": self.global_rules,
+            "what_if": self.what_if,
+            "notes": self.notes,
+        }
+
+
+class Explainer:
+    """Scores a merchant's candidates and explains them (see the module docstring)."""
+
+    def __init__(
+        self,
+        scorer: ContextualDealScorer,
+        memory: PrototypicalMemory | None = None,
+        surrogate: RuleSurrogate | None = None,
+        settings: ExplainSettings | None = None,
+        surrogate_threshold: float | None = None,
+    ) -> None:
+        self.scorer = scorer
+        self.memory = memory
+        self.surrogate = surrogate
+        self.settings = settings or ExplainSettings()
+        self.surrogate_threshold = surrogate_threshold
+        names = scorer.config.token_names
+        self.readable = [i for i, n in enumerate(names) if not n.startswith("profile[")]
+        self.profile_tokens = [i for i, n in enumerate(names) if n.startswith("profile[")]
+
+    def attention_top(self, attention: np.ndarray, x: np.ndarray, category: str) -> tuple[list[dict[str, Any]], float]:
+        """Top-k readable merchant features by attention weight for one variant, and the profile's share."""
+        names = self.scorer.config.token_names
+        k = self.settings.top_features
+        weights = attention[self.readable]
+        order = np.argsort(-weights)[:k]
+        top = []
+        for j in order:
+            i = self.readable[j]
+            value: Any = category if names[i] == "category" else x[i]
+            if isinstance(value, float | np.floating):
+                value = None if not np.isfinite(value) else round(float(value), 4)
+            top.append({"feature": names[i], "value": value, "weight": round(float(attention[i]), 4)})
+        return top, float(attention[self.profile_tokens].sum())
+
+    def explain(
+        self,
+        ctx: FeatureContext,
+        snap: Snapshot,
+        candidates: pd.DataFrame,
+        *,
+        explain_variants: int = 3,
+        change: tuple[int, str, Any] | None = None,
+    ) -> Explanation:
+        """Score and explain one merchant's candidates; ``change`` = (variant, term, new value) adds a what-if."""
+        scored = score_candidates(self.scorer, ctx, snap, candidates)
+        t = scored.table
+        mid = str(t.merchant_id.iloc[0])
+        row = int(ctx.codes([mid])[0])
+        x = snap.view.numeric[row]
+        cat_code = int(snap.view.category[row])
+        category = str(ctx.category_ids[cat_code]) if cat_code >= 0 else "unknown"
+        order = np.argsort(-t.score.to_numpy(), kind="stable")
+        variants = []
+        for i in order:
+            top, profile_share = self.attention_top(scored.attention[i], x, category)
+            r = t.iloc[i]
+            variants.append(
+                {
+                    "variant": int(r.variant) if "variant" in t else int(i),
+                    **{c: (r[c].item() if hasattr(r[c], "item") else r[c]) for c in TERM_COLUMNS if c in t},
+                    "score": round(float(r.score), 5),
+                    "components": {
+                        "gp30_uplift": round(float(r.uplift), 5),
+                        "approval": round(float(r.approval), 5),
+                        "conversion": round(float(r.conversion), 5),
+                    },
+                    "risk": round(float(r.risk), 5),
+                    "p_override": round(float(r.p_override), 5),
+                    "top_features": top,
+                    "profile_attention_share": round(profile_share, 4),
+                }
+            )
+        inp = merchant_inputs(ctx, snap, t)
+        attributions: dict[int, list[dict[str, Any]]] = {}
+        rules: dict[int, str] = {}
+        frame = rule_frame(ctx, snap, t) if self.surrogate is not None else None
+        for i in order[:explain_variants]:
+            vid = variants[int(np.flatnonzero(order == i)[0])]["variant"]
+            attributions[vid] = integrated_gradients(self.scorer, inp, int(i)).top(self.settings.top_features)  # type: ignore[assignment]
+            if self.surrogate is not None and frame is not None:
+                rules[vid] = self.surrogate.rule_for(frame.iloc[[int(i)]]).text()
+        similar: list[dict[str, Any]] = []
+        notes: list[str] = []
+        if self.memory is not None:
+            emb = behaviour_fingerprint(self.scorer, ctx, snap, np.array([row]))[0]
+            try:
+                found = self.memory.find_similar_merchants(emb, category, top_k=5, exclude=mid)
+                similar = [{"merchant_id": m, "similarity": round(s, 4)} for m, s in found]
+            except DataError as exc:  # e.g. no prototypes in this category yet
+                notes.append(f"similar merchants unavailable: {exc}")
+        global_rules: list[str] = []
+        if self.surrogate is not None:  # the rules that recommend first (a reviewer reads those), then the others
+            ranked = sorted(self.surrogate.rules(), key=lambda r: (not r.recommend, -r.support))
+            global_rules = [r.text() for r in ranked[:5]]
+        wi = None
+        if change is not None:
+            v, term, value = change
+            sel = t[t.variant == v] if "variant" in t else t.iloc[[v]]
+            if len(sel) == 0:
+                raise DataError(f"no variant {v} among this merchant's candidates")
+            wi = what_if(
+                self.scorer,
+                ctx,
+                snap,
+                sel.iloc[0][candidates.columns.intersection(t.columns)],
+                term,
+                value,
+                samples=self.settings.whatif_samples,
+                level=self.settings.whatif_level,
+            ).to_dict()
+        return Explanation(
+            merchant_id=mid,
+            at=str(snap.at),
+            category=category,
+            variants=variants,
+            attributions=attributions,
+            rules=rules,
+            similar_merchants=similar,
+            global_rules=global_rules,
+            what_if=wi,
+            notes=notes,
+        )

@@ -1,0 +1,142 @@
+"""Explanations of a trained tiny model, end to end: what a merchant manager sees and can rely on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from aidg import workflows
+from aidg.errors import DataError, NotFoundError
+from aidg.explain.attribution import _forward, faithfulness, integrated_gradients
+from aidg.explain.bundle import load_explainer
+from aidg.explain.whatif import what_if
+from aidg.features.context import FeatureContext
+from aidg.features.merchant_view import MERCHANT_NAMES
+from aidg.models.scorer_data import snapshot
+from aidg.models.scoring import merchant_inputs, score_candidates
+from aidg.policy.candidates import CandidateGenerator
+from aidg.registry import ModelRegistry
+
+
+@pytest.fixture(scope="module")
+def env(trained: dict[str, Any]) -> dict[str, Any]:
+    pm = ModelRegistry(trained["settings"]).load_profile()
+    tables = trained["world"].tables
+    ctx = FeatureContext.from_tables(tables, pd.Timestamp(pm.meta["as_of"]))
+    snap = snapshot(pm, ctx, ctx.as_of)
+    gen = CandidateGenerator(tables["merchants"], tables["deals"])
+    mid = pm.meta["heldout_merchants"][0]
+    return {
+        "pm": pm,
+        "ctx": ctx,
+        "snap": snap,
+        "gen": gen,
+        "mid": mid,
+        "cand": gen.generate(mid, ctx.as_of),
+        "explainer": load_explainer(pm, trained["settings"]),
+    }
+
+
+def test_explain_returns_ranked_variants_with_readable_reasons(trained: dict[str, Any]) -> None:
+    pm = ModelRegistry(trained["settings"]).load_profile()
+    mid = pm.meta["heldout_merchants"][1]
+    out = workflows.explain(trained["settings"], trained["data"], mid, change=(0, "discount_pct", 0.4))
+    v = out["variants"]
+    assert len(v) == 50 and out["merchant_id"] == mid
+    scores = [x["score"] for x in v]
+    assert scores == sorted(scores, reverse=True)
+    readable = {*MERCHANT_NAMES, "category"}
+    for x in v:
+        assert len(x["top_features"]) == 5 and {f["feature"] for f in x["top_features"]} <= readable
+        assert 0 <= x["risk"] <= 1 and x["type"] in {"safe", "hybrid", "explore"}
+        assert set(x["components"]) == {"gp30_uplift", "approval", "conversion"}
+    best = str(v[0]["variant"])
+    assert len(out["attributions"][best]) == 5
+    assert out["rules"][best].startswith(("IF ", "ALWAYS "))
+    assert out["rules"][best].endswith(("recommend high-GP30 deal", "do not recommend"))
+    sims = [s["merchant_id"] for s in out["similar_merchants"]]
+    assert mid not in sims and 0 < len(sims) <= 5
+    cats = trained["world"].tables["merchants"].set_index("merchant_id").category_id
+    assert all(cats[s] == cats[mid] for s in sims)
+    assert set(pm.meta["train_merchants"]) >= set(sims)  # prototypes come from training merchants only
+    w = out["what_if"]
+    assert w["term"] == "discount_pct" and w["to"] == 0.4
+    for k in ("score", "uplift", "risk"):
+        assert w[k]["low"] <= w[k]["change"] <= w[k]["high"]
+
+
+def test_integrated_gradients_are_complete(env: dict[str, Any]) -> None:
+    scorer = env["explainer"].scorer
+    inp = merchant_inputs(env["ctx"], env["snap"], env["cand"])
+    attr = integrated_gradients(scorer, inp, 0, steps=64)
+    f = _forward(scorer, inp, 0)
+    with torch.no_grad():
+        x = torch.where(torch.isfinite(inp.x), inp.x, scorer.merchant_encoder.x_scale.mean)
+        gap = float(f(x)[0] - f(scorer.merchant_encoder.x_scale.mean[None])[0])
+    assert attr.attributions.sum() == pytest.approx(gap, abs=max(1e-3, 0.02 * abs(gap)))
+    d_top, d_rand = faithfulness(scorer, inp, 0, attr)
+    assert d_top >= 0 and d_rand >= 0
+
+
+def test_what_if_moves_with_the_term_and_refuses_nonsense(env: dict[str, Any]) -> None:
+    scorer, ctx, snap, cand = env["explainer"].scorer, env["ctx"], env["snap"], env["cand"]
+    same = what_if(scorer, ctx, snap, cand.iloc[0], "discount_pct", float(cand.discount_pct.iloc[0]))
+    assert same.change["score"] == pytest.approx(0.0, abs=1e-6)
+    moved = what_if(scorer, ctx, snap, cand.iloc[0], "duration_days", 7 if cand.duration_days.iloc[0] != 7 else 60)
+    assert moved.high["score"] - moved.low["score"] > 0  # a real interval, not a point
+    with pytest.raises(DataError, match="fraction in"):
+        what_if(scorer, ctx, snap, cand.iloc[0], "discount_pct", 40)
+    with pytest.raises(DataError, match="one of discount_pct"):
+        what_if(scorer, ctx, snap, cand.iloc[0], "colour", "red")
+    with pytest.raises(DataError, match="unknown category"):
+        what_if(scorer, ctx, snap, cand.iloc[0], "category_id", "casino")
+
+
+def test_invalid_inputs_get_clear_errors(env: dict[str, Any]) -> None:
+    scorer, ctx, snap, cand = env["explainer"].scorer, env["ctx"], env["snap"], env["cand"]
+    with pytest.raises(DataError, match="candidate set is empty"):
+        score_candidates(scorer, ctx, snap, cand.iloc[:0])
+    with pytest.raises(NotFoundError, match="unknown merchant 'ghost'"):
+        score_candidates(scorer, ctx, snap, cand.assign(merchant_id="ghost"))
+    bad = cand.copy()
+    bad.loc[3, "discount_pct"] = np.nan
+    with pytest.raises(DataError, match="non-finite features"):
+        score_candidates(scorer, ctx, snap, bad)
+    broken = env["snap"].take(np.arange(len(ctx.merchant_ids)))
+    broken.profile[ctx.codes([env["mid"]])[0], 0] = np.nan
+    with pytest.raises(DataError, match="non-finite profile"):
+        score_candidates(scorer, ctx, broken, cand)
+
+
+def test_reloaded_version_scores_identically(env: dict[str, Any], trained: dict[str, Any]) -> None:
+    again = ModelRegistry(trained["settings"]).load_profile()
+    assert again.scorer is not None
+    a = score_candidates(env["explainer"].scorer, env["ctx"], env["snap"], env["cand"]).table.score
+    b = score_candidates(again.scorer, env["ctx"], env["snap"], env["cand"]).table.score
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-6)
+
+
+def test_cli_explain_json(trained: dict[str, Any]) -> None:
+    pm = ModelRegistry(trained["settings"]).load_profile()
+    env = {"AIDG_HOME": str(trained["settings"].home)}
+    cmd = [sys.executable, "-m", "aidg.cli", "explain", "--merchant", pm.meta["heldout_merchants"][2]]
+    proc = subprocess.run(
+        [*cmd, "--data", str(trained["data"]), "--n", "12", "--json"],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert len(out["variants"]) == 12 and out["version"] == "1"
+    bad = subprocess.run(
+        [*cmd[:-1], "nobody", "--data", str(trained["data"])],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "unknown merchant 'nobody'" in bad.stderr and "Traceback" not in bad.stderr
