@@ -7,10 +7,14 @@ STAMP  := $(VENV)/.installed
 # torch is pinned in the same install line as everything that depends on it:
 # 2.13.0 is the CPU wheel on local disk; any other version pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
+OBP   := obp==0.5.7
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(TORCH) -e '.[dev]'
+	# Open Bandit Pipeline, the off-policy-evaluation cross-check: it declares Python < 3.11 and
+	# torch 1.12, so a plain install drags a CUDA torch; it imports and runs fine without them
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python $(OBP)
 	@touch $(STAMP)
 
 .PHONY: install demo test check clean
