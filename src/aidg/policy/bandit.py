@@ -1,0 +1,172 @@
+"""Risk-aware Thompson sampling over the scorer's representation ("neural-linear"), with delayed rewards.
+
+Model: the true reward of variant *v* for a merchant is the scorer's score plus
+a linear correction of its 128-d representation φ_v:
+``r ≈ s_v + φ_vᵀ w``, with ``w ~ N(0, σ²/λ · I)`` a priori. The posterior over
+``w`` is Gaussian with precision ``A = λ I + Σ φ φᵀ`` and mean ``A⁻¹ b``,
+``b = Σ φ (r − s)`` (Bayesian linear regression with noise variance σ²).
+
+``select_action``: among the variants the guard allows whose risk is at most
+the threshold (0.1), draw ``w̃`` from the posterior, compute each sampled
+reward ``r̃_v = s_v + φ_vᵀ w̃``, adjust it for risk (memo §2.1: × (1 − risk);
+a negative reward is made worse by the same factor: ÷ (1 − risk)), and take
+the best. With no eligible variant, the safest one (lowest risk) is chosen
+and the choice is flagged. The propensity of the choice (its probability
+under the sampling, needed for off-policy evaluation) is estimated by
+Monte-Carlo: the share of ``n_propensity`` posterior draws in which it wins
+(at least ``1 / (2 n)`` so IPS weights stay finite).
+
+Delayed rewards (``update_params``): a decision's reward parts arrive apart
+(approval within hours, conversion in days, GP30 uplift after 30 days). Its
+reward is re-computed from the parts known so far, with the scorer's own
+prediction standing in for each missing part; the first part adds φφᵀ to the
+precision and every part moves ``b`` by ``φ · (new reward − reward used so
+far)``. So the learner uses early parts at once and corrects exactly when the
+GP30 lands; a part that comes twice or out of order changes nothing twice;
+a GP30 that never arrives leaves the scorer's prediction in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aidg.config import BanditSettings, RewardSettings
+from aidg.errors import DataError, NotFoundError
+from aidg.reward import composite_reward
+
+PARTS = ("approval", "conversion", "gp30_uplift", "override")  # override: severity of the edit, 0 if none
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int  # position of the chosen variant in the candidates given
+    pscore: float  # its probability under the sampling policy (Monte-Carlo)
+    eligible: np.ndarray  # (n,) bool: risk ≤ threshold and allowed by the guard
+    fallback: bool  # no variant was eligible: the safest was taken
+    sampled: np.ndarray  # (n,) risk-adjusted sampled rewards of this draw (−inf where not eligible)
+
+
+@dataclass
+class _Pending:
+    phi: np.ndarray
+    predicted: dict[str, float]  # the scorer's predictions of each part (stand-ins until a part arrives)
+    score: float
+    parts: dict[str, float] = field(default_factory=dict)
+    used: float = 0.0  # reward currently counted in b
+    counted: bool = False  # φφᵀ already in the precision
+
+
+def risk_adjust(reward: np.ndarray, risk: np.ndarray) -> np.ndarray:
+    """memo §2.1 "× (1 − risk)", made monotone for negative rewards (÷ (1 − risk) there)."""
+    keep = np.clip(1.0 - np.asarray(risk, float), 1e-3, 1.0)
+    r = np.asarray(reward, float)
+    return np.where(r >= 0, r * keep, r / keep)
+
+
+class RiskAwareThompsonSampling:
+    """Neural-linear Thompson sampling with a risk filter and delayed, part-wise rewards (see the module docstring)."""
+
+    def __init__(
+        self,
+        dim: int,
+        settings: BanditSettings | None = None,
+        reward: RewardSettings | None = None,
+        prior_precision: float = 1.0,
+        noise: float = 0.3,
+        n_propensity: int = 256,
+        seed: int = 0,
+    ) -> None:
+        if dim < 1:
+            raise DataError(f"the representation needs at least one dimension, got {dim}")
+        self.settings = settings or BanditSettings()
+        self.reward = reward or RewardSettings()
+        self.noise = noise
+        self.n_propensity = n_propensity
+        self.A = prior_precision * np.eye(dim)
+        self.b = np.zeros(dim)
+        self.rng = np.random.default_rng(seed)
+        self.pending: dict[str, _Pending] = {}
+        self._chol: np.ndarray | None = None
+
+    # -- the posterior -------------------------------------------------------------------------
+    def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._chol is None:
+            self._chol = np.linalg.cholesky(self.A)
+        mean = np.linalg.solve(self.A, self.b)
+        return mean, self._chol
+
+    def sample_weights(self, n: int) -> np.ndarray:
+        """(n, dim) draws of w from N(A⁻¹b, σ² A⁻¹)."""
+        mean, chol = self._posterior()
+        z = self.rng.standard_normal((len(mean), n))
+        # A = L Lᵀ → A⁻¹ = L⁻ᵀ L⁻¹; L⁻ᵀ z has covariance A⁻¹
+        return np.asarray(mean[None, :] + self.noise * np.linalg.solve(chol.T, z).T)
+
+    # -- acting --------------------------------------------------------------------------------
+    def select_action(
+        self, phi: np.ndarray, score: np.ndarray, risk: np.ndarray, allowed: np.ndarray | None = None
+    ) -> Choice:
+        """Pick one of the n variants (rows of ``phi`` with the scorer's ``score`` and ``risk``)."""
+        phi, score, risk = np.asarray(phi, float), np.asarray(score, float), np.asarray(risk, float)
+        n = len(score)
+        if n == 0:
+            raise DataError("no variants to choose from")
+        if phi.shape != (n, self.A.shape[0]) or risk.shape != (n,):
+            raise DataError(f"phi must be ({n}, {self.A.shape[0]}) and risk ({n},); got {phi.shape} and {risk.shape}")
+        ok = np.ones(n, bool) if allowed is None else np.asarray(allowed, bool)
+        eligible = ok & (risk <= self.settings.risk_threshold)
+        fallback = not eligible.any()
+        if fallback:
+            pool = ok if ok.any() else np.ones(n, bool)
+            i = int(np.flatnonzero(pool)[np.argmin(risk[pool])])
+            return Choice(i, 1.0, eligible, True, np.full(n, -np.inf))
+        w = self.sample_weights(1 + self.n_propensity)
+        sampled = risk_adjust(score[None, :] + w @ phi.T, risk[None, :])  # (1 + M, n)
+        sampled[:, ~eligible] = -np.inf
+        winners = sampled.argmax(1)
+        i = int(winners[0])
+        wins = float(np.mean(winners[1:] == i))
+        pscore = max(wins, 1.0 / (2 * self.n_propensity))
+        return Choice(i, pscore, eligible, False, sampled[0])
+
+    # -- learning, part by part ----------------------------------------------------------------
+    def register(self, decision_id: str, phi: np.ndarray, score: float, predicted: dict[str, float]) -> None:
+        """Remember a decision's chosen variant so its reward parts can be joined when they arrive."""
+        missing = [p for p in PARTS if p not in predicted]
+        if missing:
+            raise DataError(f"predicted parts missing for decision {decision_id}: {', '.join(missing)}")
+        self.pending[decision_id] = _Pending(np.asarray(phi, float).copy(), dict(predicted), float(score))
+
+    def _reward(self, p: _Pending) -> float:
+        v = {k: p.parts.get(k, p.predicted[k]) for k in PARTS}
+        return float(
+            composite_reward(v["gp30_uplift"], v["approval"], v["conversion"], v["override"], 1.0, self.reward)
+        )
+
+    def update_params(self, decision_id: str, part: str, value: float) -> bool:
+        """A reward part of a decision arrived; returns False when it had already been applied (idempotent)."""
+        if part not in PARTS:
+            raise DataError(f"unknown reward part {part!r}; parts are {', '.join(PARTS)}")
+        if not np.isfinite(value):
+            raise DataError(f"reward part {part} of {decision_id} must be finite, got {value}")
+        p = self.pending.get(decision_id)
+        if p is None:
+            raise NotFoundError(f"unknown decision {decision_id!r}: register it before its rewards arrive")
+        if part in p.parts and p.parts[part] == value:
+            return False
+        p.parts[part] = float(value)
+        r = self._reward(p)
+        if not p.counted:
+            self.A += np.outer(p.phi, p.phi)
+            self._chol = None
+            p.counted = True
+            p.used = p.score  # the residual r − s starts from the scorer's own score
+        self.b += p.phi * (r - p.used)
+        p.used = r
+        return True
+
+    def state(self) -> dict[str, Any]:
+        return {"A": self.A.tolist(), "b": self.b.tolist(), "pending": len(self.pending)}
