@@ -55,6 +55,7 @@ class Estimate:
 def _check(
     reward: np.ndarray, action: np.ndarray, pscore: np.ndarray, action_dist: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked (reward, action, action_dist, importance weight π_e(a_i|x_i) / p_i) of a log."""
     r, a, p, pi = (np.asarray(x) for x in (reward, action, pscore, action_dist))
     n = len(r)
     if n == 0:
@@ -72,7 +73,8 @@ def _check(
         raise DataError(f"actions must index action_dist's {pi.shape[1]} columns")
     if not np.allclose(pi.sum(1), 1.0, atol=1e-6) or (pi < 0).any():
         raise DataError("each row of action_dist must be a probability distribution over actions")
-    return r.astype(float), a, p.astype(float), pi.astype(float)
+    pi = pi.astype(float)
+    return r.astype(float), a, pi, pi[np.arange(n), a] / p.astype(float)
 
 
 def bootstrap_interval(terms: np.ndarray, alpha: float, n_bootstrap: int, seed: int) -> tuple[float, float]:
@@ -97,8 +99,7 @@ def ips(
     seed: int = 0,
 ) -> Estimate:
     """Inverse propensity scoring."""
-    r, a, p, pi = _check(reward, action, pscore, action_dist)
-    w = pi[np.arange(len(r)), a] / p
+    r, _, _, w = _check(reward, action, pscore, action_dist)
     terms = w * r
     return _estimate("ips", terms, terms.mean(), alpha, n_bootstrap, seed)
 
@@ -113,8 +114,7 @@ def snips(
     seed: int = 0,
 ) -> Estimate:
     """Self-normalised inverse propensity scoring."""
-    r, a, p, pi = _check(reward, action, pscore, action_dist)
-    w = pi[np.arange(len(r)), a] / p
+    r, _, _, w = _check(reward, action, pscore, action_dist)
     terms = w * r / w.mean()
     return _estimate("snips", terms, terms.mean(), alpha, n_bootstrap, seed)
 
@@ -130,11 +130,9 @@ def dr(
     seed: int = 0,
 ) -> Estimate:
     """Doubly robust: the reward model's value under π_e, corrected by the weighted residuals of the logged rows."""
-    r, a, p, pi = _check(reward, action, pscore, action_dist)
+    r, a, pi, w = _check(reward, action, pscore, action_dist)
     q = np.asarray(estimated_rewards, dtype=float)
     if q.shape != pi.shape:
         raise DataError(f"estimated_rewards must have action_dist's shape {pi.shape}, got {q.shape}")
-    idx = np.arange(len(r))
-    w = pi[idx, a] / p
-    terms = (pi * q).sum(1) + w * (r - q[idx, a])
+    terms = (pi * q).sum(1) + w * (r - q[np.arange(len(r)), a])
     return _estimate("dr", terms, terms.mean(), alpha, n_bootstrap, seed)
