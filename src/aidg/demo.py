@@ -123,6 +123,10 @@ def _print(console: Console, s: dict[str, Any]) -> None:
     console.print(t)
     console.print("Plots: " + ", ".join(f"[cyan]{p}[/]" for p in s["plots"]))
     console.print(
-        "Next: `aidg validate " + s["out"] + "` checks the data; models, serving and rollout arrive "
-        "with the next stages (see README)."
+        "Next: `aidg validate "
+        + s["out"]
+        + "` checks the data; `aidg explain --merchant ID --data "
+        + s["out"]
+        + "` proposes and explains one merchant's deals once trained; serving and rollout arrive with the "
+        "next stages (see README)."
     )
