@@ -74,6 +74,8 @@ class ModelRegistry:
             class _ProfilePyfunc(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
                 """Loads the weights file; serving uses aidg's own loader, this makes the version self-describing."""
 
+                _skip_type_hint_validation = True  # predict carries no hints on purpose: MLflow would warn
+
                 def load_context(self, context: Any) -> None:
                     self.model = load_profile_model(Path(context.artifacts["weights"]))
 

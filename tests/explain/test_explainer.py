@@ -63,6 +63,8 @@ def test_explain_returns_ranked_variants_with_readable_reasons(trained: dict[str
     assert out["rules"][best].startswith(("IF ", "ALWAYS "))
     assert out["rules"][best].endswith(("recommend high-GP30 deal", "do not recommend"))
     sims = [s["merchant_id"] for s in out["similar_merchants"]]
+    scores = [s["similarity"] for s in out["similar_merchants"]]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= x <= 1 for x in scores)
     assert mid not in sims and 0 < len(sims) <= 5
     cats = trained["world"].tables["merchants"].set_index("merchant_id").category_id
     assert all(cats[s] == cats[mid] for s in sims)

@@ -40,15 +40,16 @@ def _noop(stage: str, fraction: float) -> None:
 
 def fit_prototypes(
     pm: ProfileModel, ctx: FeatureContext, snap: Snapshot, codes: np.ndarray, settings: Settings
-) -> PrototypicalMemory:
-    """The prototypical memory over the behaviour fingerprints of the merchants ``codes``."""
+) -> tuple[PrototypicalMemory, np.ndarray]:
+    """The prototypical memory over the centred behaviour fingerprints of the merchants ``codes``, and their mean."""
     assert pm.scorer is not None
-    emb = behaviour_fingerprint(pm.scorer, ctx, snap, codes)
+    raw = behaviour_fingerprint(pm.scorer, ctx, snap, codes)
+    mean = raw.mean(0)
+    emb = raw - mean
     cats = ctx.tables["merchants"].category_id.astype(str).to_numpy()[codes]
     e = settings.explain
-    return PrototypicalMemory(k=e.prototypes_k, refresh_hours=e.prototype_refresh_hours, seed=settings.seed).fit(
-        emb, list(ctx.merchant_ids[codes]), list(cats), now=datetime.now(UTC)
-    )
+    memory = PrototypicalMemory(k=e.prototypes_k, refresh_hours=e.prototype_refresh_hours, seed=settings.seed)
+    return memory.fit(emb, list(ctx.merchant_ids[codes]), list(cats), now=datetime.now(UTC)), mean
 
 
 def fit_surrogate(
@@ -89,12 +90,13 @@ def fit_scorer_bundle(
     say("explainers: merchant snapshot as of the as-of date", 0.75)
     snap = snapshot(pm, ctx, ctx.as_of, seed=options.seed)
     say("explainers: prototypical memory", 0.85)
-    memory = fit_prototypes(pm, ctx, snap, tr, settings)
+    memory, fingerprint_mean = fit_prototypes(pm, ctx, snap, tr, settings)
     say("explainers: rule surrogate", 0.9)
     tree, threshold, fidelity = fit_surrogate(pm, ctx, snap, tr, settings, options.seed)
     pm.artifacts = {
         "baseline": baseline.to_bytes(),
         "prototypes": memory.state(),
+        "fingerprint_mean": fingerprint_mean.tolist(),
         "surrogate": tree.to_bytes(),
         "surrogate_threshold": threshold,
     }
@@ -110,7 +112,8 @@ def load_explainer(pm: ProfileModel, settings: Settings) -> Explainer:
     a = pm.artifacts
     memory = PrototypicalMemory.from_state(a["prototypes"]) if "prototypes" in a else None
     tree = RuleSurrogate.from_bytes(a["surrogate"]) if "surrogate" in a else None
-    return Explainer(pm.scorer, memory, tree, settings.explain, a.get("surrogate_threshold"))
+    mean = np.asarray(a["fingerprint_mean"], np.float32) if "fingerprint_mean" in a else None
+    return Explainer(pm.scorer, memory, tree, settings.explain, a.get("surrogate_threshold"), mean)
 
 
 def load_baseline(pm: ProfileModel) -> GBMBaseline | None:

@@ -39,7 +39,7 @@ from aidg.models.fitting import Progress
 from aidg.models.profile_model import ProfileModel
 from aidg.models.scorer_data import candidate_features, snapshot
 from aidg.models.scorer_training import expected_calibration_error
-from aidg.models.scoring import behaviour_fingerprint, merchant_inputs, score_candidates
+from aidg.models.scoring import merchant_inputs, score_candidates
 from aidg.policy.candidates import CandidateGenerator
 
 FAITHFULNESS_MERCHANTS = 200
@@ -112,7 +112,7 @@ def evaluate_scorer(
         say("prototypes", 0.55)
         if explainer.memory is not None:
             ptype = truth_world.truth["merchants"].set_index("merchant_id").personality
-            emb = behaviour_fingerprint(scorer, ctx, snap, te)
+            emb = explainer.embedding(ctx, snap, te)
             cats = tables["merchants"].category_id.astype(str).to_numpy()[te]
             agree = []
             for i, code in enumerate(te):

@@ -103,15 +103,26 @@ class Explainer:
         surrogate: RuleSurrogate | None = None,
         settings: ExplainSettings | None = None,
         surrogate_threshold: float | None = None,
+        fingerprint_mean: np.ndarray | None = None,
     ) -> None:
         self.scorer = scorer
         self.memory = memory
         self.surrogate = surrogate
         self.settings = settings or ExplainSettings()
         self.surrogate_threshold = surrogate_threshold
+        self.fingerprint_mean = fingerprint_mean
         names = scorer.config.token_names
         self.readable = [i for i, n in enumerate(names) if not n.startswith("profile[")]
         self.profile_tokens = [i for i, n in enumerate(names) if n.startswith("profile[")]
+
+    def embedding(self, ctx: FeatureContext, snap: Snapshot, rows: np.ndarray) -> np.ndarray:
+        """The prototypes' embedding: behaviour fingerprints centred on the training merchants' mean.
+
+        Centred, cosine similarity says how alike two merchants are *relative to
+        the average merchant* (raw fingerprints all point the same way: ≈ 1.0).
+        """
+        emb = behaviour_fingerprint(self.scorer, ctx, snap, rows)
+        return emb - self.fingerprint_mean if self.fingerprint_mean is not None else emb
 
     def attention_top(self, attention: np.ndarray, x: np.ndarray, category: str) -> tuple[list[dict[str, Any]], float]:
         """Top-k readable merchant features by attention weight for one variant, and the profile's share."""
@@ -178,7 +189,7 @@ class Explainer:
         similar: list[dict[str, Any]] = []
         notes: list[str] = []
         if self.memory is not None:
-            emb = behaviour_fingerprint(self.scorer, ctx, snap, np.array([row]))[0]
+            emb = self.embedding(ctx, snap, np.array([row]))[0]
             try:
                 found = self.memory.find_similar_merchants(emb, category, top_k=5, exclude=mid)
                 similar = [{"merchant_id": m, "similarity": round(s, 4)} for m, s in found]
