@@ -142,3 +142,15 @@ def test_cli_explain_json(trained: dict[str, Any]) -> None:
         capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "unknown merchant 'nobody'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_reward_weights_in_force_are_used_without_retraining(trained: dict[str, Any], env: dict[str, Any]) -> None:
+    from aidg.config import RewardSettings, Settings
+
+    settings = Settings(
+        home=trained["settings"].home, reward=RewardSettings(w_gp30=1.0, w_approval=0.0, w_conversion=0.0)
+    )
+    pm = ModelRegistry(settings).load_profile()
+    scorer = load_explainer(pm, settings).scorer
+    t = score_candidates(scorer, env["ctx"], env["snap"], env["cand"]).table
+    np.testing.assert_allclose(t.score, t.uplift - 0.05 * 0.1 * t.p_override * t.severity, atol=1e-5)

@@ -109,6 +109,7 @@ def load_explainer(pm: ProfileModel, settings: Settings) -> Explainer:
     """The Explainer of a trained version (its scorer, prototypes and rule surrogate)."""
     if pm.scorer is None:
         raise NotFoundError("this model version has no deal scorer: retrain it with `aidg train`")
+    pm.scorer.use_reward(settings.reward)  # the weights in force now, not those at training time
     a = pm.artifacts
     memory = PrototypicalMemory.from_state(a["prototypes"]) if "prototypes" in a else None
     tree = RuleSurrogate.from_bytes(a["surrogate"]) if "surrogate" in a else None

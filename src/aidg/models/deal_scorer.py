@@ -226,6 +226,10 @@ class ContextualDealScorer(nn.Module):
     def reward_settings(self) -> RewardSettings:
         return RewardSettings(**self.config.reward)
 
+    def use_reward(self, w: RewardSettings) -> None:
+        """Score with these weights from now on (the heads predict each part, so no retraining is needed)."""
+        self.config.reward = w.model_dump()
+
     def forward(
         self,
         x: Tensor,
