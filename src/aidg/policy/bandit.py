@@ -105,6 +105,14 @@ class RiskAwareThompsonSampling:
         # A = L Lᵀ → A⁻¹ = L⁻ᵀ L⁻¹; L⁻ᵀ z has covariance A⁻¹
         return np.asarray(mean[None, :] + self.noise * np.linalg.solve(chol.T, z).T)
 
+    def lower_bound(self, phi: np.ndarray, score: np.ndarray, z: float = 1.96) -> np.ndarray:
+        """Lower confidence bound of each variant's reward, s + φᵀμ − z σ √(φᵀ A⁻¹ φ): the conservative gate's input."""
+        phi = np.atleast_2d(np.asarray(phi, float))
+        mean, chol = self._posterior()
+        half = np.linalg.solve(chol, phi.T)  # L⁻¹ φ: ‖·‖² = φᵀ A⁻¹ φ
+        sd = self.noise * np.sqrt((half * half).sum(0))
+        return np.asarray(np.asarray(score, float) + phi @ mean - z * sd)
+
     # -- acting --------------------------------------------------------------------------------
     def select_action(
         self, phi: np.ndarray, score: np.ndarray, risk: np.ndarray, allowed: np.ndarray | None = None
