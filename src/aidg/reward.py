@@ -10,12 +10,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from aidg.config import RewardSettings
+from aidg.errors import DataError
+
+OUTCOME_KEYS = ("gp30_uplift", "mm_approval_rate", "conversion_proxy", "override_frequency", "severity_score")
 
 
 def composite(
@@ -50,3 +54,37 @@ def composite_reward(
         np.asarray(a, dtype=float) for a in (gp30_uplift, approval, conversion, override_frequency, severity)
     )
     return np.asarray(composite(up, ap, conv, freq, sev, w))
+
+
+def compute_risk_penalty(outcome: Mapping[str, float], w: RewardSettings | None = None) -> float:
+    """memo §2.2, by its keys: ``override_frequency`` × ``severity_score`` × 0.1.
+
+    >>> compute_risk_penalty({"override_frequency": 0.5, "severity_score": 1.0})
+    0.05
+    """
+    w = w or RewardSettings()
+    return float(risk_penalty(outcome["override_frequency"], outcome["severity_score"], w))
+
+
+def compute_reward(outcome: Mapping[str, float], w: RewardSettings | None = None) -> float:
+    """memo §2.2, by its keys: ``gp30_uplift``, ``mm_approval_rate``, ``conversion_proxy``, ``override_frequency``,
+    ``severity_score`` (weights from Settings).
+
+    >>> round(compute_reward({"gp30_uplift": 0.2, "mm_approval_rate": 1.0, "conversion_proxy": 0.1,
+    ...                       "override_frequency": 0.5, "severity_score": 1.0}), 6)
+    0.4125
+    """
+    missing = [k for k in OUTCOME_KEYS if k not in outcome]
+    if missing:
+        raise DataError(f"a deal outcome needs {', '.join(missing)} to compute its reward")
+    w = w or RewardSettings()
+    return float(
+        composite_reward(
+            outcome["gp30_uplift"],
+            outcome["mm_approval_rate"],
+            outcome["conversion_proxy"],
+            outcome["override_frequency"],
+            outcome["severity_score"],
+            w,
+        )
+    )
