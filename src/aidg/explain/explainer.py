@@ -181,9 +181,9 @@ class Explainer:
         attributions: dict[int, list[dict[str, Any]]] = {}
         rules: dict[int, str] = {}
         frame = rule_frame(ctx, snap, t) if self.surrogate is not None else None
-        for i in order[:explain_variants]:
-            vid = variants[int(np.flatnonzero(order == i)[0])]["variant"]
-            attributions[vid] = integrated_gradients(self.scorer, inp, int(i)).top(self.settings.top_features)  # type: ignore[assignment]
+        for rank, i in enumerate(order[:explain_variants]):  # variants are listed in this order
+            vid = variants[rank]["variant"]
+            attributions[vid] = list(integrated_gradients(self.scorer, inp, int(i)).top(self.settings.top_features))
             if self.surrogate is not None and frame is not None:
                 rules[vid] = self.surrogate.rule_for(frame.iloc[[int(i)]]).text()
         similar: list[dict[str, Any]] = []
