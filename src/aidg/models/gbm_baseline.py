@@ -42,8 +42,9 @@ class GBMBaseline:
 
     @staticmethod
     def fit(stack: SnapshotStack, ex: ScorerExamples, reward: RewardSettings, seed: int = 0) -> GBMBaseline:
-        X = flat_features(stack.rows(ex.snap, ex.m), ex.deal, ex.deal_category)
-        Xr = flat_features(stack.rows(ex.snap, ex.m), ex.risk_deal, ex.deal_category)
+        rows = stack.rows(ex.snap, ex.m)
+        X = flat_features(rows, ex.deal, ex.deal_category)
+        Xr = flat_features(rows, ex.risk_deal, ex.deal_category)
         cats = np.zeros(X.shape[1], bool)
         f = stack.all.view.numeric.shape[1]
         cats[f] = True

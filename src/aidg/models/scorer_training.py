@@ -122,25 +122,17 @@ def logged_outputs(scorer: ContextualDealScorer, data: ScorerData, ex: ScorerExa
     """The scorer's outputs on logged examples (shown terms; override on the terms before the edit)."""
     scorer.eval()
     keys = ("uplift", "approval_logit", "approval", "conversion")
-    out: dict[str, np.ndarray] = {}
 
-    def run(key: str) -> Any:
-        def fn(idx: np.ndarray) -> Tensor:
-            m = data.stack.rows(ex.snap[idx], ex.m[idx])
-            if key == "p_override":
-                xs = scorer.merchant_encoder.x_scale(m.x)
-                deal = torch.from_numpy(ex.risk_deal[idx])[:, None, :]
-                return scorer.risk_adjuster(xs, m.intent, deal)["p_override"][:, 0]
-            deal = torch.from_numpy(ex.deal[idx])[:, None, :]
-            dcat = torch.from_numpy(ex.deal_category[idx])[:, None]
-            return scorer(*m, deal, dcat)[key][:, 0]
-
-        return fn
+    def fn(idx: np.ndarray) -> Tensor:  # one forward pass per batch, every output as a column
+        m = data.stack.rows(ex.snap[idx], ex.m[idx])
+        out = scorer(*m, torch.from_numpy(ex.deal[idx])[:, None, :], torch.from_numpy(ex.deal_category[idx])[:, None])
+        xs = scorer.merchant_encoder.x_scale(m.x)
+        risk = scorer.risk_adjuster(xs, m.intent, torch.from_numpy(ex.risk_deal[idx])[:, None, :])
+        return torch.stack([*(out[k][:, 0] for k in keys), risk["p_override"][:, 0]], 1)
 
     with torch.inference_mode():
-        for key in (*keys, "p_override"):
-            out[key] = predict_batches(run(key), len(ex), batch_size=2048)
-    return out
+        cols = predict_batches(fn, len(ex), batch_size=2048).reshape(len(ex), len(keys) + 1)
+    return {k: cols[:, j] for j, k in enumerate((*keys, "p_override"))}
 
 
 def calibrate_approval(scorer: ContextualDealScorer, data: ScorerData) -> tuple[float, float]:
