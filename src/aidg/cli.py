@@ -22,6 +22,7 @@ from rich.table import Table
 
 from aidg.config import Settings, load_settings
 from aidg.errors import AIDGError, DataValidationError
+from aidg.policy.peers import POLICIES as POLICY_NAMES
 
 app = typer.Typer(
     name="aidg",
@@ -250,6 +251,44 @@ def evaluate(
     _print_ablation(ablation)
 
 
+@app.command("simulate-policy")
+def simulate_policy(
+    data: Annotated[Path, typer.Option(help="A simulated world (aidg simulate) the model version was trained on.")],
+    rounds: Annotated[int, typer.Option(help="Decisions per seed.")] = 50_000,
+    days: Annotated[int, typer.Option(help="Simulated days the decisions spread over.")] = 90,
+    seed: Annotated[int, typer.Option(help="First seed of the request stream.")] = 0,
+    seeds: Annotated[int, typer.Option(help="Number of seeds (request streams) per policy.")] = 1,
+    policies: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of: " + ", ".join(POLICY_NAMES) + " (default: all).")
+    ] = None,
+    version: Annotated[str, typer.Option(help="Model version, or 'latest'.")] = "latest",
+    json_out: JsonOpt = False,
+) -> None:
+    """The policy arena: run deal policies through simulated time with delayed rewards, judged by the oracle."""
+    from aidg import workflows
+    from aidg.demo import show_arena
+
+    s = _settings()
+    chosen = tuple(p.strip() for p in policies.split(",") if p.strip()) if policies else None
+    with _user_errors(), _progress("arena", json_out) as update:
+        report = workflows.simulate_policy(
+            s,
+            data,
+            rounds=rounds,
+            days=days,
+            seed=seed,
+            seeds=seeds,
+            policies=chosen,
+            version=version,
+            progress=update,
+        )
+    if json_out:
+        report.pop("curves", None)
+        _emit(report)
+        return
+    show_arena(report, _wide_console(), s.paths.home / "arena" / "arena.png")
+
+
 def _print_report(title: str, metrics: dict[str, Any], seconds: dict[str, Any]) -> None:
     console = Console(soft_wrap=True)
     t = Table(title=title)
@@ -379,9 +418,9 @@ def demo(
     skip_training: Annotated[bool, typer.Option("--skip-training", help="Only simulate and show the world.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Simulate the small world, train the merchant-profile models and evaluate them: no server needed."""
+    """Simulate the small world, train and evaluate the models, explain a merchant's deals, run a short policy arena."""
     from aidg import workflows
-    from aidg.demo import run_demo
+    from aidg.demo import run_demo, show_arena, show_models
 
     s = _settings()
     out = s.paths.home / "demo"
@@ -402,69 +441,23 @@ def demo(
                     summary["explanation"] = workflows.explain(
                         s, out / "world", merchant, change=(0, "discount_pct", 0.4), progress=update
                     )
+            with _progress("policy arena", json_out) as update:
+                summary["arena"] = workflows.simulate_policy(
+                    s, out / "world", rounds=DEMO_ARENA_ROUNDS, days=90, seed=0, progress=update
+                )
             if console is not None:
-                _demo_models(summary["training"], summary["evaluation"])
+                show_models(summary["training"], summary["evaluation"], console)
+                _print_ablation(summary["evaluation"].get("ablation", {}))
                 if "explanation" in summary:
                     _print_explanation(summary["explanation"], top=5)
+                console.rule("[bold]Choosing among the variants: policies through 90 simulated days, delayed rewards")
+                show_arena(summary["arena"], console, out / "arena.png")
+            summary.get("arena", {}).pop("curves", None)
     if json_out:
         _emit(summary)
 
 
-def _demo_models(training: dict[str, Any], evaluation: dict[str, Any]) -> None:
-    console = _wide_console()
-    console.rule("[bold]Merchant profiles: trained on 80 % of merchants, judged on the other 20 %")
-    console.print(
-        f"Model aidg-merchant-profile version {training['version']} trained in {training['seconds']} s "
-        "(" + ", ".join(f"{k} {v} s" for k, v in training["stage_seconds"].items() if k != "total") + ")"
-    )
-    e = evaluation
-    rows = [
-        (
-            "personality probe accuracy (512-d profile → hidden type)",
-            e.get("personality_probe_accuracy"),
-            f"chance {e.get('personality_chance', float('nan')):.2f}",
-        ),
-        ("sentiment accuracy on phrasings never seen in training", e.get("sentiment_accuracy"), ""),
-        (
-            "next override type, macro F1",
-            e.get("override_type_macro_f1"),
-            f"majority {e.get('override_majority_macro_f1', float('nan')):.2f}",
-        ),
-        ("city embeddings vs hidden regions, silhouette", e.get("geo_region_silhouette"), "> 0.1 is structure"),
-        (
-            "deal scorer: Spearman of score vs true expected reward",
-            e.get("reward_spearman"),
-            f"gradient-boosted baseline {_nested(e, 'scorer_vs_baseline', 'gbm', 'reward_spearman'):.3f}",
-        ),
-        (
-            "deal scorer: NDCG@5 of each merchant's 50 variants",
-            e.get("ndcg_at_5"),
-            f"baseline {_nested(e, 'scorer_vs_baseline', 'gbm', 'ndcg_at_5'):.3f}",
-        ),
-        ("approval probability, calibration error (ECE)", e.get("approval_ece"), "goal ≤ 0.05"),
-        (
-            "IF-THEN rules agree with the scorer",
-            e.get("surrogate_fidelity"),
-            f"{e.get('surrogate_leaves')} leaves; majority answer {_nested(e, 'surrogate_majority_fidelity'):.2f}",
-        ),
-        ("attribution faithfulness (top-5 vs random 5)", e.get("attribution_faithfulness_ratio"), "goal ≥ 2"),
-        ("similar merchants of the same hidden type", e.get("prototype_type_agreement"), "chance ≈ 0.25"),
-    ]
-    t = Table(title="Held-out evaluation against the simulator's ground truth")
-    for col in ("what", "value", "compare with"):
-        t.add_column(col, justify="right" if col == "value" else "left")
-    for what, v, ref in rows:
-        t.add_row(what, "n/a" if v is None else f"{v:.3f}", ref)
-    console.print(t)
-    _print_ablation(e.get("ablation", {}))
-
-
-def _nested(d: dict[str, Any], *keys: str) -> float:
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return float("nan")
-        d = d[k]
-    return float(d)  # type: ignore[arg-type]
+DEMO_ARENA_ROUNDS = 5000  # a short arena run; `aidg simulate-policy` runs the full 50k
 
 
 def main() -> None:

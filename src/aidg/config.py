@@ -19,6 +19,7 @@ so two runs with different homes never interfere.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,17 @@ class BanditSettings(_Group):
     n_candidates: int = Field(50, ge=1, le=1000, description="deal variants generated per request")
     conservative_alpha: float = Field(
         0.1, gt=0, lt=1, description="conservative gate: keep reward ≥ (1−α) × current system's"
+    )
+    min_gain: float = Field(
+        0.03,
+        ge=0,
+        description="a variant is played only if its expected reward beats the current deal's by this much per "
+        "unit of distance to the merchant's anchor deal (the scorer's errors grow as it extrapolates)",
+    )
+    relative_risk: bool = Field(
+        True,
+        description="risk_threshold bounds the risk a variant adds to the current deal's (in a marketplace whose "
+        "reps edit a share of every deal, an absolute bound excludes whole merchants)",
     )
     prior_alpha: float = Field(1.0, gt=0, description="memo §2.1: prior success pseudo-count")
     prior_beta: float = Field(1.0, gt=0, description="memo §2.1: prior failure pseudo-count")
@@ -83,6 +95,10 @@ class GuardSettings(_Group):
 
     baseline_threshold: float = Field(0.8, ge=0, description="memo §2.3: expected GP30 ≥ 0.8 × baseline")
     max_override_rate: float = Field(0.3, ge=0, le=1, description="memo §2.3: merchant override rate ≤ 0.3")
+    override_clause: Literal["safe_only", "refuse"] = Field(
+        "safe_only",
+        description="above max_override_rate: offer only safe variants (default), or refuse all (the memo's letter)",
+    )
     high_risk_categories: tuple[str, ...] = Field(
         ("gambling", "tobacco", "adult"), description="memo §2.3: categories never proposed"
     )

@@ -130,3 +130,100 @@ def _print(console: Console, s: dict[str, Any]) -> None:
         + "` proposes and explains one merchant's deals once trained; serving and rollout arrive with the "
         "next stages (see README)."
     )
+
+
+ARENA_COLUMNS = (
+    ("cumulative_reward", "cumulative reward", "{:,.0f}"),
+    ("gp30_uplift_vs_current", "GP30 vs current", "{:+.1%}"),
+    ("override_rate", "override rate", "{:.3f}"),
+    ("safety_violation_rate", "safety violations", "{:.4f}"),
+    ("regret_vs_oracle", "regret vs oracle", "{:,.0f}"),
+    ("conservative_violation_runs", "conservative violations (runs)", "{:.2f}"),
+    ("rounds_per_second", "rounds/s", "{:,.0f}"),
+)
+
+
+def show_arena(report: dict[str, Any], console: Console, plot: Path | None = None) -> Path | None:
+    """The arena as a table (one row per policy) and, when asked, the cumulative-reward plot."""
+    from aidg.plots import arena_curves
+
+    t = Table(
+        title=(
+            f"Policy arena: {report['rounds']:,} decisions over {report['days']} simulated days × {report['seeds']} "
+            f"seed(s), {report['merchants']} held-out merchants, judged by the simulator's truth"
+        )
+    )
+    t.add_column("policy")
+    for _, label, _ in ARENA_COLUMNS:
+        t.add_column(label, justify="right")
+    for name, r in report["policies"].items():
+        style = "bold green" if name == "risk_aware_ts" else None
+        t.add_row(name, *(fmt.format(r[k]) for k, _, fmt in ARENA_COLUMNS), style=style)
+    console.print(t)
+    ours = report["policies"].get("risk_aware_ts", {})
+    if ours.get("why_current"):
+        console.print(
+            "risk_aware_ts played the current system's deal because: "
+            + "; ".join(f"{why} ({n:,}×)" for why, n in ours["why_current"].items())
+        )
+    if plot is None or not report.get("curves"):
+        return None
+    path = arena_curves(report["curves"], plot)
+    console.print(f"plot: {path}")
+    return path
+
+
+def show_models(training: dict[str, Any], evaluation: dict[str, Any], console: Console) -> None:
+    """The trained version's held-out figures as the demo prints them."""
+    console.rule("[bold]Merchant profiles: trained on 80 % of merchants, judged on the other 20 %")
+    console.print(
+        f"Model aidg-merchant-profile version {training['version']} trained in {training['seconds']} s "
+        "(" + ", ".join(f"{k} {v} s" for k, v in training["stage_seconds"].items() if k != "total") + ")"
+    )
+    e = evaluation
+    rows = [
+        (
+            "personality probe accuracy (512-d profile → hidden type)",
+            e.get("personality_probe_accuracy"),
+            f"chance {e.get('personality_chance', float('nan')):.2f}",
+        ),
+        ("sentiment accuracy on phrasings never seen in training", e.get("sentiment_accuracy"), ""),
+        (
+            "next override type, macro F1",
+            e.get("override_type_macro_f1"),
+            f"majority {e.get('override_majority_macro_f1', float('nan')):.2f}",
+        ),
+        ("city embeddings vs hidden regions, silhouette", e.get("geo_region_silhouette"), "> 0.1 is structure"),
+        (
+            "deal scorer: Spearman of score vs true expected reward",
+            e.get("reward_spearman"),
+            f"gradient-boosted baseline {nested(e, 'scorer_vs_baseline', 'gbm', 'reward_spearman'):.3f}",
+        ),
+        (
+            "deal scorer: NDCG@5 of each merchant's 50 variants",
+            e.get("ndcg_at_5"),
+            f"baseline {nested(e, 'scorer_vs_baseline', 'gbm', 'ndcg_at_5'):.3f}",
+        ),
+        ("approval probability, calibration error (ECE)", e.get("approval_ece"), "goal ≤ 0.05"),
+        (
+            "IF-THEN rules agree with the scorer",
+            e.get("surrogate_fidelity"),
+            f"{e.get('surrogate_leaves')} leaves; majority answer {nested(e, 'surrogate_majority_fidelity'):.2f}",
+        ),
+        ("attribution faithfulness (top-5 vs random 5)", e.get("attribution_faithfulness_ratio"), "goal ≥ 2"),
+        ("similar merchants of the same hidden type", e.get("prototype_type_agreement"), "chance ≈ 0.25"),
+    ]
+    t = Table(title="Held-out evaluation against the simulator's ground truth")
+    for col in ("what", "value", "compare with"):
+        t.add_column(col, justify="right" if col == "value" else "left")
+    for what, v, ref in rows:
+        t.add_row(what, "n/a" if v is None else f"{v:.3f}", ref)
+    console.print(t)
+
+
+def nested(d: dict[str, Any], *keys: str) -> float:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return float("nan")
+        d = d[k]
+    return float(d)  # type: ignore[arg-type]

@@ -54,3 +54,33 @@ def best_discount_histogram(counts: dict[float, int], out: Path) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def arena_curves(curves: dict[str, list[float]], out: Path, alpha: float = 0.1) -> Path:
+    """Cumulative true reward of each policy day by day, as a ratio to the current system's (the floor drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    base = np.asarray(curves["current"], float) if "current" in curves else None
+    for name, c in curves.items():
+        y = np.asarray(c, float)
+        if base is not None:
+            y = np.divide(y, base, out=np.full_like(y, np.nan), where=base != 0)
+        ax.plot(np.arange(1, len(y) + 1), y, label=name, linewidth=2.5 if name == "risk_aware_ts" else 1.4)
+    if base is not None:
+        ax.axhline(1 - alpha, color="crimson", linestyle="--", linewidth=1, label=f"conservative floor (1 − {alpha:g})")
+        ax.set_ylabel("cumulative true reward ÷ current system's")
+    else:
+        ax.set_ylabel("cumulative true reward")
+    ax.set_xlabel("simulated day")
+    ax.set_title("Policy arena: cumulative reward against the simulator's truth")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -175,3 +175,107 @@ def explain(
     out["version"] = version if version != "latest" else registry.versions()[-1]
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def arena_data(settings: Settings, data: Path, days: int = 90, version: str = "latest") -> tuple[Any, dict[str, Any]]:
+    """The arena's setup (:func:`aidg.policy.arena.build_arena`) for a version's held-out merchants of a world."""
+    from aidg.explain.bundle import load_explainer
+    from aidg.features.context import FeatureContext
+    from aidg.models.scorer_data import snapshot
+    from aidg.models.scoring import score_candidates
+    from aidg.policy.arena import build_arena
+    from aidg.policy.candidates import CandidateGenerator
+    from aidg.sim.oracle import Oracle
+
+    tables, _, world = load_training_data(data)
+    if world is None:
+        raise DataError(f"{data} has no simulator truth: the arena judges policies by it; run it on `aidg simulate`")
+    registry = ModelRegistry(settings)
+    pm = registry.load_profile(version)
+    scorer = load_explainer(pm, settings).scorer
+    at = pd.Timestamp(pm.meta["as_of"])
+    ctx = FeatureContext.from_tables(tables, at)
+    ids = [m for m in pm.meta["heldout_merchants"] if m in ctx.merchant_code.index]
+    if not ids:
+        raise DataError(f"none of the model's held-out merchants is in {data}: train the version on this world")
+    oracle = Oracle(world, settings.reward)
+    cand = CandidateGenerator(tables["merchants"], tables["deals"], settings.candidates).generate_many(
+        ids, at, settings.bandit.n_candidates
+    )
+    # the current system's deal is the merchant's habitual deal (the merchants table's baseline terms, the
+    # reference of GP30 uplift and of the guard's baseline); the legacy proposal (last deal nudged by the
+    # rep's habit) is judged beside it for reference
+    current = oracle.baseline_deal(ids).assign(merchant_id=ids, variant=-1, type="current")
+    current["focus"] = "primary"
+    current["distance"] = 0.0
+    legacy = oracle.current_system_deal(ids, at).assign(merchant_id=ids)
+    snap = snapshot(pm, ctx, at, seed=int(pm.meta.get("seed", 0)))
+    scored = score_candidates(scorer, ctx, snap, cand)
+    scored_current = score_candidates(scorer, ctx, snap, current[cand.columns])
+    rows = ctx.merchant_code.loc[ids].to_numpy()
+    override_rate = snap.view.numeric[rows, snap.view.names.index("override_rate")]
+    merchants = tables["merchants"].set_index("merchant_id").loc[ids]
+    lp = (merchants.list_price if "list_price" in merchants else merchants.baseline_price).to_numpy(float)
+
+    def truth_at(terms: pd.DataFrame, week: int) -> pd.DataFrame:
+        return oracle.evaluate(terms.merchant_id.to_numpy(), terms, at=at + pd.Timedelta(days=7 * week + 3))
+
+    arena = build_arena(
+        scored.table,
+        scored.representation,
+        scored_current.table,
+        scored_current.representation,
+        override_rate,
+        lp,
+        truth_at,
+        days,
+        legacy=legacy,
+    )
+    return arena, {"version": version if version != "latest" else registry.versions()[-1], "merchants": len(ids)}
+
+
+def simulate_policy(
+    settings: Settings,
+    data: Path,
+    *,
+    rounds: int = 50_000,
+    days: int = 90,
+    seed: int = 0,
+    seeds: int = 1,
+    policies: tuple[str, ...] | None = None,
+    version: str = "latest",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The policy arena (:mod:`aidg.policy.arena`) on the held-out merchants of a simulated world."""
+    from aidg.policy.arena import arena
+    from aidg.policy.peers import POLICIES
+
+    if rounds < 1 or days < 1 or seeds < 1:
+        raise DataError(f"rounds, days and seeds must be positive (got {rounds}, {days}, {seeds})")
+    t0 = time.perf_counter()
+    torch.set_num_threads(1)
+    say = progress or (lambda s, f: None)
+    say("scoring candidates and the current deals", 0.02)
+    data_, meta = arena_data(settings, data, days, version)
+    chosen = tuple(policies) if policies else POLICIES
+    res = arena(
+        data_,
+        settings,
+        rounds,
+        list(range(seed, seed + seeds)),
+        chosen,
+        progress=lambda name, f: say(f"policy {name}", 0.15 + 0.85 * f),
+    )
+    res.update(
+        {
+            "rounds": rounds,
+            "days": days,
+            "seeds": seeds,
+            "first_seed": seed,
+            "variants": data_.n_variants,
+            "context_dim": data_.dim,
+            **meta,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    )
+    return res

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.linalg import cho_solve, solve_triangular
 
 from aidg.config import BanditSettings, RewardSettings
 from aidg.errors import DataError, NotFoundError
@@ -78,46 +79,65 @@ class RiskAwareThompsonSampling:
         noise: float = 0.3,
         n_propensity: int = 256,
         seed: int = 0,
+        risk_aware: bool = True,
     ) -> None:
         if dim < 1:
             raise DataError(f"the representation needs at least one dimension, got {dim}")
         self.settings = settings or BanditSettings()
         self.reward = reward or RewardSettings()
         self.noise = noise
+        self.risk_aware = risk_aware  # False: plain Thompson sampling (no risk filter, no × (1 − risk))
         self.n_propensity = n_propensity
         self.A = prior_precision * np.eye(dim)
         self.b = np.zeros(dim)
         self.rng = np.random.default_rng(seed)
         self.pending: dict[str, _Pending] = {}
         self._chol: np.ndarray | None = None
+        self._mean: np.ndarray | None = None
 
     # -- the posterior -------------------------------------------------------------------------
     def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, Cholesky factor of the precision), cached until the next update."""
         if self._chol is None:
             self._chol = np.linalg.cholesky(self.A)
-        mean = np.linalg.solve(self.A, self.b)
-        return mean, self._chol
+            self._mean = None
+        if self._mean is None:
+            self._mean = cho_solve((self._chol, True), self.b)
+        return self._mean, self._chol
 
     def sample_weights(self, n: int) -> np.ndarray:
         """(n, dim) draws of w from N(A⁻¹b, σ² A⁻¹)."""
         mean, chol = self._posterior()
         z = self.rng.standard_normal((len(mean), n))
         # A = L Lᵀ → A⁻¹ = L⁻ᵀ L⁻¹; L⁻ᵀ z has covariance A⁻¹
-        return np.asarray(mean[None, :] + self.noise * np.linalg.solve(chol.T, z).T)
+        return np.asarray(mean[None, :] + self.noise * solve_triangular(chol, z, trans="T", lower=True).T)
+
+    def mean_reward(self, phi: np.ndarray, score: np.ndarray) -> np.ndarray:
+        """Posterior-mean reward of each variant: the scorer's score plus the learnt correction."""
+        mean, _ = self._posterior()
+        return np.asarray(np.asarray(score, float) + np.atleast_2d(np.asarray(phi, float)) @ mean)
 
     def lower_bound(self, phi: np.ndarray, score: np.ndarray, z: float = 1.96) -> np.ndarray:
         """Lower confidence bound of each variant's reward, s + φᵀμ − z σ √(φᵀ A⁻¹ φ): the conservative gate's input."""
         phi = np.atleast_2d(np.asarray(phi, float))
         mean, chol = self._posterior()
-        half = np.linalg.solve(chol, phi.T)  # L⁻¹ φ: ‖·‖² = φᵀ A⁻¹ φ
+        half = solve_triangular(chol, phi.T, lower=True)  # L⁻¹ φ: ‖·‖² = φᵀ A⁻¹ φ
         sd = self.noise * np.sqrt((half * half).sum(0))
         return np.asarray(np.asarray(score, float) + phi @ mean - z * sd)
 
     # -- acting --------------------------------------------------------------------------------
     def select_action(
-        self, phi: np.ndarray, score: np.ndarray, risk: np.ndarray, allowed: np.ndarray | None = None
+        self,
+        phi: np.ndarray,
+        score: np.ndarray,
+        risk: np.ndarray,
+        allowed: np.ndarray | None = None,
+        threshold: float | None = None,
     ) -> Choice:
-        """Pick one of the n variants (rows of ``phi`` with the scorer's ``score`` and ``risk``)."""
+        """Pick one of the n variants (rows of ``phi`` with the scorer's ``score`` and ``risk``).
+
+        ``threshold`` overrides the settings' risk threshold for this call.
+        """
         phi, score, risk = np.asarray(phi, float), np.asarray(score, float), np.asarray(risk, float)
         n = len(score)
         if n == 0:
@@ -125,14 +145,17 @@ class RiskAwareThompsonSampling:
         if phi.shape != (n, self.A.shape[0]) or risk.shape != (n,):
             raise DataError(f"phi must be ({n}, {self.A.shape[0]}) and risk ({n},); got {phi.shape} and {risk.shape}")
         ok = np.ones(n, bool) if allowed is None else np.asarray(allowed, bool)
-        eligible = ok & (risk <= self.settings.risk_threshold)
+        limit = self.settings.risk_threshold if threshold is None else threshold
+        eligible = ok & (risk <= limit) if self.risk_aware else ok
         fallback = not eligible.any()
         if fallback:
             pool = ok if ok.any() else np.ones(n, bool)
             i = int(np.flatnonzero(pool)[np.argmin(risk[pool])])
             return Choice(i, 1.0, eligible, True, np.full(n, -np.inf))
         w = self.sample_weights(1 + self.n_propensity)
-        sampled = risk_adjust(score[None, :] + w @ phi.T, risk[None, :])  # (1 + M, n)
+        sampled = score[None, :] + w @ phi.T  # (1 + M, n)
+        if self.risk_aware:
+            sampled = risk_adjust(sampled, risk[None, :])
         sampled[:, ~eligible] = -np.inf
         winners = sampled.argmax(1)
         i = int(winners[0])
@@ -173,8 +196,50 @@ class RiskAwareThompsonSampling:
             p.counted = True
             p.used = p.score  # the residual r − s starts from the scorer's own score
         self.b += p.phi * (r - p.used)
+        self._mean = None
         p.used = r
         return True
+
+    def update_batch(self, events: list[tuple[str, str, float]]) -> int:
+        """Apply many ``(decision_id, part, value)`` events at once (the stream worker's path); returns how many
+        changed something. Same result as calling :meth:`update_params` on each in order; the posterior's
+        precision and vector are updated with two matrix products instead of one outer product per event."""
+        first: list[np.ndarray] = []
+        rows: list[np.ndarray] = []
+        deltas: list[float] = []
+        applied = 0
+        for decision_id, part, value in events:
+            if part not in PARTS:
+                raise DataError(f"unknown reward part {part!r}; parts are {', '.join(PARTS)}")
+            if not np.isfinite(value):
+                raise DataError(f"reward part {part} of {decision_id} must be finite, got {value}")
+            p = self.pending.get(decision_id)
+            if p is None:
+                raise NotFoundError(f"unknown decision {decision_id!r}: register it before its rewards arrive")
+            if part in p.parts and p.parts[part] == value:
+                continue
+            p.parts[part] = float(value)
+            r = self._reward(p)
+            if not p.counted:
+                first.append(p.phi)
+                p.counted = True
+                p.used = p.score
+            rows.append(p.phi)
+            deltas.append(r - p.used)
+            p.used = r
+            applied += 1
+        if first:
+            f = np.stack(first)
+            self.A += f.T @ f
+            self._chol = None
+        if rows:
+            self.b += np.stack(rows).T @ np.asarray(deltas)
+            self._mean = None
+        return applied
+
+    def forget(self, decision_id: str) -> None:
+        """Drop a decision whose parts will not come any more (its contribution to the posterior stays)."""
+        self.pending.pop(decision_id, None)
 
     def state(self) -> dict[str, Any]:
         return {"A": self.A.tolist(), "b": self.b.tolist(), "pending": len(self.pending)}

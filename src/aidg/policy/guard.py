@@ -5,8 +5,13 @@
 - expected GP30 below ``baseline_threshold`` (0.8) × the merchant's baseline GP30
   (expected GP30 = baseline × (1 + predicted uplift): the uplift is relative to
   the merchant's habitual deal, whose expected GP30 the baseline is);
-- the merchant's override rate above ``max_override_rate`` (0.3): every variant
-  of such a merchant is refused (the current system's deal is the fallback);
+- the merchant's override rate above ``max_override_rate`` (0.3): with
+  ``override_clause="safe_only"`` (the default) such a merchant is offered only
+  ``safe`` variants, close to the deal that worked for it (risk throttling);
+  with ``"refuse"`` (the memo's letter) every variant is refused and the
+  current system's deal is the fallback. In the simulated marketplace half the
+  merchants are above 0.3 (their reps edit a lot whatever is proposed), and
+  refusing them all costs most of the GP30 gain: see docs/bandit.md;
 - a high-risk category (gambling, tobacco, adult by default).
 
 :class:`ExplorationManager` sets the share of traffic that may take ``explore``
@@ -50,26 +55,52 @@ class SafetyGuard:
     def check(
         self, variants: pd.DataFrame, baseline_gp30: float, override_rate: float, predicted_uplift: np.ndarray
     ) -> GuardDecision:
-        """Check ``variants`` (a candidates frame with ``category_id``) of one merchant."""
+        """Check ``variants`` (a candidates frame with ``category_id`` and, for the safe-only clause, ``type``)."""
+        types = variants["type"].to_numpy(dtype=object) if "type" in variants else None
+        return self.check_arrays(
+            variants.category_id.astype(str).to_numpy(dtype=object),
+            types,
+            baseline_gp30,
+            override_rate,
+            predicted_uplift,
+        )
+
+    def check_arrays(
+        self,
+        categories: np.ndarray,
+        types: np.ndarray | None,
+        baseline_gp30: float,
+        override_rate: float,
+        predicted_uplift: np.ndarray,
+    ) -> GuardDecision:
+        """:meth:`check` on arrays (the per-request path): category id and type (safe/hybrid/explore) per variant."""
         s = self.settings
         up = np.asarray(predicted_uplift, dtype=float)
-        if len(up) != len(variants):
-            raise DataError(f"{len(up)} predicted uplifts for {len(variants)} variants: give one per variant")
+        n = len(categories)
+        if len(up) != n:
+            raise DataError(f"{len(up)} predicted uplifts for {n} variants: give one per variant")
         if not np.isfinite(up).all() or not np.isfinite(baseline_gp30):
             raise DataError("predicted uplift and baseline GP30 must be finite")
         expected = baseline_gp30 * (1.0 + up)
         floor = s.baseline_threshold * baseline_gp30
-        reasons: list[list[str]] = [[] for _ in range(len(variants))]
+        reasons: list[list[str]] = [[] for _ in range(n)]
         for i in np.flatnonzero(expected < floor):
             reasons[i].append(
                 f"expected GP30 {expected[i]:.2f} below {s.baseline_threshold:g} × baseline ({floor:.2f})"
             )
         if override_rate > s.max_override_rate:
-            for r in reasons:
-                r.append(f"merchant override rate {override_rate:.2f} above {s.max_override_rate:g}")
-        risky = variants.category_id.astype(str).isin(s.high_risk_categories).to_numpy()
-        for i in np.flatnonzero(risky):
-            reasons[i].append(f"high-risk category {variants.category_id.iloc[i]!r}")
+            clause = f"merchant override rate {override_rate:.2f} above {s.max_override_rate:g}"
+            if s.override_clause == "refuse" or types is None:
+                hit = np.arange(n)
+            else:
+                hit = np.flatnonzero(types != "safe")
+                clause += ": only safe variants"
+            for i in hit:
+                reasons[i].append(clause)
+        banned = set(s.high_risk_categories)
+        for j, c in enumerate(categories):
+            if c in banned:
+                reasons[j].append(f"high-risk category {c!r}")
         text = ["; ".join(r) for r in reasons]
         return GuardDecision(np.array([not t for t in text]), text)
 

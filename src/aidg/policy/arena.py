@@ -1,0 +1,279 @@
+"""The policy arena: policies run through the simulator's timeline, judged by the oracle's truth.
+
+Setup (:func:`build_arena`): at the model's as-of date every held-out
+merchant gets its 50 candidate variants and the current system's deal, all
+scored once by the trained scorer (the model does not retrain during the
+run). The oracle gives each one's true expectations for every week of the
+run (season moves them).
+
+Run (:func:`run_policy`): ``rounds`` requests at uniform times over ``days``
+days, each for a uniformly drawn merchant. The policy picks; the chosen
+deal's outcome is realised from the truth with the simulator's noise, and its
+reward parts arrive late, as they do in the marketplace:
+
+- approval and the rep's override (severity of the edit, 0 if none): 0.1 day on;
+- conversion (3-day proxy, ±15 % noise): 3 days on, if the deal was approved;
+- GP30 uplift (log-normal σ 0.3): 30 days on, if approved; a rejected deal's
+  GP30 never arrives, and the learner keeps the scorer's prediction for it.
+
+Every request of a seed is the same for every policy (same merchants, times
+and random numbers), so the comparison is paired.
+
+Judging (:func:`summarize`), from the oracle's expectations of the chosen
+deals, never from the noisy draws the policies learnt from:
+``cumulative_reward``, ``gp30_uplift_vs_current`` (Σ expected GP30 of the
+chosen ÷ Σ of the current system's deals − 1), ``override_rate`` (mean true
+override probability), ``safety_violation_rate`` (share of chosen deals with
+true expected GP30 under 0.8 × the merchant's baseline), ``regret_vs_oracle``
+(Σ of the best variant's true reward minus the chosen's) and whether the
+cumulative reward ever fell under (1 − α) × the current system's at a
+checkpoint, one after every decision as in Wu et al. (``conservative_violation``; over seeds:
+``conservative_violation_runs``).
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aidg.config import Settings
+from aidg.errors import DataError
+from aidg.policy.context import ContextProjector
+from aidg.policy.decider import CURRENT, Candidates
+from aidg.policy.peers import POLICIES, ArenaPolicy, make_policy, vw_lines
+
+APPROVAL_DELAY, CONVERSION_DELAY, GP30_DELAY = 0.1, 3.0, 30.0
+CONVERSION_NOISE = 0.15
+TRUTH_KEYS = ("reward", "expected_uplift", "expected_gp30", "approval_prob", "conversion", "override_prob")
+
+
+@dataclass
+class MerchantArms:
+    """One merchant's choices as the policies see them (scorer outputs only; no truth)."""
+
+    variants: pd.DataFrame
+    predicted: pd.DataFrame  # score, risk, uplift, approval, conversion per variant
+    cands: Candidates  # the same as arrays
+    phi: np.ndarray  # (n, dim)
+    current_phi: np.ndarray  # (dim,)
+    current: dict[str, float]
+    override_rate: float
+    vw_lines: list[str]
+
+
+@dataclass
+class ArenaData:
+    merchants: list[str]
+    arms: list[MerchantArms]
+    truth: dict[str, np.ndarray]  # key -> (weeks, merchants, slots): n variants, the current deal, [the legacy deal]
+    severity: np.ndarray  # (merchants,) the rep's edit severity when they override
+    days: int
+    dim: int
+    n_variants: int
+
+
+def build_arena(
+    scored: pd.DataFrame,
+    representation: np.ndarray,
+    current_scored: pd.DataFrame,
+    current_representation: np.ndarray,
+    override_rate: np.ndarray,
+    list_price: np.ndarray,
+    truth_at: Callable[[pd.DataFrame, int], pd.DataFrame],
+    days: int,
+    k: int = 32,
+    legacy: pd.DataFrame | None = None,
+) -> ArenaData:
+    """Assemble the arena from scored candidates (``n`` per merchant, merchant by merchant) and truth.
+
+    Args:
+        scored: candidates with the scorer's outputs, grouped by merchant in a fixed order.
+        current_scored: the current system's deal of each merchant (same order), scored.
+        truth_at: (terms frame with ``merchant_id``, week) -> the oracle's expectations (one row per term).
+        legacy: optionally, another reference deal per merchant (judged, never played): slot ``n + 1``.
+    """
+    ids = list(dict.fromkeys(scored.merchant_id.astype(str)))
+    n_m = len(ids)
+    if n_m == 0 or len(scored) % n_m:
+        raise DataError("the arena needs the same number of variants for every merchant")
+    n = len(scored) // n_m
+    proj = ContextProjector(k).fit(np.concatenate([representation, current_representation]))
+    phi = proj.transform(representation).reshape(n_m, n, -1)
+    cphi = proj.transform(current_representation)
+    keep = ["score", "risk", "uplift", "approval", "conversion", "p_override"]
+    arms = []
+    for j in range(n_m):
+        rows = slice(j * n, (j + 1) * n)
+        v = scored.iloc[rows].reset_index(drop=True)
+        pred = v[keep].reset_index(drop=True)
+        cur = {c: float(current_scored[c].iloc[j]) for c in keep}
+        arms.append(
+            MerchantArms(
+                v,
+                pred,
+                Candidates.from_frames(v, pred),
+                phi[j],
+                cphi[j],
+                cur,
+                float(override_rate[j]),
+                vw_lines(pred, v, phi[j], list_price[j]),
+            )
+        )
+    weeks = max(1, int(np.ceil(days / 7)))
+    parts = [scored.assign(_slot=np.tile(np.arange(n), n_m)), current_scored.assign(_slot=n)]
+    if legacy is not None:
+        parts.append(legacy.assign(_slot=n + 1))
+    terms = pd.concat(parts, ignore_index=True)
+    terms["_m"] = terms.merchant_id.astype(str).map({m: i for i, m in enumerate(ids)})
+    slots = n + 1 + (legacy is not None)
+    truth = {key: np.full((weeks, n_m, slots), np.nan) for key in (*TRUTH_KEYS, "override_severity")}
+    for w in range(weeks):
+        t = truth_at(terms, w)
+        for key in truth:
+            truth[key][w, terms._m.to_numpy(), terms._slot.to_numpy()] = t[key].to_numpy(float)
+    severity = truth.pop("override_severity")[0, :, 0]
+    return ArenaData(ids, arms, truth, severity, days, proj.dim, n)
+
+
+def run_policy(
+    data: ArenaData, policy: ArenaPolicy, rounds: int, seed: int, progress: Callable[[float], None] | None = None
+) -> dict[str, np.ndarray]:
+    """Run one policy over one seed's requests; returns the chosen slot (``n`` = current deal) per request."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.uniform(0, data.days, rounds))
+    m = rng.integers(0, len(data.merchants), rounds)
+    u_approve, u_override = rng.random(rounds), rng.random(rounds)
+    shock = np.exp(rng.normal(-(0.3**2) / 2, 0.3, rounds))
+    conv_noise = np.exp(rng.normal(0, CONVERSION_NOISE, rounds))
+    weeks = np.minimum((t // 7).astype(int), data.truth["reward"].shape[0] - 1)
+    n = data.n_variants
+    chosen = np.zeros(rounds, np.int64)
+    pscore = np.zeros(rounds)
+    events: list[tuple[float, int, str, str, float]] = []
+    seq = 0
+    day = 0
+    tr = data.truth
+    for j in range(rounds):
+        while events and events[0][0] <= t[j]:
+            _, _, did, part, value = heapq.heappop(events)
+            if part == "close":
+                policy.close(did)
+            else:
+                policy.learn(did, part, value)
+        while day < int(t[j]):
+            policy.end_of_period()
+            day += 1
+        did = f"s{seed}-{j}"
+        i, p = policy.choose(did, data.arms[m[j]])
+        a = n if i == CURRENT else i
+        chosen[j], pscore[j] = a, p
+        w, mm = weeks[j], m[j]
+        approved = u_approve[j] < tr["approval_prob"][w, mm, a]
+        over = data.severity[mm] if u_override[j] < tr["override_prob"][w, mm, a] else 0.0
+        for dt, part, value in (
+            (APPROVAL_DELAY, "approval", float(approved)),
+            (APPROVAL_DELAY, "override", float(over)),
+        ):
+            heapq.heappush(events, (t[j] + dt, seq, did, part, value))
+            seq += 1
+        if approved:
+            conv = float(np.clip(tr["conversion"][w, mm, a] * conv_noise[j], 0, 1))
+            gp = float((1 + tr["expected_uplift"][w, mm, a]) * shock[j] - 1)
+            heapq.heappush(events, (t[j] + CONVERSION_DELAY, seq, did, "conversion", conv))
+            heapq.heappush(events, (t[j] + GP30_DELAY, seq + 1, did, "gp30_uplift", gp))
+            seq += 2
+        heapq.heappush(events, (t[j] + GP30_DELAY + 1e-6, seq, did, "close", 0.0))
+        seq += 1
+        if progress is not None and j % 1000 == 0:
+            progress(j / rounds)
+    return {"chosen": chosen, "pscore": pscore, "time": t, "merchant": m, "week": weeks}
+
+
+def summarize(data: ArenaData, run: dict[str, np.ndarray], alpha: float) -> dict[str, float]:
+    """The oracle's judgement of one run (module docstring); paired with the current system's deal."""
+    w, m, a = run["week"], run["merchant"], run["chosen"]
+    n = data.n_variants
+    tr = data.truth
+    reward = tr["reward"][w, m, a]
+    cur_reward = tr["reward"][w, m, n]
+    best = tr["reward"][w, m, : n + 1].max(1)  # the best of the variants and the current deal
+    gp30, cur_gp30 = tr["expected_gp30"][w, m, a], tr["expected_gp30"][w, m, n]
+    cum, cum_cur = np.cumsum(reward), np.cumsum(cur_reward)  # a checkpoint after every decision (Wu et al.)
+    extra = {}
+    if tr["reward"].shape[2] > n + 1:
+        extra["gp30_uplift_vs_legacy"] = float(gp30.sum() / tr["expected_gp30"][w, m, n + 1].sum() - 1)
+    return {
+        **extra,
+        "cumulative_reward": float(reward.sum()),
+        "mean_reward": float(reward.mean()),
+        "gp30_uplift_vs_current": float(gp30.sum() / cur_gp30.sum() - 1),
+        "override_rate": float(tr["override_prob"][w, m, a].mean()),
+        "safety_violation_rate": float(np.mean(tr["expected_uplift"][w, m, a] < -0.2)),
+        "regret_vs_oracle": float((best - reward).sum()),
+        "conservative_violation": bool(np.any(cum < (1 - alpha) * cum_cur)),
+        "worst_checkpoint_ratio": float(np.min(cum / np.where(cum_cur == 0, np.nan, cum_cur))),
+        "current_deal_share": float(np.mean(a == n)),
+        "override_floor": float(tr["override_prob"][w, m, : n + 1].min(1).mean()),
+    }
+
+
+def arena(
+    data: ArenaData,
+    settings: Settings,
+    rounds: int,
+    seeds: list[int],
+    policies: tuple[str, ...] = POLICIES,
+    progress: Callable[[str, float], None] | None = None,
+) -> dict[str, Any]:
+    """Every policy over every seed; per policy, the mean of each figure over seeds and the violation share."""
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise DataError(f"unknown policies {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
+    if rounds < 1:
+        raise DataError(f"run at least one round, got {rounds}")
+    alpha = settings.bandit.conservative_alpha
+    out: dict[str, Any] = {}
+    curves: dict[str, list[float]] = {}
+    total = len(policies) * len(seeds)
+    done = 0
+    for name in policies:
+        per_seed = []
+        started = time.perf_counter()
+        extra: dict[str, Any] = {}
+        for s in seeds:
+            pol = make_policy(name, data.dim, settings, s)
+
+            def tick(f: float, base: int = done, label: str = name) -> None:
+                if progress is not None:
+                    progress(label, (base + f) / total)
+
+            run = run_policy(data, pol, rounds, s, tick)
+            per_seed.append(summarize(data, run, alpha))
+            if s == seeds[0]:
+                curves[name] = _daily_curve(data, run)
+                if hasattr(pol, "why_current"):
+                    extra["why_current"] = dict(pol.why_current)
+            if hasattr(pol, "finish"):
+                pol.finish()
+            done += 1
+        keys = [k for k in per_seed[0] if k != "conservative_violation"]
+        res: dict[str, Any] = {k: float(np.mean([r[k] for r in per_seed])) for k in keys}
+        res["conservative_violation_runs"] = float(np.mean([r["conservative_violation"] for r in per_seed]))
+        res["seconds"] = round(time.perf_counter() - started, 2)
+        res["rounds_per_second"] = round(rounds * len(seeds) / max(res["seconds"], 1e-9), 1)
+        res.update(extra)
+        out[name] = res
+    return {"policies": out, "curves": curves}
+
+
+def _daily_curve(data: ArenaData, run: dict[str, np.ndarray]) -> list[float]:
+    """Cumulative true reward at the end of each day (the first seed), for the plot."""
+    r = data.truth["reward"][run["week"], run["merchant"], run["chosen"]]
+    day = run["time"].astype(int)
+    return [float(x) for x in np.bincount(day, weights=r, minlength=data.days).cumsum()]

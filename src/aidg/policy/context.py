@@ -1,0 +1,61 @@
+"""The bandit's context vector φ: the scorer's 128-d representation, reduced and whitened.
+
+The neural-linear posterior (:mod:`aidg.policy.bandit`) learns a linear
+correction of the scorer's score on φ. On the raw 128-d representation that
+is 128 weights to learn from delayed rewards, and a 128 × 128 precision to
+factorise every round; the representation's variance sits in a few
+directions anyway. So φ is an intercept followed by the top ``k`` principal
+components (scikit-learn's PCA), whitened and scaled by 1/√k so that
+E‖φ‖² ≈ 2 whatever ``k`` is: a prior N(0, σ²·I) on the weights then means
+"the scorer is off by about σ", which is what the prior should say.
+
+The projection is fitted without rewards (on the representations of the
+variants the policy will see, or of the training merchants), so it uses no
+outcome it should not.
+
+>>> import numpy as np
+>>> rep = np.random.default_rng(0).normal(size=(500, 16))
+>>> p = ContextProjector(k=4).fit(rep)
+>>> phi = p.transform(rep)
+>>> phi.shape, bool(np.allclose(phi[:, 0], 1.0)), round(float((phi[:, 1:] ** 2).sum(1).mean()), 2)
+((500, 5), True, 1.0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.decomposition import PCA
+
+from aidg.errors import DataError
+
+
+class ContextProjector:
+    """Intercept + whitened top-k principal components of the representation, scaled by 1/√k."""
+
+    def __init__(self, k: int = 32) -> None:
+        if k < 1:
+            raise DataError(f"the projection needs at least one component, got k={k}")
+        self.k = k
+        self._pca: PCA | None = None
+
+    @property
+    def dim(self) -> int:
+        return 1 + (self._pca.n_components_ if self._pca is not None else self.k)
+
+    def fit(self, representation: np.ndarray) -> ContextProjector:
+        rep = np.asarray(representation, np.float64)
+        if rep.ndim != 2 or len(rep) < 2:
+            raise DataError(f"fit the projection on a (rows, features) array with 2+ rows, got shape {rep.shape}")
+        if not np.isfinite(rep).all():
+            raise DataError("the representation holds non-finite values: the scorer is broken")
+        k = min(self.k, rep.shape[1], len(rep) - 1)
+        self._pca = PCA(n_components=k, whiten=True, random_state=0).fit(rep)
+        return self
+
+    def transform(self, representation: np.ndarray) -> np.ndarray:
+        if self._pca is None:
+            raise DataError("the context projection is not fitted: call fit() on representations first")
+        rep = np.asarray(representation, np.float64)
+        z = self._pca.transform(rep.reshape(-1, rep.shape[-1])) / np.sqrt(self._pca.n_components_)
+        out = np.concatenate([np.ones((len(z), 1)), z], 1)
+        return out.reshape(*rep.shape[:-1], out.shape[1])

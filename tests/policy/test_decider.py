@@ -1,0 +1,144 @@
+"""risk_aware_ts end to end on one request: guard, exploration share, bandit, gate, and the current deal as fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aidg.config import BanditSettings, GuardSettings
+from aidg.errors import DataError
+from aidg.policy.bandit import RiskAwareThompsonSampling
+from aidg.policy.decider import CURRENT, Candidates, RiskAwarePolicy
+
+D, N = 6, 8
+
+
+def _request(risk: float = 0.02, uplift: float = 0.3, category: str = "food") -> tuple[Candidates, np.ndarray]:
+    variants = pd.DataFrame({"type": ["safe"] * 4 + ["hybrid"] * 2 + ["explore"] * 2, "category_id": category})
+    phi = np.eye(N, D)
+    pred = pd.DataFrame(
+        {
+            "score": np.linspace(1.0, 0.8, N),
+            "risk": np.full(N, risk),
+            "uplift": np.full(N, uplift),
+            "approval": 0.8,
+            "conversion": 0.1,
+        }
+    )
+    return Candidates.from_frames(variants, pred), phi
+
+
+CURRENT_PRED = {"score": 0.5, "risk": 0.02, "uplift": 0.0, "approval": 0.8, "conversion": 0.1}
+
+
+def _warm(policy: RiskAwarePolicy, rounds: int = 60) -> None:
+    """Bank some budget: the gate plays the current deal until it can afford a variant."""
+    c_, phi = _request()
+    for t in range(rounds):
+        policy.decide(f"w{t}", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+
+
+def test_a_confident_policy_plays_variants_and_logs_propensity_and_type() -> None:
+    p = RiskAwarePolicy(D, seed=0)
+    _warm(p)
+    c_, phi = _request()
+    d = p.decide("x", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    assert d.index != CURRENT and d.why_current == ""
+    assert 0 < d.pscore <= 1 and d.action_type in ("safe", "hybrid")  # explore only on the exploration share
+    assert d.lcb < c_.score[d.index]
+
+
+def test_the_gate_plays_the_current_deal_before_any_budget_is_banked() -> None:
+    p = RiskAwarePolicy(D, seed=0)
+    c_, phi = _request()
+    d = p.decide("first", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    assert d.index == CURRENT and "conservative gate" in d.why_current and d.action_type == "current"
+
+
+def test_all_variants_refused_by_the_guard_gives_the_current_deal_with_every_reason() -> None:
+    p = RiskAwarePolicy(D, guard=GuardSettings(high_risk_categories=("gambling",)), seed=0)
+    _warm(p)
+    c_, phi = _request(category="gambling")
+    d = p.decide("g", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    assert d.index == CURRENT and d.why_current == "the safety guard refused every variant"
+    assert sorted(d.refused) == list(range(N)) and all("high-risk category" in r for r in d.refused.values())
+    c_, phi = _request(uplift=-0.5)  # expected GP30 under 0.8 × baseline everywhere
+    d = p.decide("u", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    assert d.index == CURRENT and all("below 0.8 × baseline" in r for r in d.refused.values())
+    d = p.decide("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)  # a merchant who overrides too often
+    assert d.action_type == "safe" and sorted(d.refused) == list(range(4, N))  # throttled to safe variants
+    assert all("override rate 0.45 above 0.3: only safe variants" in r for r in d.refused.values())
+    strict = RiskAwarePolicy(D, guard=GuardSettings(override_clause="refuse"), seed=0)  # the memo's letter
+    _warm(strict)
+    d = strict.decide("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)
+    assert d.index == CURRENT and all("override rate 0.45 above 0.3" in r for r in d.refused.values())
+
+
+def test_no_eligible_variant_gives_the_current_deal() -> None:
+    p = RiskAwarePolicy(D, bandit=BanditSettings(risk_threshold=0.1), seed=0)
+    _warm(p)
+    c_, phi = _request(risk=0.4)
+    d = p.decide("r", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    # the threshold bounds the risk added to the current deal's (0.02): 0.4 is far above
+    assert d.index == CURRENT and d.why_current == "no allowed variant is under the risk limit" and not d.refused
+    absolute = RiskAwarePolicy(D, bandit=BanditSettings(relative_risk=False), seed=0)
+    _warm(absolute)
+    d = absolute.decide("a", *_request(risk=0.11), 0.1, np.ones(D) / D, {**CURRENT_PRED, "risk": 0.3})
+    assert d.index == CURRENT and d.why_current == "no allowed variant is under the risk limit"
+    d = p.decide("b", *_request(risk=0.11), 0.1, np.ones(D) / D, {**CURRENT_PRED, "risk": 0.3})
+    assert d.index != CURRENT  # relative: 0.11 adds nothing to a current deal at 0.3
+
+
+def test_rewards_twice_or_out_of_order_count_once_and_a_missing_gp30_keeps_the_prediction() -> None:
+    a, b = RiskAwarePolicy(D, seed=0), RiskAwarePolicy(D, seed=0)
+    for p in (a, b):
+        _warm(p)
+        c_, phi = _request()
+        p.decide("x", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    parts = [("approval", 1.0), ("override", 0.0), ("conversion", 0.12), ("gp30_uplift", 0.4)]
+    for part, value in parts:
+        assert a.feedback("x", part, value)
+    for part, value in [*reversed(parts[:3]), parts[2], parts[0]]:
+        b.feedback("x", part, value)
+    assert not b.feedback("x", "conversion", 0.12)  # a repeat changes nothing
+    b.feedback("x", "gp30_uplift", 0.4)
+    np.testing.assert_allclose(a.bandit.b, b.bandit.b)
+    np.testing.assert_allclose(a.bandit.A, b.bandit.A)
+    assert a.gate.budget == pytest.approx(b.gate.budget)
+    # a GP30 that never arrives: closing settles the gate with the scorer's prediction standing in
+    c = RiskAwarePolicy(D, seed=0)
+    _warm(c)
+    c_, phi = _request()
+    d = c.decide("y", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    c.feedback("y", "approval", 0.0)
+    before = c.gate.budget
+    c.close("y")
+    assert c.gate.budget != before and "y" not in c.bandit.pending
+    assert d.index != CURRENT
+
+
+def test_decision_ids_are_unique() -> None:
+    p = RiskAwarePolicy(D, seed=0)
+    p.decide("same", *_request(), 0.1, np.ones(D) / D, CURRENT_PRED)
+    with pytest.raises(DataError, match="already made"):
+        p.decide("same", *_request(), 0.1, np.ones(D) / D, CURRENT_PRED)
+
+
+def test_the_batched_stream_update_equals_one_by_one() -> None:
+    rng = np.random.default_rng(0)
+    one, many = RiskAwareThompsonSampling(D), RiskAwareThompsonSampling(D)
+    events = []
+    for t in range(50):
+        phi = rng.normal(size=D)
+        pred = {"approval": 0.5, "conversion": 0.1, "gp30_uplift": 0.1, "override": 0.0}
+        for m in (one, many):
+            m.register(f"d{t}", phi, 0.5, pred)
+        events += [(f"d{t}", "approval", float(rng.random() < 0.5)), (f"d{t}", "gp30_uplift", float(rng.normal()))]
+    events += events[:10]  # repeats
+    rng.shuffle(events)
+    for e in events:
+        one.update_params(*e)
+    assert many.update_batch(events) == 100
+    np.testing.assert_allclose(one.A, many.A)
+    np.testing.assert_allclose(one.b, many.b)
