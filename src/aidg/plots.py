@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _save(fig: Figure, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
 
 
 def response_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], out: Path, title: str) -> Path:
@@ -29,11 +43,7 @@ def response_curves(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], out
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def best_discount_histogram(counts: dict[float, int], out: Path) -> Path:
@@ -49,11 +59,7 @@ def best_discount_histogram(counts: dict[float, int], out: Path) -> Path:
     ax.set_xlabel("oracle-best discount")
     ax.set_ylabel("merchants")
     ax.set_title("No single discount is best for everyone")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def arena_curves(curves: dict[str, list[float]], out: Path, alpha: float = 0.1) -> Path:
@@ -79,8 +85,4 @@ def arena_curves(curves: dict[str, list[float]], out: Path, alpha: float = 0.1) 
     ax.set_title("Policy arena: cumulative reward against the simulator's truth")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(fig, out)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,3 +136,18 @@ def test_simulate_policy_cli_prints_the_issue_keys(trained: dict[str, Any]) -> N
         [*cmd, "--rounds", "10", "--policies", "current,bogus"], capture_output=True, text=True, env=env, timeout=300
     )
     assert bad.returncode == 2 and "unknown policies bogus" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_arena_report_shows_a_table_and_a_plot(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from aidg.demo import show_arena
+
+    data = _synthetic()
+    res = arena(data, Settings(), rounds=300, seeds=[0], policies=("current", "greedy", "risk_aware_ts"))
+    res.update(rounds=300, days=data.days, seeds=1, merchants=len(data.merchants))
+    console = Console(record=True, width=200)
+    png = show_arena(res, console, tmp_path / "arena.png")
+    text = console.export_text()
+    assert all(p in text for p in ("current", "greedy", "risk_aware_ts", "GP30 vs current"))
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -142,3 +142,34 @@ def test_the_batched_stream_update_equals_one_by_one() -> None:
     assert many.update_batch(events) == 100
     np.testing.assert_allclose(one.A, many.A)
     np.testing.assert_allclose(one.b, many.b)
+
+
+def test_the_exploration_share_follows_how_explored_variants_fare() -> None:
+    from aidg.config import ExplorationSettings
+
+    def run(approved: float) -> float:
+        p = RiskAwarePolicy(D, exploration=ExplorationSettings(initial_rate=0.9, max_rate=1.0), seed=0)
+        _warm(p, 200)
+        c, phi = _request()
+        explore = Candidates(np.full(N, "explore", dtype=object), *list(vars(c).values())[1:])
+        n = 0
+        for t in range(200):
+            d = p.decide(f"e{t}", explore, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+            if d.action_type == "explore":
+                n += 1
+                p.feedback(f"e{t}", "approval", approved)
+                p.feedback(f"e{t}", "override", 0.0)
+        assert n >= 20  # explore variants were played on the exploration share only
+        return p.end_of_period()
+
+    assert run(1.0) == pytest.approx(1.0)  # all approved unedited: × 1.5, capped at the maximum
+    assert run(0.0) == pytest.approx(0.45)  # none: halved
+
+
+def test_a_bad_event_rejects_its_batch_and_changes_nothing() -> None:
+    ts = RiskAwareThompsonSampling(D)
+    ts.register("d", np.ones(D), 0.5, {"approval": 0.5, "conversion": 0.1, "gp30_uplift": 0.1, "override": 0.0})
+    with pytest.raises(DataError, match="must be finite"):
+        ts.update_batch([("d", "approval", 1.0), ("d", "gp30_uplift", float("nan"))])
+    assert not ts.pending["d"].parts and not ts.b.any()
+    assert ts.update_batch([("d", "approval", 1.0)]) == 1

@@ -177,8 +177,7 @@ class RiskAwareThompsonSampling:
             composite_reward(v["gp30_uplift"], v["approval"], v["conversion"], v["override"], 1.0, self.reward)
         )
 
-    def update_params(self, decision_id: str, part: str, value: float) -> bool:
-        """A reward part of a decision arrived; returns False when it had already been applied (idempotent)."""
+    def _check(self, decision_id: str, part: str, value: float) -> _Pending:
         if part not in PARTS:
             raise DataError(f"unknown reward part {part!r}; parts are {', '.join(PARTS)}")
         if not np.isfinite(value):
@@ -186,48 +185,51 @@ class RiskAwareThompsonSampling:
         p = self.pending.get(decision_id)
         if p is None:
             raise NotFoundError(f"unknown decision {decision_id!r}: register it before its rewards arrive")
+        return p
+
+    def _join(self, p: _Pending, part: str, value: float) -> tuple[bool, float] | None:
+        """Record a part; None if it was already there, else (first part of the decision, change of its reward)."""
         if part in p.parts and p.parts[part] == value:
-            return False
+            return None
         p.parts[part] = float(value)
         r = self._reward(p)
-        if not p.counted:
-            self.A += np.outer(p.phi, p.phi)
-            self._chol = None
+        first = not p.counted
+        if first:
             p.counted = True
             p.used = p.score  # the residual r − s starts from the scorer's own score
-        self.b += p.phi * (r - p.used)
+        delta, p.used = r - p.used, r
+        return first, delta
+
+    def update_params(self, decision_id: str, part: str, value: float) -> bool:
+        """A reward part of a decision arrived; returns False when it had already been applied (idempotent)."""
+        p = self._check(decision_id, part, value)
+        joined = self._join(p, part, value)
+        if joined is None:
+            return False
+        if joined[0]:
+            self.A += np.outer(p.phi, p.phi)
+            self._chol = None
+        self.b += p.phi * joined[1]
         self._mean = None
-        p.used = r
         return True
 
     def update_batch(self, events: list[tuple[str, str, float]]) -> int:
         """Apply many ``(decision_id, part, value)`` events at once (the stream worker's path); returns how many
         changed something. Same result as calling :meth:`update_params` on each in order; the posterior's
-        precision and vector are updated with two matrix products instead of one outer product per event."""
+        precision and vector are updated with two matrix products instead of one outer product per event.
+        Every event is checked before any is applied: a bad one rejects the batch and changes nothing."""
+        pending = [self._check(*e) for e in events]
         first: list[np.ndarray] = []
         rows: list[np.ndarray] = []
         deltas: list[float] = []
-        applied = 0
-        for decision_id, part, value in events:
-            if part not in PARTS:
-                raise DataError(f"unknown reward part {part!r}; parts are {', '.join(PARTS)}")
-            if not np.isfinite(value):
-                raise DataError(f"reward part {part} of {decision_id} must be finite, got {value}")
-            p = self.pending.get(decision_id)
-            if p is None:
-                raise NotFoundError(f"unknown decision {decision_id!r}: register it before its rewards arrive")
-            if part in p.parts and p.parts[part] == value:
+        for p, (_, part, value) in zip(pending, events, strict=True):
+            joined = self._join(p, part, value)
+            if joined is None:
                 continue
-            p.parts[part] = float(value)
-            r = self._reward(p)
-            if not p.counted:
+            if joined[0]:
                 first.append(p.phi)
-                p.counted = True
-                p.used = p.score
             rows.append(p.phi)
-            deltas.append(r - p.used)
-            p.used = r
-            applied += 1
+            deltas.append(joined[1])
         if first:
             f = np.stack(first)
             self.A += f.T @ f
@@ -235,7 +237,7 @@ class RiskAwareThompsonSampling:
         if rows:
             self.b += np.stack(rows).T @ np.asarray(deltas)
             self._mean = None
-        return applied
+        return len(rows)
 
     def forget(self, decision_id: str) -> None:
         """Drop a decision whose parts will not come any more (its contribution to the posterior stays)."""
