@@ -48,7 +48,7 @@ class BanditSettings(_Group):
         0.1, gt=0, lt=1, description="conservative gate: keep reward ≥ (1−α) × current system's"
     )
     min_gain: float = Field(
-        0.03,
+        0.05,
         ge=0,
         description="a variant is played only if its expected reward beats the current deal's by this much per "
         "unit of distance to the merchant's anchor deal (the scorer's errors grow as it extrapolates)",
@@ -95,9 +95,10 @@ class GuardSettings(_Group):
 
     baseline_threshold: float = Field(0.8, ge=0, description="memo §2.3: expected GP30 ≥ 0.8 × baseline")
     max_override_rate: float = Field(0.3, ge=0, le=1, description="memo §2.3: merchant override rate ≤ 0.3")
-    override_clause: Literal["safe_only", "refuse"] = Field(
-        "safe_only",
-        description="above max_override_rate: offer only safe variants (default), or refuse all (the memo's letter)",
+    override_clause: Literal["no_explore", "safe_only", "refuse"] = Field(
+        "no_explore",
+        description="above max_override_rate: no explore variants (default), only safe ones, or refuse all (the "
+        "memo's letter)",
     )
     high_risk_categories: tuple[str, ...] = Field(
         ("gambling", "tobacco", "adult"), description="memo §2.3: categories never proposed"

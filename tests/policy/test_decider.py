@@ -67,8 +67,12 @@ def test_all_variants_refused_by_the_guard_gives_the_current_deal_with_every_rea
     d = p.decide("u", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
     assert d.index == CURRENT and all("below 0.8 × baseline" in r for r in d.refused.values())
     d = p.decide("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)  # a merchant who overrides too often
-    assert d.action_type == "safe" and sorted(d.refused) == list(range(4, N))  # throttled to safe variants
-    assert all("override rate 0.45 above 0.3: only safe variants" in r for r in d.refused.values())
+    assert d.action_type != "explore" and sorted(d.refused) == [6, 7]  # throttled: no explore variants
+    assert all("override rate 0.45 above 0.3: no explore variants" in r for r in d.refused.values())
+    safe = RiskAwarePolicy(D, guard=GuardSettings(override_clause="safe_only"), seed=0)
+    _warm(safe)
+    d = safe.decide("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)
+    assert d.action_type == "safe" and sorted(d.refused) == list(range(4, N))
     strict = RiskAwarePolicy(D, guard=GuardSettings(override_clause="refuse"), seed=0)  # the memo's letter
     _warm(strict)
     d = strict.decide("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)

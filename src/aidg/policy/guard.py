@@ -6,12 +6,13 @@
   (expected GP30 = baseline × (1 + predicted uplift): the uplift is relative to
   the merchant's habitual deal, whose expected GP30 the baseline is);
 - the merchant's override rate above ``max_override_rate`` (0.3): with
-  ``override_clause="safe_only"`` (the default) such a merchant is offered only
-  ``safe`` variants, close to the deal that worked for it (risk throttling);
-  with ``"refuse"`` (the memo's letter) every variant is refused and the
-  current system's deal is the fallback. In the simulated marketplace half the
-  merchants are above 0.3 (their reps edit a lot whatever is proposed), and
-  refusing them all costs most of the GP30 gain: see docs/bandit.md;
+  ``override_clause="no_explore"`` (the default) such a merchant is never
+  offered ``explore`` variants (risk throttling); ``"safe_only"`` offers only
+  ``safe`` ones (close to the deal that worked); ``"refuse"`` (the memo's
+  letter) refuses every variant and the current system's deal is the
+  fallback. In the simulated marketplace half the merchants are above 0.3
+  (their reps edit a lot whatever is proposed), and refusing them all costs
+  most of the GP30 gain: see docs/bandit.md;
 - a high-risk category (gambling, tobacco, adult by default).
 
 :class:`ExplorationManager` sets the share of traffic that may take ``explore``
@@ -92,9 +93,12 @@ class SafetyGuard:
             clause = f"merchant override rate {override_rate:.2f} above {s.max_override_rate:g}"
             if s.override_clause == "refuse" or types is None:
                 hit = np.arange(n)
-            else:
+            elif s.override_clause == "safe_only":
                 hit = np.flatnonzero(types != "safe")
                 clause += ": only safe variants"
+            else:
+                hit = np.flatnonzero(types == "explore")
+                clause += ": no explore variants"
             for i in hit:
                 reasons[i].append(clause)
         banned = set(s.high_risk_categories)
