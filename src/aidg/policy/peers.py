@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import solve_triangular
 
 from aidg.config import Settings
 from aidg.errors import DataError
@@ -103,8 +102,7 @@ class EpsilonGreedy(_NeuralLinear):
 
     def choose(self, decision_id: str, arms: Arms) -> tuple[int, float]:
         score = arms.cands.score
-        mean, _ = self.model._posterior()
-        best = int(np.argmax(score + arms.phi @ mean))
+        best = int(np.argmax(self.model.mean_reward(arms.phi, score)))
         n = len(score)
         i = int(self.rng.integers(n)) if self.rng.random() < self.epsilon else best
         p = self.epsilon / n + (1 - self.epsilon) * (i == best)
@@ -118,9 +116,7 @@ class LinUCB(_NeuralLinear):
 
     def choose(self, decision_id: str, arms: Arms) -> tuple[int, float]:
         score = arms.cands.score
-        mean, chol = self.model._posterior()
-        half = solve_triangular(chol, arms.phi.T, lower=True)
-        ucb = score + arms.phi @ mean + self.alpha * self.model.noise * np.sqrt((half * half).sum(0))
+        ucb = self.model.mean_reward(arms.phi, score) + self.alpha * self.model.sd(arms.phi)
         i = int(np.argmax(ucb))
         self._register(decision_id, arms, i)
         return i, 1.0
