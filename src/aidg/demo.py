@@ -127,8 +127,9 @@ def _print(console: Console, s: dict[str, Any]) -> None:
         + s["out"]
         + "` checks the data; `aidg explain --merchant ID --data "
         + s["out"]
-        + "` proposes and explains one merchant's deals once trained; serving and rollout arrive with the "
-        "next stages (see README)."
+        + "` proposes and explains one merchant's deals once trained; `aidg simulate-policy --data "
+        + s["out"]
+        + "` runs the full policy arena; serving and rollout arrive with the next stages (see README)."
     )
 
 
