@@ -33,7 +33,7 @@ import torch
 from aidg.config import load_settings
 from aidg.policy.arena import ArenaData
 from aidg.policy.bandit import RiskAwareThompsonSampling
-from aidg.policy.peers import VW, VW_ARGS, RiskAwareTS
+from aidg.policy.peers import VW, VW_ARGS, ArenaPolicy, RiskAwareTS
 from aidg.workflows import arena_data
 
 
@@ -43,9 +43,8 @@ def _requests(data: ArenaData, rounds: int, seed: int) -> tuple[np.ndarray, np.n
     return m, rng.random(rounds), rng.random(rounds)
 
 
-def ours_rounds_per_s(data: ArenaData, rounds: int, seed: int) -> float:
-    settings = load_settings()
-    pol = RiskAwareTS(data.dim, settings, seed)
+def _rounds_per_s(pol: ArenaPolicy, data: ArenaData, rounds: int, seed: int) -> float:
+    """One request after another: choose, then the decision's four reward parts, then close it."""
     m, u, _ = _requests(data, rounds, seed)
     t0 = time.perf_counter()
     for j in range(rounds):
@@ -53,29 +52,27 @@ def ours_rounds_per_s(data: ArenaData, rounds: int, seed: int) -> float:
         arms = data.arms[m[j]]
         i, _ = pol.choose(did, arms)
         p = arms.cands.row(i) if i >= 0 else arms.current
-        pol.learn(did, "approval", float(u[j] < p["approval"]))
-        pol.learn(did, "override", 0.0)
-        pol.learn(did, "conversion", float(p["conversion"]))
-        pol.learn(did, "gp30_uplift", float(p["uplift"]))
+        for part, value in (
+            ("approval", float(u[j] < p["approval"])),
+            ("override", 0.0),
+            ("conversion", float(p["conversion"])),
+            ("gp30_uplift", float(p["uplift"])),
+        ):
+            pol.learn(did, part, value)
+        pol.close(did)
     return rounds / (time.perf_counter() - t0)
 
 
+def ours_rounds_per_s(data: ArenaData, rounds: int, seed: int) -> float:
+    return _rounds_per_s(RiskAwareTS(data.dim, load_settings(), seed), data, rounds, seed)
+
+
 def vw_rounds_per_s(data: ArenaData, rounds: int, seed: int) -> float:
-    settings = load_settings()
-    pol = VW(settings, seed)
-    m, u, _ = _requests(data, rounds, seed)
-    t0 = time.perf_counter()
-    for j in range(rounds):
-        did = f"b{j}"
-        arms = data.arms[m[j]]
-        i, _ = pol.choose(did, arms)
-        p = arms.cands.row(i)
-        pol.learn(did, "approval", float(u[j] < p["approval"]))
-        pol.learn(did, "gp30_uplift", float(p["uplift"]))
-        pol.close(did)
-    dt = time.perf_counter() - t0
-    pol.finish()
-    return rounds / dt
+    pol = VW(load_settings(), seed)  # learns once per decision, at its first part (see aidg.policy.peers)
+    try:
+        return _rounds_per_s(pol, data, rounds, seed)
+    finally:
+        pol.finish()
 
 
 def vw_file_driver_rounds_per_s(data: ArenaData, rounds: int, seed: int) -> float:
