@@ -107,6 +107,7 @@ def test_rewards_twice_or_out_of_order_count_once_and_a_missing_gp30_keeps_the_p
         b.feedback("x", part, value)
     assert not b.feedback("x", "conversion", 0.12)  # a repeat changes nothing
     b.feedback("x", "gp30_uplift", 0.4)
+    assert not b.feedback("x", "gp30_uplift", 0.4)  # the GP30 again, after the decision closed
     np.testing.assert_allclose(a.bandit.b, b.bandit.b)
     np.testing.assert_allclose(a.bandit.A, b.bandit.A)
     assert a.gate.budget == pytest.approx(b.gate.budget)

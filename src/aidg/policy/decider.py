@@ -101,14 +101,14 @@ class Candidates:
 
 @dataclass
 class _Open:
-    phi: np.ndarray
     played: str  # "policy" or "baseline"
     explored: bool
     parts: dict[str, float] = field(default_factory=dict)
+    judged: bool = False  # an explored variant's success already counted
 
 
 class RiskAwarePolicy:
-    """Guard → exploration share → risk-aware Thompson sampling → conservative gate (module docstring)."""
+    """Guard → exploration share → minimum gain → risk-aware Thompson sampling → conservative gate (module doc)."""
 
     def __init__(
         self,
@@ -131,6 +131,7 @@ class RiskAwarePolicy:
         self.z = z
         self.min_explore_outcomes = min_explore_outcomes
         self._open: dict[str, _Open] = {}
+        self._closed: set[str] = set()  # decisions whose parts are all in (late repeats are ignored)
         self._explore_outcomes: list[bool] = []
 
     def decide(
@@ -210,17 +211,19 @@ class RiskAwarePolicy:
         self, decision_id: str, phi: np.ndarray, row: Mapping[str, float], played: str, explored: bool
     ) -> None:
         self.bandit.register(decision_id, phi, float(row["score"]), predicted_parts(row))
-        self._open[decision_id] = _Open(np.asarray(phi, float), played, explored)
+        self._open[decision_id] = _Open(played, explored)
 
     def feedback(self, decision_id: str, part: str, value: float) -> bool:
         """One reward part of a decision arrived; False when it changed nothing (a repeat)."""
+        if decision_id in self._closed:
+            return False  # a repeat of a part that came before the decision closed
         changed = self.bandit.update_params(decision_id, part, value)
         o = self._open.get(decision_id)
         if not changed or o is None:
             return changed
         o.parts[part] = float(value)
-        if o.explored and {"approval", "override"} <= o.parts.keys() and "counted" not in o.parts:
-            o.parts["counted"] = 1.0
+        if o.explored and not o.judged and {"approval", "override"} <= o.parts.keys():
+            o.judged = True
             self._explore_outcomes.append(o.parts["approval"] > 0.5 and o.parts["override"] == 0.0)
         if part == "gp30_uplift":
             self.close(decision_id)
@@ -230,6 +233,8 @@ class RiskAwarePolicy:
         """No more parts will come (the GP30 landed, or never will): settle the gate with the reward as known."""
         o = self._open.pop(decision_id, None)
         p = self.bandit.pending.pop(decision_id, None)
+        if o is not None:
+            self._closed.add(decision_id)
         if o is None or p is None or o.played != "policy":
             return
         self.gate.settle(decision_id, self.bandit._reward(p))

@@ -18,6 +18,7 @@ off), so the comparison is between ways of choosing, not ways of learning.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,14 +45,14 @@ class Arms(Protocol):
     vw_lines: list[str]
 
 
-class ArenaPolicy:
+class ArenaPolicy(ABC):
     """Base: choose an index (CURRENT for the current system's deal) with its propensity; learn parts."""
 
     name = "base"
-    learns_parts = True
 
+    @abstractmethod
     def choose(self, decision_id: str, arms: Arms) -> tuple[int, float]:
-        raise NotImplementedError
+        """The chosen variant's index (or CURRENT) and its probability under the policy."""
 
     def learn(self, decision_id: str, part: str, value: float) -> None:
         return None
@@ -165,7 +166,6 @@ class VW(ArenaPolicy):
     """Vowpal Wabbit ``cb_explore_adf``, one predict per decision and one learn when the reward is complete."""
 
     name = "vw"
-    learns_parts = False
 
     def __init__(self, settings: Settings, seed: int, args: str = VW_ARGS, learn_early: bool = VW_LEARN_EARLY) -> None:
         try:
