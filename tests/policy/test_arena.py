@@ -75,7 +75,7 @@ def _synthetic(seed: int = 0, m: int = 40, n: int = 12, dim: int = 6, days: int 
         variants = pd.DataFrame({"type": ["safe"] * 6 + ["hybrid"] * 6, "category_id": "food", "focus": "primary"})
         current = {"score": 0.5, "risk": 0.02, "uplift": 0.0, "approval": 0.8, "conversion": 0.1, "p_override": 0.1}
         cands = Candidates.from_frames(variants, pred)
-        arms.append(MerchantArms(variants, pred, cands, phi, np.r_[1.0, np.zeros(dim - 1)], current, 0.1, []))
+        arms.append(MerchantArms(variants, pred, cands, phi, np.r_[1.0, np.zeros(dim - 1)], current, 0.1, 100.0))
         reward[0, j] = np.r_[true, 0.5]
     truth = {
         "reward": reward,

@@ -37,6 +37,7 @@ import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,12 @@ class MerchantArms:
     current_phi: np.ndarray  # (dim,)
     current: dict[str, float]
     override_rate: float
-    vw_lines: list[str]
+    list_price: float
+
+    @cached_property
+    def vw_lines(self) -> list[str]:
+        """The variants as Vowpal Wabbit text, built on first use (only the vw policy reads it)."""
+        return vw_lines(self.predicted, self.variants, self.phi, self.list_price)
 
 
 @dataclass
@@ -122,7 +128,7 @@ def build_arena(
                 cphi[j],
                 cur,
                 float(override_rate[j]),
-                vw_lines(pred, v, phi[j], list_price[j]),
+                float(list_price[j]),
             )
         )
     weeks = max(1, int(np.ceil(days / 7)))

@@ -42,7 +42,9 @@ class Arms(Protocol):
     current_phi: np.ndarray
     current: dict[str, float]
     override_rate: float
-    vw_lines: list[str]
+
+    @property
+    def vw_lines(self) -> list[str]: ...
 
 
 class ArenaPolicy(ABC):
