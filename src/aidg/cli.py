@@ -396,6 +396,106 @@ def schema() -> None:
     sys.stdout.write(schema_markdown())
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _serve_env(s: Settings, data: Path | None, version: str) -> Settings:
+    """Check what the service needs before any worker starts; pass data and version to the workers by environment."""
+    import os
+
+    from aidg.registry import ModelRegistry
+
+    folder = data or s.service.data or s.paths.home / "demo" / "world"
+    if not Path(folder).exists():
+        _fail(f"no data folder to serve at {folder}: pass --data DIR (aidg simulate's output or your tables)")
+    with _user_errors():
+        versions = ModelRegistry(s).versions()
+    if not versions:
+        _fail(f"no trained model under {s.paths.home}: run `aidg train --data {folder}` (or `aidg demo`) first")
+    if version != "latest" and version not in versions:
+        _fail(f"no model version {version!r}; versions: {', '.join(versions)}")
+    os.environ["AIDG_SERVICE__DATA"] = str(Path(folder).resolve())
+    os.environ["AIDG_SERVICE__MODEL_VERSION"] = version
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"  # one BLAS thread per worker process, one process per core (FACTS: ×3 p99 otherwise)
+    return load_settings()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (without API keys only 127.0.0.1).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).", min=0, max=64)] = 0,
+    data: Annotated[Path | None, typer.Option(help="Data folder served (default: the demo world).")] = None,
+    version: Annotated[str, typer.Option(help="Model version served.")] = "latest",
+) -> None:
+    """Serve the API (OpenAPI at /docs). Embedded backends unless AIDG_REDIS_URL / AIDG_DATABASE_URL are set."""
+    import os
+
+    import uvicorn
+
+    s = _settings()
+    if not s.api_keys and host not in LOOPBACK:
+        _fail(
+            f"no API keys are configured, so `aidg serve` listens only on 127.0.0.1, not {host}: set AIDG_API_KEYS "
+            '(e.g. \'{"a-long-secret": {"role": "admin"}}\') to serve on other addresses'
+        )
+    s = _serve_env(s, data, version)
+    n = workers or os.cpu_count() or 1
+    backends = f"store {'redis' if s.redis_url else 'in-process'}, log {'server' if s.database_url else 'SQLite'}"
+    err.print(f"AIDG serving version {version} on http://{host}:{port} ({n} workers; {backends}); docs at /docs")
+    uvicorn.run(
+        "aidg.service.app:app_from_env", factory=True, host=host, port=port, workers=n, log_level="warning",
+        access_log=False, loop="uvloop", http="httptools",
+    )  # fmt: skip
+
+
+@app.command("stream-worker")
+def stream_worker(
+    consumer: Annotated[str | None, typer.Option(help="Consumer name in the group (default host-pid).")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
+    idle_exit: Annotated[float | None, typer.Option(help="Stop after this long without events.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Consume the event bus: join reward parts to decisions exactly once, update the bandit posterior and features."""
+    import os
+    import signal
+    import socket
+
+    from aidg.service.backends import make_backends
+    from aidg.stream.rows import bundle_key
+    from aidg.stream.worker import StreamWorker
+
+    s = _settings()
+    if not (s.redis_url or s.kafka_bootstrap):
+        _fail("a stream worker needs a shared bus: set AIDG_REDIS_URL (Redis Streams) or AIDG_KAFKA_BOOTSTRAP")
+    with _user_errors():
+        b = make_backends(s)
+        b.bus.ping()
+
+        def invalidate(merchant_id: str, payload: dict[str, Any]) -> None:
+            if payload.get("as_of") and payload.get("n_variants"):
+                b.cache.delete([bundle_key(merchant_id, payload["as_of"], int(payload["n_variants"]))])
+
+        name = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        worker = StreamWorker(b.bus, b.decisions, b.online, s.stream, s.reward, name, invalidate)
+        signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+        err.print(f"stream worker {name} on {s.stream.stream} (group {s.stream.group}); Ctrl-C stops it")
+        t0 = time.perf_counter()
+        try:
+            worker.run(max_seconds=max_seconds, idle_exit_s=idle_exit)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            b.close()
+    report = {"consumer": name, "messages": worker.messages, "applied": worker.applied,
+              "malformed": worker.malformed, "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    if json_out:
+        _emit(report)
+    else:
+        err.print(f"stopped: {report}")
+
+
 @app.command()
 def config(json_out: JsonOpt = False) -> None:
     """Show the effective settings (memo defaults overridden by AIDG_* variables)."""

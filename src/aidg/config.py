@@ -130,6 +130,58 @@ class CacheSettings(_Group):
     """Embedding cache and online features (memo §1.3)."""
 
     ttl_seconds: int = Field(3600, gt=0, description="memo §1.3: merchant embeddings TTL 1 hour")
+    refresh_ahead_seconds: int = Field(
+        300, ge=0, description="entries expiring within this are reloaded ahead of expiry (0: pure TTL)"
+    )
+    keep_warm_hours: float = Field(
+        24.0, gt=0, description="only entries read within this window are refreshed ahead (the rest expire)"
+    )
+    refresh_interval_seconds: float = Field(60.0, gt=0, description="how often the refresher sweeps the cache")
+
+
+class StreamSettings(_Group):
+    """The event bus and stream workers (memo §1.3 Kafka → Flink → Redis; DESIGN §6)."""
+
+    stream: str = Field("aidg.events", min_length=1, description="the stream feedback and decision events go to")
+    group: str = Field("aidg-workers", min_length=1, description="consumer group the stream workers share")
+    batch_size: int = Field(200, ge=1, le=10_000, description="events a worker takes per read")
+    block_ms: int = Field(1000, ge=1, description="how long a read waits for new events")
+    claim_idle_ms: int = Field(30_000, ge=1, description="an unacknowledged event idle this long is reclaimed")
+    max_deliveries: int = Field(5, ge=1, description="deliveries after which an event goes to the dead-letter stream")
+    apply_delay_ms: float = Field(
+        0.0, ge=0, le=1000, description="fault-test knob: a pause per event inside a batch's transaction (0 in use)"
+    )
+
+
+class ApiKey(_Group):
+    """One API key's grant: ``mm`` keys reach only their merchants; ``admin`` keys reach everything."""
+
+    role: Literal["mm", "admin"]
+    merchants: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _merchants_only_for_mm(self) -> ApiKey:
+        if self.role == "admin" and self.merchants:
+            raise ValueError("admin keys reach every merchant: give merchants only to mm keys")
+        return self
+
+
+class ServiceSettings(_Group):
+    """The online API (DESIGN §6)."""
+
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
+    max_batch_events: int = Field(1000, ge=1, description="feedback events one request may carry")
+    max_variants: int = Field(200, ge=1, le=1000, description="n_variants one generate request may ask for")
+    data: Path | None = Field(
+        None, description="the data folder served (tables of aidg simulate or your own); None: AIDG_HOME/demo/world"
+    )
+    model_version: str = Field("latest", min_length=1, description="the registered model version served")
+    inline_worker: bool | None = Field(
+        None, description="run a stream worker inside each service process; None: only with the in-process bus"
+    )
+    posterior_refresh_seconds: float = Field(
+        0.5, gt=0, description="how often a replica reloads the bandit posterior the stream workers write"
+    )
 
 
 class RolloutSettings(_Group):
@@ -243,6 +295,20 @@ class Settings(BaseSettings):
     mlflow_uri: str | None = Field(
         None, description="AIDG_MLFLOW_URI: MLflow tracking/registry server; None: SQLite under AIDG_HOME"
     )
+    redis_url: str | None = Field(
+        None, description="AIDG_REDIS_URL: online features, embedding cache and event bus in Redis; None: in-process"
+    )
+    database_url: str | None = Field(
+        None, description="AIDG_DATABASE_URL: decision log (SQLAlchemy URL, e.g. PostgreSQL); None: SQLite under home"
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="AIDG_KAFKA_BOOTSTRAP: Kafka brokers for the event bus (takes precedence over Redis Streams)"
+    )
+    api_keys: dict[str, ApiKey] | None = Field(
+        None,
+        description='AIDG_API_KEYS: JSON {"key": {"role": "mm"|"admin", "merchants": [...]}}; None: no keys, '
+        "and `aidg serve` binds only 127.0.0.1",
+    )
     reward: RewardSettings = RewardSettings()
     bandit: BanditSettings = BanditSettings()
     guard: GuardSettings = GuardSettings()
@@ -250,6 +316,8 @@ class Settings(BaseSettings):
     explain: ExplainSettings = ExplainSettings()
     exploration: ExplorationSettings = ExplorationSettings()
     cache: CacheSettings = CacheSettings()
+    stream: StreamSettings = StreamSettings()
+    service: ServiceSettings = ServiceSettings()
     rollout: RolloutSettings = RolloutSettings()
     alerts: AlertSettings = AlertSettings()
     privacy: PrivacySettings = PrivacySettings()

@@ -8,7 +8,9 @@ can catch the whole family at once, and every message says what to fix::
     ├── DataError                input data cannot be used
     │   ├── MissingTableError    a required table file is absent
     │   └── DataValidationError  rows break the schema (carries every problem found)
-    ├── NotFoundError            an id that does not exist (merchant, table, version)
+    ├── NotFoundError            an id that does not exist (merchant, table, version, decision)
+    ├── ConflictError            an id that must be unique was used twice (decision id)
+    ├── BackendUnavailableError  a store, cache or bus server cannot be reached (names its URL)
     └── SimulationError          the simulator was asked for something it cannot make
 """
 
@@ -74,6 +76,14 @@ class NotFoundError(AIDGError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else "not found"
+
+
+class ConflictError(AIDGError, ValueError):
+    """An id that must be unique (a decision id) was used again."""
+
+
+class BackendUnavailableError(AIDGError, ConnectionError):
+    """A backend server (Redis, PostgreSQL, Kafka) cannot be reached; the message names it and its URL."""
 
 
 class SimulationError(AIDGError, ValueError):

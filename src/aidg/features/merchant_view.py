@@ -72,16 +72,26 @@ class MerchantView:
         return df
 
 
+def override_counts(ctx: FeatureContext, cutoff: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n,) answered proposals and (n,) overrides of each merchant before ``cutoff`` (the override rate's terms)."""
+    n = len(ctx.merchant_ids)
+    p = ctx.proposals
+    p = p[p.t_known.to_numpy() < cutoff] if len(p) else p
+    n_prop = np.bincount(p.m.to_numpy(np.int64), minlength=n) if len(p) else np.zeros(n, np.int64)
+    o = ctx.overrides
+    n_over = np.bincount(o.m.to_numpy(np.int64)[o.t.to_numpy() < cutoff], minlength=n)
+    return n_prop, n_over
+
+
 def override_record(ctx: FeatureContext, cutoff: int) -> np.ndarray:
     """(n, 4): override rate, mean severity in [0, 1], approval rate of the last proposals, last discount."""
     n = len(ctx.merchant_ids)
     out = np.zeros((n, 4), np.float32)
+    n_prop, n_over = override_counts(ctx, cutoff)
     p = ctx.proposals
     p = p[p.t_known.to_numpy() < cutoff] if len(p) else p
-    n_prop = np.bincount(p.m.to_numpy(np.int64), minlength=n) if len(p) else np.zeros(n)
     o = ctx.overrides
     o = o[o.t.to_numpy() < cutoff]
-    n_over = np.bincount(o.m.to_numpy(np.int64), minlength=n)
     out[:, 0] = np.where(n_prop > 0, np.minimum(n_over / np.maximum(n_prop, 1), 1.0), 0.0)
     sev = np.bincount(o.m.to_numpy(np.int64), weights=np.abs(o.delta.to_numpy(float)), minlength=n)
     out[:, 1] = np.where(n_over > 0, np.clip(sev / np.maximum(n_over, 1) / SEVERITY_SCALE, 0, 1), 0.0)
@@ -171,4 +181,12 @@ def deal_view(
     ).astype(np.float32)
 
 
-__all__ = ["DEAL_NAMES", "MERCHANT_NAMES", "MerchantView", "deal_view", "merchant_view", "override_record"]
+__all__ = [
+    "DEAL_NAMES",
+    "MERCHANT_NAMES",
+    "MerchantView",
+    "deal_view",
+    "merchant_view",
+    "override_counts",
+    "override_record",
+]

@@ -55,8 +55,36 @@ class _Pending:
     predicted: dict[str, float]  # the scorer's predictions of each part (stand-ins until a part arrives)
     score: float
     parts: dict[str, float] = field(default_factory=dict)
-    used: float = 0.0  # reward currently counted in b
-    counted: bool = False  # φφᵀ already in the precision
+
+
+def join_part(
+    score: float,
+    predicted: dict[str, float],
+    before: dict[str, float],
+    part: str,
+    value: float,
+    reward: RewardSettings,
+) -> tuple[bool, float] | None:
+    """What one arriving reward part does to a decision's contribution to the posterior.
+
+    ``before`` holds the parts already applied. Returns None when the part is
+    already there with this value (a repeat), else ``(first, delta)``: whether
+    it is the decision's first part (φφᵀ joins the precision) and how much the
+    residual counted in ``b`` moves. The residual starts from the scorer's own
+    score: ``delta = r(before + part) − r(before)``, or ``− score`` for the first
+    part, with the scorer's predictions standing in for missing parts. The
+    stream workers call this too, so the service's posterior is the bandit's.
+    """
+    if part in before and before[part] == value:
+        return None
+
+    def r(parts: dict[str, float]) -> float:
+        v = {k: parts.get(k, predicted[k]) for k in PARTS}
+        return float(composite_reward(v["gp30_uplift"], v["approval"], v["conversion"], v["override"], 1.0, reward))
+
+    first = not before
+    after = {**before, part: float(value)}
+    return first, r(after) - (score if first else r(before))
 
 
 def risk_adjust(reward: np.ndarray, risk: np.ndarray) -> np.ndarray:
@@ -191,16 +219,19 @@ class RiskAwareThompsonSampling:
 
     def _join(self, p: _Pending, part: str, value: float) -> tuple[bool, float] | None:
         """Record a part; None if it was already there, else (first part of the decision, change of its reward)."""
-        if part in p.parts and p.parts[part] == value:
+        joined = join_part(p.score, p.predicted, p.parts, part, value, self.reward)
+        if joined is None:
             return None
         p.parts[part] = float(value)
-        r = self._reward(p)
-        first = not p.counted
-        if first:
-            p.counted = True
-            p.used = p.score  # the residual r − s starts from the scorer's own score
-        delta, p.used = r - p.used, r
-        return first, delta
+        return joined
+
+    def set_posterior(self, A: np.ndarray, b: np.ndarray) -> None:
+        """Replace the posterior's precision and vector (a service replica loading what the stream workers wrote)."""
+        A, b = np.asarray(A, float), np.asarray(b, float)
+        if A.shape != self.A.shape or b.shape != self.b.shape:
+            raise DataError(f"posterior of shape {A.shape}/{b.shape} does not fit this bandit's {self.A.shape}")
+        self.A, self.b = A, b
+        self._linv = self._mean = None
 
     def update_params(self, decision_id: str, part: str, value: float) -> bool:
         """A reward part of a decision arrived; returns False when it had already been applied (idempotent)."""

@@ -58,6 +58,10 @@ class ConservativeGate:
         if played == "policy":
             self._policy_rounds[decision_id] = (value, False)
 
+    def forget(self, decision_id: str) -> None:
+        """Stop tracking a round (its lower bound stays counted in the budget)."""
+        self._policy_rounds.pop(decision_id, None)
+
     def settle(self, decision_id: str, reward: float) -> bool:
         """The policy round's reward is known: it replaces the lcb counted so far; False if already settled."""
         if decision_id not in self._policy_rounds:

@@ -37,6 +37,7 @@ class ContextProjector:
             raise DataError(f"the projection needs at least one component, got k={k}")
         self.k = k
         self._pca: PCA | None = None
+        self._w: np.ndarray | None = None  # (features, k): whitening and 1/√k in one matrix
 
     @property
     def dim(self) -> int:
@@ -50,12 +51,16 @@ class ContextProjector:
             raise DataError("the representation holds non-finite values: the scorer is broken")
         k = min(self.k, rep.shape[1], len(rep) - 1)
         self._pca = PCA(n_components=k, whiten=True, random_state=0).fit(rep)
+        self._w = None
         return self
 
     def transform(self, representation: np.ndarray) -> np.ndarray:
         if self._pca is None:
             raise DataError("the context projection is not fitted: call fit() on representations first")
         rep = np.asarray(representation, np.float64)
-        z = self._pca.transform(rep.reshape(-1, rep.shape[-1])) / np.sqrt(self._pca.n_components_)
+        if self._w is None:  # sklearn's whitened transform as one matrix: its per-call checks cost ~1 ms a request
+            p = self._pca
+            self._w = (p.components_ / np.sqrt(p.explained_variance_)[:, None]).T / np.sqrt(p.n_components_)
+        z = (rep.reshape(-1, rep.shape[-1]) - self._pca.mean_) @ self._w
         out = np.concatenate([np.ones((len(z), 1)), z], 1)
         return out.reshape(*rep.shape[:-1], out.shape[1])

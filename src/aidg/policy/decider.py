@@ -239,6 +239,12 @@ class RiskAwarePolicy:
             return
         self.gate.settle(decision_id, self.bandit._reward(p))
 
+    def release(self, decision_id: str) -> None:
+        """Forget a decision locally: a service replica whose rewards are joined by the stream workers instead."""
+        self._open.pop(decision_id, None)
+        self.bandit.pending.pop(decision_id, None)
+        self.gate.forget(decision_id)
+
     def end_of_period(self) -> float:
         """Adapt the exploration share to how explored variants fared (approved, not overridden); returns it."""
         if len(self._explore_outcomes) >= self.min_explore_outcomes:

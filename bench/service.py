@@ -1,0 +1,520 @@
+"""Benchmark: the service's latency and sustained throughput on loopback, generate vs. a do-nothing endpoint.
+
+Starts ``aidg serve`` as a subprocess on a free 127.0.0.1 port for each backend
+set (embedded, then Redis + PostgreSQL through ``AIDG_REDIS_URL`` /
+``AIDG_DATABASE_URL``), waits for ``/readyz`` and for every worker process to
+finish loading (bounded), and always stops it (SIGTERM to its process group,
+SIGKILL after 10 s). Against each service, for ``POST /v1/deals/generate``
+(merchants drawn Zipf 1.0 over the world's merchants) and ``GET /v1/noop``:
+
+1. warm-up: a generate for every merchant on each of ``--workers`` concurrent
+   connections (so each worker's embedding cache can hold them), 200 noops;
+2. unloaded latency: sequential requests on one keep-alive connection;
+3. latency at a fixed 100 req/s (open loop, measured from the scheduled send time);
+4. sustained throughput: closed loop at C = 1, 2, 4, 8, 16, 32 connections,
+   8 s each (``wrk`` when installed, else the asyncio client); ``*_max_rps`` is
+   the best throughput whose p99 ≤ 50 ms.
+
+``ratio_generate_to_noop`` (generate_max_rps / noop_max_rps) is the figure that
+survives a noisy machine. The service's cache hit rate is scraped from
+``/metrics`` at the end (each scrape hits one worker: several scrapes on fresh
+connections, distinct workers summed). ``cache_hit_rate`` is the replayed
+refresh-ahead steady hit rate of ``bench/cache_hit.py`` (Zipf 1.0 over 50k
+merchants at 100 req/s, TTL 1 h), with the pure-TTL figure beside it.
+
+    python bench/service.py [--json] [--data DIR] [--home H] [--quick]
+                            [--backends embedded,redis_postgres] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import loadgen  # noqa: E402  (bench/loadgen.py, next to this file)
+
+HOST = "127.0.0.1"
+GENERATE = "/v1/deals/generate"
+NOOP = "/v1/noop"
+P99_LIMIT_MS = 50.0
+BACKENDS = {
+    "embedded": {},
+    "redis_postgres": {
+        "AIDG_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "AIDG_DATABASE_URL": "postgresql+psycopg://root@127.0.0.1:5432/test",
+    },
+}
+BACKEND_VARS = ("AIDG_REDIS_URL", "AIDG_DATABASE_URL")
+REPLAY_KEYS = ("ttl_hit_rate", "ttl_hit_rate_steady", "refresh_ahead_hit_rate", "refresh_ahead_hit_rate_steady",
+               "refresh_ahead_refreshes_per_hour", "requests")  # fmt: skip
+
+
+class BenchError(Exception):
+    """A problem the user can fix (missing model, data, backend): one line, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    sequential: int = 1000
+    noop_warmup: int = 200
+    rate: float = 100.0
+    rate_s: float = 20.0
+    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    step_s: float = 8.0
+    ready_timeout_s: float = 240.0
+    quick: bool = False
+
+
+FULL = Plan()
+QUICK = Plan(sequential=100, noop_warmup=50, rate=20.0, rate_s=3.0, concurrency=(1, 4), step_s=2.0,
+             ready_timeout_s=180.0, quick=True)  # fmt: skip
+
+
+def log(msg: str) -> None:
+    print(f"[bench/service] {msg}", file=sys.stderr, flush=True)
+
+
+# --- inputs --------------------------------------------------------------------------------------------------------
+
+
+def merchant_ids(data: Path) -> list[str]:
+    import pandas as pd
+
+    if (data / "merchants.parquet").exists():
+        ids = pd.read_parquet(data / "merchants.parquet", columns=["merchant_id"])["merchant_id"]
+    elif (data / "merchants.csv").exists():
+        ids = pd.read_csv(data / "merchants.csv", usecols=["merchant_id"], dtype=str)["merchant_id"]
+    else:
+        raise BenchError(f"no merchants table in {data} (expected {data}/merchants.parquet)")
+    out = [str(x) for x in ids.dropna().unique()]
+    if not out:
+        raise BenchError(f"{data}/merchants holds no merchant ids")
+    return out
+
+
+def zipf_sequence(n_merchants: int, n: int, seed: int, s: float = 1.0) -> np.ndarray:
+    """n merchant indices drawn with p(rank k) ∝ 1/k^s; ranks are a seeded permutation of the merchants."""
+    rng = np.random.default_rng(seed)
+    w = 1.0 / np.arange(1, n_merchants + 1, dtype=np.float64) ** s
+    ranks = np.minimum(np.searchsorted(np.cumsum(w / w.sum()), rng.random(n), side="right"), n_merchants - 1)
+    return np.asarray(rng.permutation(n_merchants)[ranks])
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
+def backend_env(name: str) -> dict[str, str | None]:
+    """The environment changes for one backend set (None: remove the variable)."""
+    if name == "embedded":
+        return dict.fromkeys(BACKEND_VARS)
+    env: dict[str, str | None] = {k: os.environ.get(k) or v for k, v in BACKENDS[name].items()}
+    for var in BACKEND_VARS:
+        u = urlparse(str(env[var]).replace("postgresql+psycopg", "postgresql"))
+        host, port = u.hostname or HOST, u.port or (6379 if u.scheme.startswith("redis") else 5432)
+        if not _port_open(host, port):
+            raise BenchError(f"{var}={env[var]}: nothing answers on {host}:{port}")
+    return env
+
+
+# --- the service ---------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _last_error(log_path: Path) -> str:
+    lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "error" in ln.lower():
+            return ln
+    return lines[-1] if lines else "(no output)"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the service's process group (master and workers), SIGKILL after 10 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # a worker left behind by a master that exited
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    pids.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def _wait_idle(pgid: int, deadline: float) -> None:
+    """Wait until every process of the service is idle (< 10 % of a core over 0.5 s): all workers loaded."""
+    if not Path("/proc").is_dir():
+        time.sleep(3.0)
+        return
+    while time.monotonic() < deadline:
+        before = {p: _cpu_seconds(p) for p in _group_pids(pgid)}
+        time.sleep(0.5)
+        busy = [p for p, c in before.items() if c is not None and (_cpu_seconds(p) or c) - c > 0.05]
+        if not busy:
+            return
+
+
+async def _get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = await asyncio.wait_for(loadgen.Conn.open(HOST, port), timeout)
+    try:
+        return await asyncio.wait_for(conn.request(loadgen.get_request(HOST, port, path)), timeout)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def service(home: Path, data: Path, workers: int, env_changes: dict[str, str | None], plan: Plan) -> Iterator[int]:
+    """``aidg serve`` on a free port, ready; yields the port; always stopped."""
+    env = dict(os.environ)
+    env["AIDG_HOME"] = str(home)
+    for k, v in env_changes.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    port = free_port()
+    aidg = Path(sys.executable).with_name("aidg")
+    cmd = [str(aidg)] if aidg.exists() else [sys.executable, "-c", "from aidg.cli import main; main()"]
+    cmd += ["serve", "--host", HOST, "--port", str(port), "--workers", str(workers), "--data", str(data)]
+    with tempfile.TemporaryDirectory(prefix="aidg-bench-service-") as tmp:
+        log_path = Path(tmp) / "serve.log"
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            t0 = time.monotonic()
+            deadline = t0 + plan.ready_timeout_s
+            while True:
+                if proc.poll() is not None:
+                    raise BenchError(f"the service exited with code {proc.returncode}: {_last_error(log_path)}")
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the service was not ready within {plan.ready_timeout_s:g} s: "
+                                     f"{_last_error(log_path)}")  # fmt: skip
+                try:
+                    status, _ = loadgen.run(_get(port, "/readyz"))
+                    if status == 200:
+                        break
+                except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                    pass
+                time.sleep(0.25)
+            _wait_idle(proc.pid, deadline)
+            log(f"service ready on port {port} after {time.monotonic() - t0:.1f} s ({workers} workers)")
+            yield port
+        finally:
+            _stop(proc)
+
+
+# --- measurements --------------------------------------------------------------------------------------------------
+
+
+def scrape_cache(port: int, workers: int) -> dict[str, Any]:
+    """Cache hits/misses of the workers seen by several scrapes on fresh connections (one worker each)."""
+
+    async def scrape() -> list[tuple[int, bytes]]:
+        return await asyncio.gather(*(_get(port, "/metrics") for _ in range(4 * workers)), return_exceptions=True)
+
+    seen: set[tuple[float, float]] = set()
+    for status_body in loadgen.run(scrape()):
+        if isinstance(status_body, BaseException) or status_body[0] != 200:
+            continue
+        text = status_body[1].decode()
+        vals = {}
+        for name in ("aidg_cache_hits_total", "aidg_cache_misses_total"):
+            m = re.search(rf"^{name}\s+(\S+)$", text, re.M)
+            if m:
+                vals[name] = float(m.group(1))
+        if len(vals) == 2:
+            seen.add((vals["aidg_cache_hits_total"], vals["aidg_cache_misses_total"]))
+    hits, misses = sum(h for h, _ in seen), sum(m for _, m in seen)
+    return {
+        "service_cache_hits": int(hits),
+        "service_cache_misses": int(misses),
+        "service_cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+        "service_cache_workers_seen": len(seen),
+    }
+
+
+def _closed(
+    port: int,
+    wrk: str | None,
+    path: str,
+    bodies: Sequence[str],
+    raws: Sequence[bytes],
+    seq: np.ndarray,
+    c: int,
+    seconds: float,
+) -> dict[str, Any]:
+    if wrk:
+        method = "POST" if bodies else "GET"
+        return loadgen.run_wrk(wrk, f"http://{HOST}:{port}{path}", method, bodies, seq.tolist(), c, seconds)
+    reqs = [raws[i] for i in seq] if bodies else raws
+    return loadgen.run(loadgen.closed_loop(HOST, port, reqs, c, seconds)).summary()
+
+
+def measure(port: int, merchants: list[str], workers: int, plan: Plan, wrk: str | None) -> dict[str, Any]:
+    gen_bodies = [json.dumps({"merchant_id": m}) for m in merchants]
+    gen_raw = [loadgen.post_json_request(HOST, port, GENERATE, {"merchant_id": m}) for m in merchants]
+    noop_raw = [loadgen.get_request(HOST, port, NOOP)]
+    out: dict[str, Any] = {}
+    non_2xx = failures = 0
+
+    def count(r: dict[str, Any]) -> dict[str, Any]:
+        nonlocal non_2xx, failures
+        non_2xx += int(r["non_2xx"])
+        failures += int(r["failures"])
+        return r
+
+    t = time.perf_counter()
+    m = len(merchants)
+    streams = [[gen_raw[(i + k * m // workers) % m] for i in range(m)] for k in range(workers)]
+    w = loadgen.run(loadgen.parallel_pass(HOST, port, streams, 600.0)).summary()
+    w_noop = loadgen.run(loadgen.sequential(HOST, port, noop_raw * plan.noop_warmup, 60.0)).summary()
+    count(w), count(w_noop)
+    out["warmup"] = {"generate_requests": w["requests"], "noop_requests": w_noop["requests"],
+                     "seconds": round(time.perf_counter() - t, 2), **scrape_cache(port, workers)}  # fmt: skip
+    log(f"warm-up: {w['requests']} generates ({w['non_2xx']} non-2xx), {w_noop['requests']} noops")
+
+    seq_gen = zipf_sequence(m, plan.sequential, seed=1)
+    for name, reqs in (("generate", [gen_raw[i] for i in seq_gen]), ("noop", noop_raw * plan.sequential)):
+        r = count(loadgen.run(loadgen.sequential(HOST, port, reqs, 120.0)).summary())
+        out[f"{name}_sequential"] = r
+        log(f"{name} sequential: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms ({r['requests']} requests)")
+
+    n_rate = round(plan.rate * plan.rate_s)
+    seq_rate = zipf_sequence(m, n_rate, seed=2)
+    for name, reqs in (("generate", [gen_raw[i] for i in seq_rate]), ("noop", noop_raw)):
+        r = count(loadgen.run(loadgen.open_loop(HOST, port, reqs, plan.rate, plan.rate_s)).summary())
+        out[f"{name}_at_rate"] = {"rate": plan.rate, **r}
+        log(f"{name} at {plan.rate:g} req/s: p50 {r['p50_ms']} ms, p95 {r['p95_ms']} ms, p99 {r['p99_ms']} ms")
+
+    seq_closed = zipf_sequence(m, 20_000, seed=3)
+    for name, path, bodies, raws in (("generate", GENERATE, gen_bodies, gen_raw), ("noop", NOOP, [], noop_raw)):
+        table = []
+        for c in plan.concurrency:
+            r = count(_closed(port, wrk, path, bodies, raws, seq_closed, c, plan.step_s))
+            table.append({"concurrency": c, "rps": r["rps"], "p50_ms": r.get("p50_ms"), "p99_ms": r.get("p99_ms"),
+                          "errors": r["errors"]})  # fmt: skip
+            log(f"{name} closed loop C={c}: {r['rps']} req/s, p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms")
+        ok = [row["rps"] for row in table if row["p99_ms"] is not None and row["p99_ms"] <= P99_LIMIT_MS]
+        out[f"{name}_closed_loop"] = table
+        out[f"{name}_max_rps"] = max(ok) if ok else None
+    g, n = out["generate_max_rps"], out["noop_max_rps"]
+    out["ratio_generate_to_noop"] = round(g / n, 4) if g and n else None
+    out["non_2xx"], out["failures"] = non_2xx, failures
+    out["errors"] = non_2xx + failures
+    out.update(scrape_cache(port, workers))
+    return out
+
+
+def _load_cache_hit() -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_cache_hit", HERE / "cache_hit.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def cache_replay(quick: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {"merchants": 2000, "hours": 0.5, "rps": 20, "warmup_hours": 0.1} if quick else {}
+    r = _load_cache_hit().replay(**params)
+    return {
+        "cache_hit_rate": round(r["refresh_ahead_hit_rate_steady"], 4),
+        "cache_hit_rate_ttl": round(r["ttl_hit_rate_steady"], 4),
+        "cache_replay": {
+            "params": params or "defaults (Zipf 1.0, 50k merchants, 100 req/s, TTL 1 h, refresh-ahead 300 s)",
+            **{k: r[k] for k in REPLAY_KEYS},
+        },
+    }
+
+
+# --- command line --------------------------------------------------------------------------------------------------
+
+
+def run_bench(home: Path, data: Path, backends: list[str], workers: int, plan: Plan) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    if not home.is_dir():
+        raise BenchError(f"no AIDG home at {home}: pass --home H (a home with a trained model; `aidg train` makes one)")
+    if not data.is_dir():
+        raise BenchError(f"no data folder at {data}: pass --data DIR (aidg simulate's output)")
+    merchants = merchant_ids(data)
+    wrk = shutil.which("wrk")
+    log(f"{len(merchants)} merchants, {workers} workers, closed loop with {'wrk' if wrk else 'the asyncio client'}")
+    runs: dict[str, Any] = {}
+    for name in backends:
+        log(f"backends {name}")
+        try:
+            env = backend_env(name)
+            with service(home, data, workers, env, plan) as port:
+                runs[name] = measure(port, merchants, workers, plan, wrk)
+        except BenchError as exc:
+            if name == backends[0]:
+                raise  # the first set's failure (no model, no data) ends the run
+            log(f"backends {name}: {exc}")
+            runs[name] = {"error": str(exc)}
+    res: dict[str, Any] = {}
+    main = runs[backends[0]] if "embedded" not in runs else runs["embedded"]
+    res["generate_p50_ms"] = main["generate_sequential"]["p50_ms"]
+    res["generate_p99_ms"] = main["generate_sequential"]["p99_ms"]
+    res["generate_p95_ms_at_100rps"] = main["generate_at_rate"]["p95_ms"]
+    res["generate_max_rps"] = main["generate_max_rps"]
+    res["noop_max_rps"] = main["noop_max_rps"]
+    log("cache replay" + (" (quick)" if plan.quick else " (defaults)"))
+    replay = cache_replay(plan.quick)
+    res["cache_hit_rate"] = replay.pop("cache_hit_rate")
+    res["cache_hit_rate_ttl"] = replay.pop("cache_hit_rate_ttl")
+    res["ratio_generate_to_noop"] = main["ratio_generate_to_noop"]
+    res["errors"] = sum(int(r.get("errors", 0)) for r in runs.values())
+    res["service_cache_hit_rate"] = main["service_cache_hit_rate"]
+    res["reported_from"] = "embedded" if "embedded" in runs else backends[0]
+    res["rate_rps"] = plan.rate
+    res["p99_limit_ms"] = P99_LIMIT_MS
+    res["runs"] = runs
+    res.update(replay)
+    res["load_generator"] = {"closed_loop": "wrk" if wrk else "asyncio", "wrk": wrk,
+                             "sequential_and_open_loop": "asyncio"}  # fmt: skip
+    res["workers"] = workers
+    res["merchants"] = len(merchants)
+    res["cpu_count"] = os.cpu_count()
+    res["quick"] = plan.quick
+    res["seconds"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def print_report(res: dict[str, Any]) -> None:
+    print(f"AIDG service on loopback: {res['merchants']:,} merchants, {res['workers']} workers, "
+          f"{res['cpu_count']} CPUs, closed loop by {res['load_generator']['closed_loop']}"
+          f"{' (quick)' if res['quick'] else ''}")  # fmt: skip
+    for name, r in res["runs"].items():
+        print(f"\n== backends: {name}")
+        if "error" in r:
+            print(f"   error: {r['error']}")
+            continue
+        print(f"{'':<22}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'requests':>10}")
+        for ep in ("generate", "noop"):
+            for kind, label in (("sequential", "sequential"), ("at_rate", f"at {res['rate_rps']:g} req/s")):
+                x = r[f"{ep}_{kind}"]
+                print(f"{ep + ' ' + label:<22}{_fmt(x['p50_ms']):>10}{_fmt(x['p95_ms']):>10}{_fmt(x['p99_ms']):>10}"
+                      f"{x['requests']:>10}")  # fmt: skip
+        print(f"\n{'closed loop':<14}{'C':>4}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+        for ep in ("generate", "noop"):
+            for row in r[f"{ep}_closed_loop"]:
+                print(f"{ep:<14}{row['concurrency']:>4}{_fmt(row['rps']):>10}{_fmt(row['p50_ms']):>10}"
+                      f"{_fmt(row['p99_ms']):>10}{row['errors']:>8}")  # fmt: skip
+        print(f"\nmax req/s with p99 ≤ {res['p99_limit_ms']:g} ms: generate {_fmt(r['generate_max_rps'])}, "
+              f"noop {_fmt(r['noop_max_rps'])}, ratio {_fmt(r['ratio_generate_to_noop'])}; "
+              f"non-2xx {r['non_2xx']}, failures {r['failures']}; service cache hit rate "
+              f"{_fmt(r['service_cache_hit_rate'])} ({r['service_cache_workers_seen']} workers seen)")  # fmt: skip
+    print(f"\nreplayed cache hit rate (steady): refresh-ahead {res['cache_hit_rate']:.4f}, "
+          f"pure TTL {res['cache_hit_rate_ttl']:.4f}; took {res['seconds']} s")  # fmt: skip
+
+
+def _finite(obj: Any) -> Any:
+    """NaN and infinities as null (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress on stderr)")
+    p.add_argument("--home", type=Path, default=None, help="AIDG home with a trained model (default $AIDG_HOME)")
+    p.add_argument("--data", type=Path, default=None, help="data folder served (default <home>/demo/world)")
+    p.add_argument("--quick", action="store_true", help="a short run (tens of seconds), for tests")
+    p.add_argument("--backends", default="embedded,redis_postgres", help="comma-separated: embedded,redis_postgres")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="service worker processes")
+    a = p.parse_args(argv)
+    backends = [b.strip() for b in a.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        p.error(f"--backends: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(BACKENDS)}")
+    if not 1 <= a.workers <= 64:
+        p.error("--workers must be in 1..64")
+    home = (a.home or Path(os.environ.get("AIDG_HOME") or Path.home() / ".aidg")).expanduser()
+    data = (a.data or home / "demo" / "world").expanduser()
+    try:
+        res = run_bench(home, data, backends, a.workers, QUICK if a.quick else FULL)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if a.json:
+        print(json.dumps(_finite(res), default=str))
+    else:
+        print_report(res)
+    return 1 if res["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""``create_app(settings)``: the FastAPI app with everything it needs built in; nothing global at import time.
+
+OpenAPI at ``/docs``; routes under ``/v1``; ``/healthz``, ``/readyz``, ``/metrics``.
+Errors are JSON ``{"error", "message", "detail"}`` with a 4xx that says what to
+fix (unknown field → 422 naming it, unknown merchant or decision → 404,
+body over ``max_body_bytes`` → 413, a backend down → 503); an unexpected
+failure is logged and answered 500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aidg.config import Settings
+from aidg.errors import AIDGError, BackendUnavailableError, ConflictError, DataError, NotFoundError
+from aidg.service.backends import Backends, make_backends
+from aidg.service.engine import DealEngine
+from aidg.service.metrics import Metrics
+from aidg.service.model import ServingModel
+from aidg.service.responses import JSON
+
+log = logging.getLogger("aidg.service")
+
+
+def _error(status: int, kind: str, message: str, detail: Any = None) -> JSON:
+    return JSON({"error": kind, "message": message, "detail": detail}, status_code=status)
+
+
+def _field(loc: Any) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")] if isinstance(loc, list | tuple) else [str(loc)]
+    return ".".join(parts) or "body"
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 before the app reads it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                break
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            more = msg.get("more_body", False)
+            if size > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+        body, sent = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        msg = f"the request body is larger than {self.limit:,} bytes: send less (split a feedback batch)"
+        await _error(413, "payload_too_large", msg)(scope, receive, send)
+
+
+def create_app(settings: Settings, *, model: ServingModel | None = None, backends: Backends | None = None) -> FastAPI:
+    """Build the service: the served version, its backends, the engine, routes, error handlers and metrics."""
+    from aidg.service.routes import deals, decisions, feedback, health, merchants
+
+    data = settings.service.data or settings.paths.home / "demo" / "world"
+    if model is None:
+        if not Path(data).exists():
+            raise DataError(f"no data folder to serve at {data}: pass --data DIR (or run `aidg demo` first)")
+        model = ServingModel(settings, Path(data), settings.service.model_version)
+    backends = backends or make_backends(settings)
+    engine = DealEngine(settings, model, backends)
+    metrics = Metrics(engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine.start(settings.service.inline_worker)
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    app = FastAPI(
+        title="AIDG, the AI Deal Generator",
+        version="1",
+        description="Proposes, scores, explains and safely explores deal variants for a merchant.",
+        lifespan=lifespan,
+        default_response_class=JSON,
+    )
+    app.state.engine, app.state.metrics, app.state.api_keys = engine, metrics, settings.api_keys
+    for r in (deals, feedback, decisions, merchants, health):
+        app.include_router(r.router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        t = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.observe(
+            getattr(route, "path", "unmatched"), request.method, response.status_code, time.perf_counter() - t
+        )
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSON:
+        errs = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errs):
+            return _error(400, "malformed_json", "the body is not valid JSON: " + "; ".join(e["msg"] for e in errs))
+        text = "; ".join(f"{_field(e.get('loc'))}: {e.get('msg')}" for e in errs)
+        detail = [{"field": _field(e.get("loc")), "message": e.get("msg"), "type": e.get("type")} for e in errs]
+        return _error(422, "invalid_request", text, detail)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSON:
+        kinds = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        return _error(exc.status_code, kinds.get(exc.status_code, "invalid_request"), str(exc.detail))
+
+    @app.exception_handler(AIDGError)
+    async def aidg_error(_: Request, exc: AIDGError) -> JSON:
+        if isinstance(exc, NotFoundError):
+            return _error(404, "not_found", str(exc))
+        if isinstance(exc, ConflictError):
+            return _error(409, "conflict", str(exc))
+        if isinstance(exc, BackendUnavailableError):
+            return _error(503, "backend_unavailable", str(exc))
+        return _error(422, "invalid_request", str(exc))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSON:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", f"unexpected {type(exc).__name__}; the service log has the details")
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory (``aidg serve`` with several worker processes): settings from the environment."""
+    from aidg.config import load_settings
+
+    return create_app(load_settings())
+
+
+__all__ = ["create_app"]

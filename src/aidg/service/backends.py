@@ -1,0 +1,89 @@
+"""The service's backends, chosen by settings: embedded defaults, or Redis / PostgreSQL / Kafka servers.
+
+| what | embedded (no server) | with a server |
+|---|---|---|
+| online features | in-process | Redis (``AIDG_REDIS_URL``) |
+| embedding cache (TTL 1 h) | in-process | Redis (``AIDG_REDIS_URL``) |
+| decision log, reward joins | SQLite under ``AIDG_HOME`` | any SQLAlchemy URL (``AIDG_DATABASE_URL``) |
+| event bus | in-process | Redis Streams, or Kafka (``AIDG_KAFKA_BOOTSTRAP``) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aidg.config import Settings
+from aidg.errors import AIDGError
+from aidg.store.decisions import DecisionLog
+from aidg.store.online import CacheBackend, OnlineStore
+from aidg.store.online_memory import MemoryCacheBackend, MemoryOnlineStore
+from aidg.stream.bus import EventBus, make_bus
+
+
+@dataclass
+class Backends:
+    online: OnlineStore
+    cache: CacheBackend
+    decisions: DecisionLog
+    bus: EventBus
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded_bus(self) -> bool:
+        return self.kinds.get("bus") == "memory"
+
+    def down(self) -> dict[str, str]:
+        """Backends that do not answer now, each with the reason (what ``/readyz`` reports)."""
+        out = {}
+        checks: dict[str, Callable[[], None]] = {
+            "online_store": self.online.ping,
+            "cache": self.cache.ping,
+            "decision_log": self.decisions.ping,
+            "event_bus": self.bus.ping,
+        }
+        for name, ping in checks.items():
+            try:
+                ping()
+            except AIDGError as exc:
+                out[name] = f"{self.kinds.get(name, '?')}: {exc}"
+            except Exception as exc:  # a backend's own failure, reported rather than raised
+                out[name] = f"{self.kinds.get(name, '?')}: {type(exc).__name__}: {exc}"
+        return out
+
+    def close(self) -> None:
+        for c in (self.online, self.cache, self.bus):
+            c.close()
+        self.decisions.close()
+
+
+def make_backends(settings: Settings) -> Backends:
+    """Build the backends the settings name (nothing is contacted beyond creating clients and tables)."""
+    if settings.redis_url:
+        from aidg.store.online_redis import RedisCacheBackend, RedisOnlineStore
+
+        online: OnlineStore = RedisOnlineStore(settings.redis_url)
+        cache: CacheBackend = RedisCacheBackend(settings.redis_url)
+        store_kind = "redis"
+    else:
+        online, cache, store_kind = MemoryOnlineStore(), MemoryCacheBackend(), "memory"
+    db = settings.database_url or f"sqlite:///{settings.paths.decisions_db}"
+    if not settings.database_url:
+        settings.paths.home.mkdir(parents=True, exist_ok=True)
+    decisions = DecisionLog(db)
+    s = settings.stream
+    bus = make_bus(
+        settings.redis_url, settings.kafka_bootstrap, max_deliveries=s.max_deliveries, claim_idle_ms=s.claim_idle_ms
+    )
+    bus_kind = "kafka" if settings.kafka_bootstrap else "redis" if settings.redis_url else "memory"
+    kinds = {
+        "online_store": store_kind,
+        "cache": store_kind,
+        "decision_log": "postgresql" if db.startswith("postgresql") else db.split(":", 1)[0],
+        "event_bus": bus_kind,
+        "bus": bus_kind,
+    }
+    return Backends(online, cache, decisions, bus, kinds)
+
+
+__all__ = ["Backends", "make_backends"]

@@ -1,0 +1,47 @@
+"""``GET /v1/decisions/{id}/explanation``: why a decision's variants scored as they did."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from aidg.service.deps import CallerDep, EngineDep, require_merchant
+from aidg.service.responses import JSON
+from aidg.service.schemas import ErrorResponse
+
+router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
+WHAT_IF_TERMS = ("discount_pct", "price", "duration_days", "category_id")
+
+
+@router.get("/{decision_id}/explanation", responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+async def explain_decision(
+    decision_id: str,
+    engine: EngineDep,
+    caller: CallerDep,
+    variant: int | None = Query(None, description="what-if: the variant to change"),
+    term: str | None = Query(None, description=f"what-if: the term to change ({', '.join(WHAT_IF_TERMS)})"),
+    value: str | None = Query(None, description="what-if: its new value"),
+) -> JSON:
+    """Attention top-5 of every variant, Integrated-Gradients attributions, similar merchants, IF-THEN rules and,
+    with ``variant``, ``term`` and ``value``, a what-if with its interval."""
+    rec = engine.decision(decision_id)
+    require_merchant(caller, rec.merchant_id)
+    change: tuple[int, str, Any] | None = None
+    given = [q is not None for q in (variant, term, value)]
+    if any(given):
+        if not all(given):
+            raise HTTPException(422, "a what-if needs all of variant, term and value")
+        if term not in WHAT_IF_TERMS:
+            raise HTTPException(422, f"term: one of {', '.join(WHAT_IF_TERMS)} (got {term!r})")
+        ids = {int(v["variant"]) for v in rec.payload["variants"]}
+        if variant not in ids:
+            raise HTTPException(404, f"variant: decision {decision_id} has no variant {variant}")
+        parsed: Any = value
+        if term != "category_id":
+            try:
+                parsed = float(value)  # type: ignore[arg-type]
+            except ValueError:
+                raise HTTPException(422, f"value: {term} takes a number (got {value!r})") from None
+        change = (int(variant), str(term), parsed)  # type: ignore[arg-type]
+    return JSON(engine.explanation(rec, change))

@@ -1,0 +1,39 @@
+"""``/healthz`` (the process answers), ``/readyz`` (every backend answers; names those that do not), ``/metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from aidg.service.deps import EngineDep
+from aidg.service.responses import JSON
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> JSON:
+    return JSON({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(engine: EngineDep) -> JSON:
+    down = engine.backends.down()
+    body = {
+        "ready": not down,
+        "model_version": engine.model.version,
+        "backends": {k: v for k, v in engine.backends.kinds.items() if k != "bus"},
+        "down": down,
+    }
+    return JSON(body, status_code=503 if down else 200)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/noop", include_in_schema=False)
+async def noop() -> JSON:
+    """Does nothing: the benchmark's reference for what the framework alone costs."""
+    return JSON({"ok": True})
