@@ -1,0 +1,220 @@
+"""The API as a client sees it: generate, feedback, explanation, profile, health; bad input never a 500."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from aidg.config import Settings
+from aidg.service import create_app
+from aidg.service.backends import Backends
+from aidg.store.decisions import DecisionLog
+from aidg.store.online_memory import MemoryCacheBackend, MemoryOnlineStore
+from aidg.stream.redis_bus import RedisBus
+
+
+def _settings(trained: dict[str, Any], tmp: Path, **extra: Any) -> Settings:
+    home = Path(trained["settings"].home)
+    return Settings(
+        home=home,
+        service={"data": trained["data"], **extra.pop("service", {})},
+        database_url=f"sqlite:///{tmp / 'decisions.sqlite'}",
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def client(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    app = create_app(_settings(trained, tmp_path_factory.mktemp("api")))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def merchant(client: TestClient) -> str:
+    return str(client.app.state.engine.model.ctx.merchant_ids[0])  # type: ignore[attr-defined]
+
+
+def _generate(client: TestClient, merchant: str, **body: Any) -> dict[str, Any]:
+    r = client.post("/v1/deals/generate", json={"merchant_id": merchant, **body})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _wait(pred: Any, seconds: float = 10.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_generate_returns_scored_explained_variants_and_a_logged_choice(client: TestClient, merchant: str) -> None:
+    out = _generate(client, merchant)
+    assert len(out["variants"]) == out["n_variants"] == 50
+    scores = [v["score"] for v in out["variants"]]
+    assert scores == sorted(scores, reverse=True)  # best first
+    v = out["variants"][0]
+    assert {"discount_pct", "price", "duration_days", "type", "score", "components", "risk"} <= v.keys()
+    assert v["type"] in ("safe", "hybrid", "explore") and len(v["top_features"]) == 5
+    assert 0 < out["propensity"] <= 1 and out["model_version"] and out["rollout_arm"]
+    assert out["degraded"] is False and out["timing_ms"]["total"] > 0
+    assert out["chosen"]["type"] in ("safe", "hybrid", "explore", "current")
+    log: DecisionLog = client.app.state.engine.backends.decisions  # type: ignore[attr-defined]
+    rec = log.get(out["decision_id"])
+    assert rec is not None and rec.pscore == pytest.approx(out["propensity"], rel=1e-4)
+    assert _generate(client, merchant, n_variants=10)["n_variants"] == 10
+
+
+def test_feedback_is_idempotent_and_reaches_the_posterior(client: TestClient, merchant: str) -> None:
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    d = _generate(client, merchant)["decision_id"]
+    eid = uuid.uuid4().hex
+    event = {"event_id": eid, "decision_id": d, "kind": "approval", "approved": True}
+    r = client.post("/v1/feedback", json=event)
+    assert r.status_code == 200 and r.json()["results"] == [{"event_id": eid, "status": "accepted"}]
+    again = client.post("/v1/feedback", json=event)
+    assert again.status_code == 200 and again.json()["duplicates"] == 1 and again.json()["accepted"] == 0
+    before = engine.posterior_version
+    batch = {
+        "events": [
+            {"event_id": uuid.uuid4().hex, "decision_id": d, "kind": "override", "edited_terms": {"discount_pct": 0.5}},
+            {"event_id": uuid.uuid4().hex, "decision_id": "no-such-decision", "kind": "gp30", "value": 0.1},
+            {"event_id": uuid.uuid4().hex, "decision_id": d, "kind": "conversion", "value": 0.3},
+        ]
+    }
+    r = client.post("/v1/feedback", json=batch)
+    assert r.status_code == 404  # one unknown decision ...
+    assert [x["status"] for x in r.json()["results"]] == [
+        "accepted",
+        "unknown_decision",
+        "accepted",
+    ]  # ... the rest kept
+    log = engine.backends.decisions
+    assert _wait(lambda: all(applied for _, applied in log.events(d)))  # the inline stream worker joined them
+    assert {e.part for e, _ in log.events(d)} == {"approval", "override", "conversion"}
+    assert _wait(lambda: engine.posterior_version > before)  # and this replica reloaded the posterior
+    prof = client.get(f"/v1/merchants/{merchant}/profile").json()
+    assert prof["updates_since_materialized"] >= 1  # the online features were updated incrementally
+
+
+def test_explanation_and_what_if(client: TestClient, merchant: str) -> None:
+    out = _generate(client, merchant)
+    r = client.get(f"/v1/decisions/{out['decision_id']}/explanation")
+    assert r.status_code == 200, r.text
+    ex = r.json()
+    assert len(ex["attention_top5"]) == 50 and ex["attributions"] and ex["rules"]
+    assert isinstance(ex["similar_merchants"], list)
+    v = out["variants"][0]["variant"]
+    r = client.get(f"/v1/decisions/{out['decision_id']}/explanation", params={"variant": v, "term": "discount_pct",
+                                                                            "value": "0.3"})  # fmt: skip
+    assert r.status_code == 200 and r.json()["what_if"] is not None
+    bad = client.get(f"/v1/decisions/{out['decision_id']}/explanation", params={"variant": v, "term": "colour",
+                                                                              "value": "1"})  # fmt: skip
+    assert bad.status_code == 422 and "term" in bad.json()["message"]
+    assert client.get("/v1/decisions/nope/explanation").status_code == 404
+
+
+def test_profile_health_ready_metrics(client: TestClient, merchant: str) -> None:
+    p = client.get(f"/v1/merchants/{merchant}/profile", params={"embedding": True}).json()
+    assert p["merchant_id"] == merchant and len(p["profile"]) == p["profile_dim"] and "override_rate" in p["features"]
+    assert client.get("/v1/merchants/nobody/profile").status_code == 404
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["down"] == {}
+    text = client.get("/metrics").text
+    assert "aidg_http_requests_total" in text and "aidg_cache_hits_total" in text
+    assert client.get("/openapi.json").json()["paths"]["/v1/deals/generate"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        ({"merchant_id": "m", "colour": "red"}, 422, "colour"),
+        ({}, 422, "merchant_id"),
+        ({"merchant_id": 7}, 422, "merchant_id"),
+        ({"merchant_id": "nobody"}, 404, "nobody"),
+        ({"merchant_id": "m", "n_variants": 0}, 422, "n_variants"),
+        ({"merchant_id": "m", "n_variants": 5000}, 422, "n_variants"),
+        ({"merchant_id": "m", "as_of": "yesterday"}, 422, "as_of"),
+    ],
+)
+def test_generate_rejects_bad_input_saying_what_to_fix(
+    client: TestClient, merchant: str, body: dict[str, Any], status: int, names: str
+) -> None:
+    body = {k: (merchant if v == "m" else v) for k, v in body.items()}
+    r = client.post("/v1/deals/generate", json=body)
+    assert r.status_code == status, r.text
+    assert names in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("event", "names"),
+    [
+        ({"decision_id": "d", "kind": "approval", "approved": True}, "event_id"),
+        ({"event_id": "e", "decision_id": "d", "kind": "refund", "value": 1}, "kind"),
+        ({"event_id": "e", "decision_id": "d", "kind": "approval", "value": 0.5}, "approval"),
+        ({"event_id": "e", "decision_id": "d", "kind": "gp30"}, "value"),
+        ({"event_id": "e", "decision_id": "d", "kind": "gp30", "value": 0.1, "extra": 1}, "extra"),
+        ({"events": []}, "events"),
+    ],
+)
+def test_feedback_rejects_bad_events(client: TestClient, event: dict[str, Any], names: str) -> None:
+    r = client.post("/v1/feedback", json=event)
+    assert r.status_code == 422, r.text
+    assert names in r.json()["message"]
+
+
+def test_malformed_and_oversize_bodies(client: TestClient) -> None:
+    r = client.post("/v1/deals/generate", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "JSON" in r.json()["message"]
+    big = b'{"events": [' + b" " * 1_100_000 + b"]}"
+    r = client.post("/v1/feedback", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["message"]
+    for junk in (b"[]", b"null", b'"x"', b'{"events": "no"}', b'{"events": [1, 2]}'):
+        r = client.post("/v1/feedback", content=junk, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (junk, r.status_code)
+    assert client.put("/v1/deals/generate", json={}).status_code == 405
+
+
+def test_api_keys_roles(trained: dict[str, Any], tmp_path: Path, client: TestClient, merchant: str) -> None:
+    keys = {"mm-key": {"role": "mm", "merchants": [merchant]}, "admin-key": {"role": "admin"}}
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    app = create_app(_settings(trained, tmp_path, api_keys=keys), model=engine.model)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        body = {"merchant_id": merchant}
+        assert c.post("/v1/deals/generate", json=body).status_code == 401
+        assert c.post("/v1/deals/generate", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.post("/v1/deals/generate", json=body, headers={"X-API-Key": "mm-key"}).status_code == 200
+        other = str(engine.model.ctx.merchant_ids[1])
+        r = c.post("/v1/deals/generate", json={"merchant_id": other}, headers={"X-API-Key": "mm-key"})
+        assert r.status_code == 403 and other in r.json()["message"]
+        r = c.post("/v1/deals/generate", json={"merchant_id": other}, headers={"X-API-Key": "admin-key"})
+        assert r.status_code == 200
+        assert c.get("/healthz").status_code == 200  # health stays open for the load balancer
+
+
+def test_a_backend_down_is_named_by_readyz_and_answers_degraded(
+    trained: dict[str, Any], tmp_path: Path, client: TestClient, merchant: str
+) -> None:
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    down_bus = RedisBus("redis://127.0.0.1:1/0")  # nothing listens there
+    backends = Backends(MemoryOnlineStore(), MemoryCacheBackend(), DecisionLog(f"sqlite:///{tmp_path / 'd.sqlite'}"),
+                        down_bus, {"event_bus": "redis", "online_store": "memory"})  # fmt: skip
+    app = create_app(_settings(trained, tmp_path), model=engine.model, backends=backends)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and list(ready.json()["down"]) == ["event_bus"]
+        out = c.post("/v1/deals/generate", json={"merchant_id": merchant}).json()
+        assert out["degraded"] is True and "event bus" in out["degraded_reasons"][0]
+        event = {"event_id": uuid.uuid4().hex, "decision_id": out["decision_id"], "kind": "conversion", "value": 0.2}
+        r = c.post("/v1/feedback", json=event)
+        assert r.status_code == 200 and r.json()["accepted"] == 1 and r.json()["degraded"] is True
+        assert backends.decisions.unapplied()  # stored: the outbox republishes it when the bus is back
