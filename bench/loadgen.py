@@ -156,9 +156,12 @@ async def _one(conn: Conn | None, host: str, port: int, raw: bytes) -> tuple[Con
         return None, None
 
 
-async def sequential(host: str, port: int, requests: Sequence[bytes], max_s: float) -> Result:
-    """len(requests) requests, one after the other on one keep-alive connection, stopping after max_s."""
-    res, conn = Result(), None
+async def sequential(host: str, port: int, requests: Sequence[bytes], max_s: float, conn: Conn | None = None) -> Result:
+    """len(requests) requests, one after the other on one keep-alive connection, stopping after max_s.
+
+    On ``conn`` when given (left open, unless it broke), else on a connection of its own (closed at the end).
+    """
+    res, own = Result(), conn is None
     t0 = time.perf_counter()
     deadline = t0 + max_s
     for raw in requests:
@@ -171,14 +174,17 @@ async def sequential(host: str, port: int, requests: Sequence[bytes], max_s: flo
         else:
             res.add(status, time.perf_counter() - t)
     res.elapsed_s = time.perf_counter() - t0
-    if conn is not None:
+    if own and conn is not None:
         conn.close()
     return res
 
 
-async def parallel_pass(host: str, port: int, streams: Sequence[Sequence[bytes]], max_s: float) -> Result:
-    """Each stream of requests sequentially on its own connection, the streams concurrently (warm-up)."""
-    results = await asyncio.gather(*(sequential(host, port, s, max_s) for s in streams))
+async def parallel_pass(
+    host: str, port: int, streams: Sequence[Sequence[bytes]], max_s: float, conns: Sequence[Conn | None] = ()
+) -> Result:
+    """Each stream of requests sequentially on its own connection (``conns[k]`` when given), concurrently."""
+    conns = list(conns) + [None] * (len(streams) - len(conns))
+    results = await asyncio.gather(*(sequential(host, port, s, max_s, c) for s, c in zip(streams, conns, strict=True)))
     out = Result(elapsed_s=max(r.elapsed_s for r in results) if results else 0.0)
     for r in results:
         out.latencies += r.latencies

@@ -157,7 +157,7 @@ def _last_error(log_path: Path) -> str:
     lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
     for ln in reversed(lines):
         if "error" in ln.lower():
-            return ln
+            return re.sub(r"^error:\s*", "", ln)
     return lines[-1] if lines else "(no output)"
 
 
@@ -221,8 +221,10 @@ async def _get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 @contextmanager
-def service(home: Path, data: Path, workers: int, env_changes: dict[str, str | None], plan: Plan) -> Iterator[int]:
-    """``aidg serve`` on a free port, ready; yields the port; always stopped."""
+def service(
+    home: Path, data: Path, workers: int, env_changes: dict[str, str | None], plan: Plan
+) -> Iterator[tuple[int, int]]:
+    """``aidg serve`` on a free port, ready; yields (port, its process group); always stopped."""
     env = dict(os.environ)
     env["AIDG_HOME"] = str(home)
     for k, v in env_changes.items():
@@ -256,7 +258,7 @@ def service(home: Path, data: Path, workers: int, env_changes: dict[str, str | N
                 time.sleep(0.25)
             _wait_idle(proc.pid, deadline)
             log(f"service ready on port {port} after {time.monotonic() - t0:.1f} s ({workers} workers)")
-            yield port
+            yield port, proc.pid
         finally:
             _stop(proc)
 
@@ -264,24 +266,103 @@ def service(home: Path, data: Path, workers: int, env_changes: dict[str, str | N
 # --- measurements --------------------------------------------------------------------------------------------------
 
 
-def scrape_cache(port: int, workers: int) -> dict[str, Any]:
-    """Cache hits/misses of the workers seen by several scrapes on fresh connections (one worker each)."""
-
-    async def scrape() -> list[tuple[int, bytes]]:
-        return await asyncio.gather(*(_get(port, "/metrics") for _ in range(4 * workers)), return_exceptions=True)
-
-    seen: set[tuple[float, float]] = set()
-    for status_body in loadgen.run(scrape()):
-        if isinstance(status_body, BaseException) or status_body[0] != 200:
+def _conn_pid(pgid: int, server_port: int, client_port: int) -> int | None:
+    """The service process holding the server side of our connection from client_port (Linux /proc), or None."""
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
             continue
-        text = status_body[1].decode()
-        vals = {}
-        for name in ("aidg_cache_hits_total", "aidg_cache_misses_total"):
-            m = re.search(rf"^{name}\s+(\S+)$", text, re.M)
-            if m:
-                vals[name] = float(m.group(1))
-        if len(vals) == 2:
-            seen.add((vals["aidg_cache_hits_total"], vals["aidg_cache_misses_total"]))
+        for row in rows:
+            f = row.split()
+            if (
+                len(f) > 9
+                and int(f[1].rsplit(":", 1)[1], 16) == server_port
+                and int(f[2].rsplit(":", 1)[1], 16) == client_port
+            ):
+                inode = f[9]
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in _group_pids(pgid):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return pid
+    return None
+
+
+async def worker_conns(
+    port: int, pgid: int, workers: int, marker: bytes, attempts: int = 60
+) -> dict[int, loadgen.Conn]:
+    """One keep-alive connection to each worker process (as many as found in ``attempts`` tries): pid → conn.
+
+    Which worker accepts a new connection is up to the kernel and the workers' event loops; while every worker
+    found so far is busy with a ``marker`` request (its handler holds its event loop), a new connection goes
+    to another one. Without /proc (no way to tell workers apart): one connection, under pid -1.
+    """
+    found: dict[int, loadgen.Conn] = {}
+    healthz = loadgen.get_request(HOST, port, "/healthz")
+    for _ in range(attempts):
+        if len(found) >= workers:
+            break
+        busy = {pid: asyncio.create_task(c.request(marker)) for pid, c in found.items()}
+        if busy:
+            await asyncio.sleep(0.001)
+        conn: loadgen.Conn | None = None
+        pid: int | None = None
+        try:
+            conn = await asyncio.wait_for(loadgen.Conn.open(HOST, port), 5.0)
+            await asyncio.wait_for(conn.request(healthz), 5.0)
+            pid = _conn_pid(pgid, port, conn.writer.get_extra_info("sockname")[1])
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            pass
+        for known, task in busy.items():
+            try:
+                await asyncio.wait_for(task, 10.0)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                found.pop(known).close()
+        if conn is None:
+            continue
+        if pid is None and not found:  # no way to tell the workers apart: one connection will do
+            found[-1] = conn
+            break
+        if pid is not None and pid not in found:
+            found[pid] = conn
+        else:
+            conn.close()
+    return found
+
+
+def _cache_counts(text: str) -> tuple[float, float] | None:
+    vals = [
+        re.search(rf"^{name}\s+(\S+)$", text, re.M) for name in ("aidg_cache_hits_total", "aidg_cache_misses_total")
+    ]
+    return (float(vals[0].group(1)), float(vals[1].group(1))) if vals[0] and vals[1] else None
+
+
+def scrape_cache(port: int, pgid: int, workers: int, marker: bytes) -> dict[str, Any]:
+    """Cache hits/misses summed over the workers: /metrics scraped on a connection to each worker process."""
+
+    async def scrape() -> list[tuple[float, float] | None]:
+        conns = await worker_conns(port, pgid, workers, marker)
+        try:
+            metrics = loadgen.get_request(HOST, port, "/metrics")
+            out = []
+            for c in conns.values():
+                status, body = await asyncio.wait_for(c.request(metrics), 5.0)
+                out.append(_cache_counts(body.decode()) if status == 200 else None)
+            return out
+        finally:
+            for c in conns.values():
+                c.close()
+
+    seen = [x for x in loadgen.run(scrape()) if x is not None]
     hits, misses = sum(h for h, _ in seen), sum(m for _, m in seen)
     return {
         "service_cache_hits": int(hits),
@@ -289,6 +370,23 @@ def scrape_cache(port: int, workers: int) -> dict[str, Any]:
         "service_cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
         "service_cache_workers_seen": len(seen),
     }
+
+
+def warm_up(port: int, pgid: int, workers: int, gen_raw: list[bytes]) -> tuple[loadgen.Result, int]:
+    """A generate for every merchant on a connection to each worker (concurrently); (result, workers reached)."""
+
+    async def go() -> tuple[loadgen.Result, int]:
+        conns = await worker_conns(port, pgid, workers, gen_raw[0])
+        m, k = len(gen_raw), max(1, len(conns))
+        streams = [[gen_raw[(i + j * m // k) % m] for i in range(m)] for j in range(k)]
+        try:
+            return await loadgen.parallel_pass(HOST, port, streams, 600.0, list(conns.values())), len(conns)
+        finally:
+            for c in conns.values():
+                c.close()
+
+    result: tuple[loadgen.Result, int] = loadgen.run(go())
+    return result
 
 
 def _closed(
@@ -308,7 +406,7 @@ def _closed(
     return loadgen.run(loadgen.closed_loop(HOST, port, reqs, c, seconds)).summary()
 
 
-def measure(port: int, merchants: list[str], workers: int, plan: Plan, wrk: str | None) -> dict[str, Any]:
+def measure(port: int, pgid: int, merchants: list[str], workers: int, plan: Plan, wrk: str | None) -> dict[str, Any]:
     gen_bodies = [json.dumps({"merchant_id": m}) for m in merchants]
     gen_raw = [loadgen.post_json_request(HOST, port, GENERATE, {"merchant_id": m}) for m in merchants]
     noop_raw = [loadgen.get_request(HOST, port, NOOP)]
@@ -323,13 +421,18 @@ def measure(port: int, merchants: list[str], workers: int, plan: Plan, wrk: str 
 
     t = time.perf_counter()
     m = len(merchants)
-    streams = [[gen_raw[(i + k * m // workers) % m] for i in range(m)] for k in range(workers)]
-    w = loadgen.run(loadgen.parallel_pass(HOST, port, streams, 600.0)).summary()
+    w_res, reached = warm_up(port, pgid, workers, gen_raw)
+    w = w_res.summary()
     w_noop = loadgen.run(loadgen.sequential(HOST, port, noop_raw * plan.noop_warmup, 60.0)).summary()
     count(w), count(w_noop)
-    out["warmup"] = {"generate_requests": w["requests"], "noop_requests": w_noop["requests"],
-                     "seconds": round(time.perf_counter() - t, 2), **scrape_cache(port, workers)}  # fmt: skip
-    log(f"warm-up: {w['requests']} generates ({w['non_2xx']} non-2xx), {w_noop['requests']} noops")
+    out["warmup"] = {
+        "generate_requests": w["requests"],
+        "noop_requests": w_noop["requests"],
+        "workers_reached": reached,
+        "seconds": round(time.perf_counter() - t, 2),
+        **scrape_cache(port, pgid, workers, gen_raw[0]),
+    }
+    log(f"warm-up: {w['requests']} generates on {reached} workers ({w['non_2xx']} non-2xx), {w_noop['requests']} noops")
 
     seq_gen = zipf_sequence(m, plan.sequential, seed=1)
     for name, reqs in (("generate", [gen_raw[i] for i in seq_gen]), ("noop", noop_raw * plan.sequential)):
@@ -359,7 +462,10 @@ def measure(port: int, merchants: list[str], workers: int, plan: Plan, wrk: str 
     out["ratio_generate_to_noop"] = round(g / n, 4) if g and n else None
     out["non_2xx"], out["failures"] = non_2xx, failures
     out["errors"] = non_2xx + failures
-    out.update(scrape_cache(port, workers))
+    out.update(scrape_cache(port, pgid, workers, gen_raw[0]))
+    hits = out["service_cache_hits"] - out["warmup"]["service_cache_hits"]
+    misses = out["service_cache_misses"] - out["warmup"]["service_cache_misses"]
+    out["service_cache_hit_rate_after_warmup"] = round(hits / (hits + misses), 4) if hits + misses > 0 else None
     return out
 
 
@@ -401,8 +507,8 @@ def run_bench(home: Path, data: Path, backends: list[str], workers: int, plan: P
         log(f"backends {name}")
         try:
             env = backend_env(name)
-            with service(home, data, workers, env, plan) as port:
-                runs[name] = measure(port, merchants, workers, plan, wrk)
+            with service(home, data, workers, env, plan) as (port, pgid):
+                runs[name] = measure(port, pgid, merchants, workers, plan, wrk)
         except BenchError as exc:
             if name == backends[0]:
                 raise  # the first set's failure (no model, no data) ends the run
@@ -422,6 +528,7 @@ def run_bench(home: Path, data: Path, backends: list[str], workers: int, plan: P
     res["ratio_generate_to_noop"] = main["ratio_generate_to_noop"]
     res["errors"] = sum(int(r.get("errors", 0)) for r in runs.values())
     res["service_cache_hit_rate"] = main["service_cache_hit_rate"]
+    res["service_cache_hit_rate_after_warmup"] = main["service_cache_hit_rate_after_warmup"]
     res["reported_from"] = "embedded" if "embedded" in runs else backends[0]
     res["rate_rps"] = plan.rate
     res["p99_limit_ms"] = P99_LIMIT_MS
@@ -468,7 +575,8 @@ def print_report(res: dict[str, Any]) -> None:
         print(f"\nmax req/s with p99 ≤ {res['p99_limit_ms']:g} ms: generate {_fmt(r['generate_max_rps'])}, "
               f"noop {_fmt(r['noop_max_rps'])}, ratio {_fmt(r['ratio_generate_to_noop'])}; "
               f"non-2xx {r['non_2xx']}, failures {r['failures']}; service cache hit rate "
-              f"{_fmt(r['service_cache_hit_rate'])} ({r['service_cache_workers_seen']} workers seen)")  # fmt: skip
+              f"{_fmt(r['service_cache_hit_rate'])}, after warm-up {_fmt(r['service_cache_hit_rate_after_warmup'])} "
+            f"({r['service_cache_workers_seen']} workers seen)")  # fmt: skip
     print(f"\nreplayed cache hit rate (steady): refresh-ahead {res['cache_hit_rate']:.4f}, "
           f"pure TTL {res['cache_hit_rate_ttl']:.4f}; took {res['seconds']} s")  # fmt: skip
 

@@ -463,7 +463,8 @@ def stream_worker(
     import socket
 
     from aidg.service.backends import make_backends
-    from aidg.stream.rows import bundle_key
+    from aidg.service.model import refreshed_bundles
+    from aidg.stream.rows import FeatureRow
     from aidg.stream.worker import StreamWorker
 
     s = _settings()
@@ -473,12 +474,13 @@ def stream_worker(
         b = make_backends(s)
         b.bus.ping()
 
-        def invalidate(merchant_id: str, payload: dict[str, Any]) -> None:
-            if payload.get("as_of") and payload.get("n_variants"):
-                b.cache.delete([bundle_key(merchant_id, payload["as_of"], int(payload["n_variants"]))])
+        def on_update(row: FeatureRow, payload: dict[str, Any]) -> None:  # write-through to the shared cache
+            patched = refreshed_bundles(b.cache, row, payload)
+            if patched:
+                b.cache.set_many(patched, s.cache.ttl_seconds)
 
         name = consumer or f"{socket.gethostname()}-{os.getpid()}"
-        worker = StreamWorker(b.bus, b.decisions, b.online, s.stream, s.reward, name, invalidate)
+        worker = StreamWorker(b.bus, b.decisions, b.online, s.stream, s.reward, name, on_update)
         signal.signal(signal.SIGTERM, lambda *_: worker.stop())
         err.print(f"stream worker {name} on {s.stream.stream} (group {s.stream.group}); Ctrl-C stops it")
         t0 = time.perf_counter()
@@ -516,9 +518,17 @@ def config(json_out: JsonOpt = False) -> None:
 def demo(
     seed: Annotated[int, typer.Option(help="Seed of the demo world.")] = 7,
     skip_training: Annotated[bool, typer.Option("--skip-training", help="Only simulate and show the world.")] = False,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Exit after the arena instead of serving the API.")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Port of the served API (127.0.0.1 only).", min=1, max=65535)] = 8000,
+    serve_seconds: Annotated[
+        float | None, typer.Option(help="Stop serving after this long (default: until Ctrl-C).", min=0)
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Simulate the small world, train and evaluate the models, explain a merchant's deals, run a short policy arena."""
+    """Simulate the small world, train and evaluate the models, explain a merchant's deals, run a short policy arena,
+    then serve the API on 127.0.0.1 with a simulated client driving traffic (``--no-serve`` exits instead)."""
     from aidg import workflows
     from aidg.demo import run_demo, show_arena, show_models
 
@@ -553,6 +563,12 @@ def demo(
                 console.rule("[bold]Choosing among the variants: policies through 90 simulated days, delayed rewards")
                 show_arena(summary["arena"], console, out / "arena.png")
             summary.get("arena", {}).pop("curves", None)
+            if not no_serve:
+                from aidg.demo import serve_demo
+
+                if console is not None:
+                    console.rule("[bold]Serving: the API with a simulated client through the event stream")
+                summary["serving"] = serve_demo(s, out / "world", console, port=port, seconds=serve_seconds)
     if json_out:
         _emit(summary)
 

@@ -10,6 +10,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from aidg.config import Settings
 from aidg.plots import best_discount_histogram, response_curves
 from aidg.store import load_world
 
@@ -220,6 +221,95 @@ def show_models(training: dict[str, Any], evaluation: dict[str, Any], console: C
     for what, v, ref in rows:
         t.add_row(what, "n/a" if v is None else f"{v:.3f}", ref)
     console.print(t)
+
+
+def port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def serve_demo(
+    settings: Settings, data: Path, console: Console | None, port: int = 8000, seconds: float | None = None,
+    rate: float = 5.0,
+) -> dict[str, Any]:  # fmt: skip
+    """Serve the API on 127.0.0.1 with fresh API keys while a simulated client drives generate + feedback traffic.
+
+    Runs until Ctrl-C (or ``seconds``); returns the client's summary and the service's counters.
+    """
+    import secrets
+    import threading
+    import time
+
+    import uvicorn
+
+    from aidg.config import ApiKey
+    from aidg.errors import DataError
+    from aidg.service import create_app
+    from aidg.service.model import ServingModel
+    from aidg.traffic import SimulatedClient
+
+    if not port_free("127.0.0.1", port):
+        raise DataError(f"port {port} on 127.0.0.1 is in use: stop what listens there or pass --port")
+    world = load_world(data)
+    say = console.print if console is not None else (lambda *a, **k: None)
+    say("[bold]Serving[/]: loading the model and materialising every merchant's online features …")
+    app_settings = settings.model_copy(update={"service": settings.service.model_copy(update={"data": data})})
+    model = ServingModel(app_settings, data, settings.service.model_version)
+    merchants = list(map(str, model.ctx.merchant_ids))
+    admin, mm = f"admin-{secrets.token_urlsafe(12)}", f"mm-{secrets.token_urlsafe(12)}"
+    keys = {admin: ApiKey(role="admin"), mm: ApiKey(role="mm", merchants=(merchants[0],))}
+    app = create_app(settings.model_copy(update={"api_keys": keys, "service": app_settings.service}), model=model)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="aidg-demo-server", daemon=True)
+    thread.start()
+    for _ in range(600):
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.05)
+    if not server.started:
+        raise DataError(f"the service did not start on 127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    say(f"API on [cyan]{url}[/] (OpenAPI: [cyan]{url}/docs[/]); keys made for this run:")
+    say(f"  admin key  [bold]{admin}[/]\n  MM key     [bold]{mm}[/] (merchant {merchants[0]} only)")
+    say(
+        f"  try: curl -s -X POST {url}/v1/deals/generate -H 'X-API-Key: {mm}' -H 'content-type: application/json' "
+        f'-d \'{{"merchant_id": "{merchants[0]}"}}\''
+    )
+    say(f"A simulated client now sends ~{rate:g} requests/s and the world's answers as feedback; Ctrl-C stops it.")
+    client = SimulatedClient(url, world, merchants, api_key=admin, rate=rate, seed=0)
+    engine = app.state.engine
+
+    def report(s: dict[str, Any]) -> None:
+        w = engine.worker
+        say(
+            f"  decisions {s['decisions']:,}  feedback {s['feedback_events']:,} (applied {w.applied if w else 0:,})  "
+            f"approval {s['approval_rate']:.0%}  override {s['override_rate']:.0%}  "
+            f"p50 {s['generate_p50_ms']:.1f} ms  cache hit {engine.cache.stats.hit_rate:.0%}  "
+            f"posterior v{engine.posterior_version}  errors {s['errors']}"
+        )
+
+    try:
+        stats = client.run(seconds=seconds if seconds is not None else float("inf"), report=report)
+    except KeyboardInterrupt:
+        stats = client.stats
+    finally:
+        client.stop()
+        server.should_exit = True
+        thread.join(10)
+    time.sleep(0.2)
+    return {
+        "url": url,
+        **stats.summary(),
+        "applied": engine.worker.applied if engine.worker else 0,
+        "posterior_version": engine.posterior_version,
+        "cache_hit_rate": round(engine.cache.stats.hit_rate, 4),
+    }
 
 
 def nested(d: dict[str, Any], *keys: str) -> float:

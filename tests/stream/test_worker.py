@@ -102,7 +102,9 @@ def test_worker_updates_the_merchants_online_features(tmp_path: Path) -> None:
     dropped: list[str] = []
     bus = MemoryBus()
     settings = StreamSettings()
-    worker = StreamWorker(bus, log, online, settings, RewardSettings(), invalidate=lambda m, p: dropped.append(m))
+    worker = StreamWorker(
+        bus, log, online, settings, RewardSettings(), on_update=lambda row, p: dropped.append(row.merchant_id)
+    )
     bus.publish(
         settings.stream,
         [{"kind": "reward", "event_id": i, "decision_id": "d0"} for i in ("d0-approval", "d0-override")],
@@ -112,7 +114,7 @@ def test_worker_updates_the_merchants_online_features(tmp_path: Path) -> None:
     override = next(e.value for e, _ in log.events("d0") if e.part == "override")
     assert new.n_proposals == 4 and new.n_overrides == (1 if override > 0 else 0)
     assert new.x[MERCHANT_NAMES.index("override_rate")] == pytest.approx(new.n_overrides / 4)
-    assert dropped and set(dropped) == {"m0"}  # its cached serving bundle is dropped
+    assert dropped and set(dropped) == {"m0"}  # its cached serving bundle is refreshed
     log.close()
 
 

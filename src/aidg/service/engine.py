@@ -34,7 +34,7 @@ from aidg.features.context import FIELD_SCALE
 from aidg.features.merchant_view import MERCHANT_NAMES, SEVERITY_SCALE
 from aidg.policy.decider import CURRENT, Candidates, RiskAwarePolicy, predicted_parts
 from aidg.service.backends import Backends
-from aidg.service.model import Bundle, ServingModel, unpack_bundle
+from aidg.service.model import Bundle, ServingModel, refreshed_bundles, unpack_bundle
 from aidg.store.cache import EmbeddingCache
 from aidg.store.decisions import DecisionRecord, RewardEvent
 from aidg.stream.rows import FeatureRow, bundle_key
@@ -85,7 +85,7 @@ class DealEngine:
         if inline_worker if inline_worker is not None else self.backends.embedded_bus:
             self.worker = StreamWorker(
                 self.backends.bus, self.backends.decisions, self.backends.online, self.settings.stream,
-                self.settings.reward, consumer=f"inline-{uuid.uuid4().hex[:8]}", invalidate=self.invalidate,
+                self.settings.reward, consumer=f"inline-{uuid.uuid4().hex[:8]}", on_update=self.on_features_changed,
             )  # fmt: skip
             self.worker.start()
 
@@ -114,11 +114,11 @@ class DealEngine:
             self.posterior_version = post.version
         return True
 
-    def invalidate(self, merchant_id: str, payload: dict[str, Any]) -> None:
-        """Drop the cached bundle a decision was served from (the merchant's features changed)."""
-        at, n = payload.get("as_of"), payload.get("n_variants")
-        if at is not None and n is not None:
-            self.cache.invalidate([bundle_key(merchant_id, at, int(n))])
+    def on_features_changed(self, row: FeatureRow, payload: dict[str, Any]) -> None:
+        """The stream worker updated a merchant's features: patch the bundle the decision was cached under."""
+        patched = refreshed_bundles(self.backends.cache, row, payload)
+        if patched:
+            self.cache.put(patched)
 
     # -- generate ------------------------------------------------------------------------------
     def bundle(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> Bundle:

@@ -41,8 +41,8 @@ from aidg.policy.candidates import CandidateGenerator
 from aidg.policy.context import ContextProjector
 from aidg.registry import ModelRegistry
 from aidg.store.arrays import pack_arrays, unpack_arrays
-from aidg.store.online import OnlineStore
-from aidg.stream.rows import FeatureRow
+from aidg.store.online import CacheBackend, OnlineStore
+from aidg.stream.rows import FeatureRow, bundle_key
 from aidg.workflows import load_training_data
 
 PROJECTOR_MERCHANTS = 200  # training merchants whose variants fit the bandit's context projection
@@ -113,6 +113,27 @@ def unpack_bundle(data: bytes) -> Bundle:
         {k: np.asarray(a[k]) for k in ("variant", "discount_pct", "price", "duration_days", "distance")},
         {k: list(meta[k]) for k in ("category_id", "focus", "type")},
     )
+
+
+def patched_bundle(raw: bytes, row: FeatureRow) -> bytes:
+    """A cached bundle with the merchant's updated readable features (the stream worker's write-through).
+
+    Only the override record changes with feedback, and the variants' deal features do not read it, so the
+    scorer's merchant features and the guard's override rate are all there is to replace.
+    """
+    meta, arrays = unpack_arrays(raw)
+    meta["override_rate"] = row.override_rate
+    return pack_arrays(meta, {**arrays, "x": row.x})
+
+
+def refreshed_bundles(cache: CacheBackend, row: FeatureRow, payload: dict[str, Any]) -> dict[str, bytes]:
+    """The cached bundle a decision was served from, patched with ``row``; empty when it is not cached."""
+    at, n = payload.get("as_of"), payload.get("n_variants")
+    if at is None or n is None:
+        return {}
+    key = bundle_key(row.merchant_id, at, int(n))
+    raw = cache.get_many([key])[0]
+    return {key: patched_bundle(raw, row)} if raw is not None else {}
 
 
 class ServingModel:
@@ -273,4 +294,4 @@ class ServingModel:
         return out
 
 
-__all__ = ["Bundle", "ServingModel", "unpack_bundle"]
+__all__ = ["Bundle", "ServingModel", "patched_bundle", "refreshed_bundles", "unpack_bundle"]

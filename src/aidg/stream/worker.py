@@ -19,8 +19,9 @@ another consumer after ``claim_idle_ms``; one killed between commit and ack
 has its messages delivered again, and ``claim`` returns nothing for them. So
 every event is applied exactly once. After the commit the merchants' online
 features are updated incrementally (:class:`~aidg.stream.rows.FeatureRow`) and
-their cached serving bundles invalidated, so the next request reads the new
-override record. Events received by the API but never published (the bus was
+handed to ``on_update``, which patches the cached serving bundles with them
+(write-through: the cache stays warm and the next request reads the new
+override record). Events received by the API but never published (the bus was
 down) are re-published from the decision log's outbox (:meth:`republish`).
 """
 
@@ -66,8 +67,8 @@ class StreamWorker:
     """Consumes the event bus (see the module docstring).
 
     Args:
-        invalidate: called with ``(merchant_id, decision payload)`` after a merchant's features changed, to drop
-            its cached serving bundle.
+        on_update: called with ``(new feature row, decision payload)`` after a merchant's features changed, once per
+            decision, so the caller can refresh the serving bundle that decision was cached under.
     """
 
     def __init__(
@@ -78,11 +79,11 @@ class StreamWorker:
         settings: StreamSettings,
         reward: RewardSettings,
         consumer: str = "worker-1",
-        invalidate: Callable[[str, dict[str, Any]], None] | None = None,
+        on_update: Callable[[FeatureRow, dict[str, Any]], None] | None = None,
     ) -> None:
         self.bus, self.log, self.online = bus, decisions, online
         self.settings, self.reward, self.consumer = settings, reward, consumer
-        self.invalidate = invalidate
+        self.on_update = on_update
         self.applied = 0
         self.messages = 0
         self.malformed = 0
@@ -156,19 +157,19 @@ class StreamWorker:
             return
         ids = sorted(by_merchant)
         raw = self.online.read(ids)
-        out = {}
+        out: dict[str, FeatureRow] = {}
         for mid, data in zip(ids, raw, strict=True):
             if data is None:
                 continue
             row = FeatureRow.from_bytes(data)
             if row.apply((e.part, e.value) for e, _ in by_merchant[mid]):
-                out[mid] = row.to_bytes()
+                out[mid] = row
         if out:
-            self.online.write(out)
-        if self.invalidate is not None:
-            for mid in out:
-                for _, rec in by_merchant[mid]:
-                    self.invalidate(mid, rec.payload)
+            self.online.write({m: r.to_bytes() for m, r in out.items()})
+        if self.on_update is not None:
+            for mid, row in out.items():
+                for rec in {rec.decision_id: rec for _, rec in by_merchant[mid]}.values():
+                    self.on_update(row, rec.payload)
 
     # -- the outbox ----------------------------------------------------------------------------
     def republish(self, older_than_s: float = 30.0, limit: int = 1000) -> int:
