@@ -35,6 +35,7 @@ import numpy as np
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 REQUEST_TIMEOUT_S = 10.0
+IDLE_REUSE_S = 4.0  # uvicorn closes a keep-alive connection idle for 5 s: older idle connections are not reused
 
 
 def _check_host(host: str) -> None:
@@ -61,6 +62,11 @@ class Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
         self.closed = False
+        self.last_used = time.perf_counter()
+
+    def stale(self) -> bool:
+        """Closed, closed by the peer, or idle long enough that the server may be closing it."""
+        return self.closed or self.reader.at_eof() or time.perf_counter() - self.last_used > IDLE_REUSE_S
 
     @classmethod
     async def open(cls, host: str, port: int) -> Conn:
@@ -100,6 +106,7 @@ class Conn:
             data = await self.reader.readexactly(length) if length else b""
         if close:
             self.close()
+        self.last_used = time.perf_counter()
         return status, data
 
     def close(self) -> None:
@@ -146,7 +153,10 @@ class Result:
 async def _one(conn: Conn | None, host: str, port: int, raw: bytes) -> tuple[Conn | None, int | None]:
     """One request on conn (opened or reopened when needed); (conn or None when broken, status or None)."""
     try:
-        if conn is None or conn.closed:
+        if conn is not None and conn.stale():
+            conn.close()
+            conn = None
+        if conn is None:
             conn = await asyncio.wait_for(Conn.open(host, port), REQUEST_TIMEOUT_S)
         status, _ = await asyncio.wait_for(conn.request(raw), REQUEST_TIMEOUT_S)
         return conn, status

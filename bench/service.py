@@ -84,7 +84,7 @@ class Plan:
     rate_s: float = 20.0
     concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     step_s: float = 8.0
-    ready_timeout_s: float = 240.0
+    ready_timeout_s: float = 300.0
     quick: bool = False
 
 

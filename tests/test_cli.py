@@ -90,3 +90,14 @@ def test_train_and_evaluate_explain_what_is_missing(tmp_path: Path) -> None:
     run("simulate", "--scale", "tiny", "--out", str(out), home=tmp_path)
     ev = run("evaluate", "--data", str(out), home=tmp_path / "fresh", check=False)
     assert ev.returncode == 2 and "aidg train" in ev.stderr and "Traceback" not in ev.stderr
+
+
+def test_serve_and_stream_worker_refuse_what_they_cannot_do_safely(tmp_path: Path) -> None:
+    open_bind = run("serve", "--host", "0.0.0.0", home=tmp_path, check=False)
+    assert open_bind.returncode == 2 and "AIDG_API_KEYS" in open_bind.stderr and "127.0.0.1" in open_bind.stderr
+    no_model = run("serve", "--data", str(tmp_path), home=tmp_path, check=False)
+    assert no_model.returncode == 2 and "aidg train" in no_model.stderr and "Traceback" not in no_model.stderr
+    no_data = run("serve", "--data", str(tmp_path / "nowhere"), home=tmp_path, check=False)
+    assert no_data.returncode == 2 and "no data folder" in no_data.stderr
+    worker = run("stream-worker", home=tmp_path, check=False)
+    assert worker.returncode == 2 and "AIDG_REDIS_URL" in worker.stderr

@@ -298,6 +298,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="AIDG_REDIS_URL: online features, embedding cache and event bus in Redis; None: in-process"
     )
+    redis_namespace: str = Field(
+        "aidg", min_length=1, description="AIDG_REDIS_NAMESPACE: key prefix of the features and cache in Redis"
+    )
     database_url: str | None = Field(
         None, description="AIDG_DATABASE_URL: decision log (SQLAlchemy URL, e.g. PostgreSQL); None: SQLite under home"
     )

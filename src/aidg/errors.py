@@ -17,6 +17,7 @@ can catch the whole family at once, and every message says what to fix::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 
 class AIDGError(Exception):
@@ -88,3 +89,21 @@ class BackendUnavailableError(AIDGError, ConnectionError):
 
 class SimulationError(AIDGError, ValueError):
     """The simulator was asked for something it cannot make (e.g. an unknown scale)."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``: for messages that name a server.
+
+    >>> redact("redis://user:secret@cache:6379/0")
+    'redis://user:***@cache:6379/0'
+    >>> redact("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

@@ -90,6 +90,7 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
         if not Path(data).exists():
             raise DataError(f"no data folder to serve at {data}: pass --data DIR (or run `aidg demo` first)")
         model = ServingModel(settings, Path(data), settings.service.model_version)
+    owned = backends is None  # backends made here are closed at shutdown; a caller's stay the caller's
     backends = backends or make_backends(settings)
     engine = DealEngine(settings, model, backends)
     metrics = Metrics(engine)
@@ -101,6 +102,8 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
             yield
         finally:
             engine.stop()
+            if owned:
+                engine.backends.close()
 
     app = FastAPI(
         title="AIDG, the AI Deal Generator",

@@ -62,8 +62,9 @@ def make_backends(settings: Settings) -> Backends:
     if settings.redis_url:
         from aidg.store.online_redis import RedisCacheBackend, RedisOnlineStore
 
-        online: OnlineStore = RedisOnlineStore(settings.redis_url)
-        cache: CacheBackend = RedisCacheBackend(settings.redis_url)
+        ns = settings.redis_namespace
+        online: OnlineStore = RedisOnlineStore(settings.redis_url, namespace=f"{ns}:feat")
+        cache: CacheBackend = RedisCacheBackend(settings.redis_url, namespace=f"{ns}:emb")
         store_kind = "redis"
     else:
         online, cache, store_kind = MemoryOnlineStore(), MemoryCacheBackend(), "memory"

@@ -172,7 +172,7 @@ class DealEngine:
         rec = DecisionRecord(
             decision_id, merchant_id, datetime.now(UTC), self.model.version, self.arm,
             {k: chosen[k] for k in ("variant", *TERMS, "type")}, float(d.pscore), np.asarray(s["phi"][played], float),
-            row["score"], predicted_parts(row), response,
+            row["score"], predicted_parts(row), {**response, "posterior": self.model.posterior_name},
         )  # fmt: skip
         self.backends.decisions.record(rec)  # a decision that is not logged cannot learn: its failure is a 503
         try:

@@ -34,6 +34,7 @@ from aidg.explain.bundle import load_explainer
 from aidg.explain.explainer import Explainer
 from aidg.features.context import FeatureContext
 from aidg.features.merchant_view import MERCHANT_NAMES, MerchantView, deal_view, override_counts
+from aidg.models.persistence import load_profile_model
 from aidg.models.profile_model import cutoff_seconds
 from aidg.models.scorer_data import Snapshot, snapshot
 from aidg.models.scoring import OUTPUTS
@@ -147,7 +148,8 @@ class ServingModel:
             raise NotFoundError("no trained model yet: run `aidg train --data DIR` (or `aidg demo`) first")
         self.version = versions[-1] if version == "latest" else version
         self.settings = settings
-        pm = registry.load_profile(self.version)
+        weights = registry.weights_path(self.version)
+        pm = load_profile_model(weights)
         self.explainer: Explainer = load_explainer(pm, settings)
         self.scorer = self.explainer.scorer.eval()
         self.as_of = pd.Timestamp(pm.meta["as_of"])
@@ -162,7 +164,12 @@ class ServingModel:
         self.x_index = {t: MERCHANT_NAMES.index(t) for t in names if t in MERCHANT_NAMES}
         self.n_prop, self.n_over = override_counts(self.ctx, cutoff_seconds(self.as_of))
         self.projector = self._fit_projector(pm.meta.get("train_merchants", []))
-        self.posterior_name = f"risk_aware_ts/v{self.version}"
+        # what is served, the same on every replica: the trained weights and the merchants served at the as-of date
+        # (a shared Redis or database may hold another deployment's rows and posterior)
+        h = hashlib.blake2b(weights.read_bytes(), digest_size=8)
+        h.update(f"{self.as_of}|{'|'.join(map(str, self.ctx.merchant_ids))}".encode())
+        self.fingerprint = h.hexdigest()
+        self.posterior_name = f"risk_aware_ts/v{self.version}-{self.fingerprint}"
 
     # -- start-up ------------------------------------------------------------------------------
     def _snapshot(self, pm: Any, data: Path) -> Snapshot:
@@ -211,7 +218,7 @@ class ServingModel:
 
     def materialize(self, store: OnlineStore, batch: int = 500) -> int:
         """Write every merchant's feature row to the online store (skipped when this version is already there)."""
-        marker = f"__materialized__/v{self.version}/{self.as_of.date()}"
+        marker = f"__materialized__/{self.fingerprint}"
         if store.read([marker])[0] is not None:
             return 0
         ids = list(self.ctx.merchant_ids)

@@ -14,31 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.exceptions
 
-from aidg.errors import BackendUnavailableError, ConfigError
+from aidg.errors import BackendUnavailableError, ConfigError, redact
 from aidg.store.online import CacheBackend, OnlineStore
 
 _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 _GLOB = str.maketrans({c: "\\" + c for c in "\\*?[]"})
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs).
-
-    >>> redact("redis://user:secret@cache:6379/0")
-    'redis://user:***@cache:6379/0'
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class _RedisClient:

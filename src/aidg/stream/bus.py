@@ -13,7 +13,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
-from urllib.parse import urlsplit, urlunsplit
 
 from aidg.errors import DataError
 
@@ -178,19 +177,6 @@ def decode(data: str | bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise DataError(f"stored payload is not a JSON object: {data!r:.200}")
     return value
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for error messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def make_bus(

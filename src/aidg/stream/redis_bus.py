@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from aidg.errors import BackendUnavailableError, DataError
+from aidg.errors import BackendUnavailableError, DataError, redact
 from aidg.stream.bus import (
     EventBus,
     Message,
@@ -27,7 +27,6 @@ from aidg.stream.bus import (
     dead_stream,
     decode,
     encode,
-    redact,
 )
 
 __all__ = ["RedisBus"]

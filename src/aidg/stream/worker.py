@@ -10,7 +10,8 @@ split the stream) is handled in ONE decision-log transaction:
 3. each claimed part is joined to its decision with the bandit's own rule
    (:func:`aidg.policy.bandit.join_part`: early parts at once, the GP30
    correcting when it lands, the scorer's predictions standing in for the
-   rest) and moves the posterior of that decision's model version;
+   rest) and moves the posterior the decision's replica served from (named by the
+   model's weights and the merchants served: the same on every replica);
 4. the posterior and per-minute KPI aggregates (for the monitor) are saved.
 
 Only after the commit are the messages acknowledged. A worker killed before
@@ -61,6 +62,12 @@ def reward_message(e: RewardEvent) -> dict[str, Any]:
 
 def posterior_name(model_version: str) -> str:
     return f"risk_aware_ts/v{model_version}"
+
+
+def posterior_of(rec: DecisionRecord) -> str:
+    """The posterior a decision learns into: the one its replica named, else its model version's."""
+    name = rec.payload.get("posterior")
+    return name if isinstance(name, str) and name else posterior_name(rec.model_version)
 
 
 class StreamWorker:
@@ -119,12 +126,12 @@ class StreamWorker:
             ids = sorted({e.decision_id for e in claimed})
             recs = tx.decisions(ids)
             before = tx.applied_parts(ids, exclude_event_ids=[e.event_id for e in claimed])
-            by_version: dict[str, list[RewardEvent]] = defaultdict(list)
+            by_posterior: dict[str, list[RewardEvent]] = defaultdict(list)
             for e in claimed:
-                by_version[recs[e.decision_id].model_version].append(e)
-            for version, events in sorted(by_version.items()):
+                by_posterior[posterior_of(recs[e.decision_id])].append(e)
+            for name, events in sorted(by_posterior.items()):
                 dim = len(recs[events[0].decision_id].phi)
-                post = tx.lock_posterior(posterior_name(version), partial(_prior, dim))
+                post = tx.lock_posterior(name, partial(_prior, dim))
                 A, b = post.A.copy(), post.b.copy()
                 for e in sorted(events, key=lambda e: (e.at, e.event_id)):
                     if self.settings.apply_delay_ms:
@@ -139,7 +146,7 @@ class StreamWorker:
                     if first:
                         A += np.outer(rec.phi, rec.phi)
                     b += rec.phi * delta
-                tx.save_posterior(posterior_name(version), A, b)
+                tx.save_posterior(name, A, b)
             minute = datetime.now(UTC).replace(second=0, microsecond=0)
             for e in claimed:
                 tx.add_kpi(minute, e.part, e.value)
@@ -220,4 +227,4 @@ class StreamWorker:
             self._thread = None
 
 
-__all__ = ["StreamWorker", "posterior_name", "reward_message"]
+__all__ = ["StreamWorker", "posterior_name", "posterior_of", "reward_message"]
