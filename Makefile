@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python $(OBP)
 	@touch $(STAMP)
 
-.PHONY: install demo test check clean
+.PHONY: install demo test check bench-service clean
 install: $(STAMP)
 
 demo: install
@@ -30,6 +30,11 @@ check: install
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# the service benchmark drives load with wrk (Debian's package) when it can, else with its own asyncio client
+bench-service: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "no wrk: bench/service.py uses its asyncio client"
+	$(BIN)/python bench/service.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -428,11 +428,15 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).", min=0, max=64)] = 0,
     data: Annotated[Path | None, typer.Option(help="Data folder served (default: the demo world).")] = None,
     version: Annotated[str, typer.Option(help="Model version served.")] = "latest",
+    compile_: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="TorchInductor-compile the scorer (~25 s once, then cached).")
+    ] = True,
 ) -> None:
     """Serve the API (OpenAPI at /docs). Embedded backends unless AIDG_REDIS_URL / AIDG_DATABASE_URL are set."""
     import os
 
-    import uvicorn
+    from aidg.service.server import port_in_use
+    from aidg.service.server import serve as run_workers
 
     s = _settings()
     if not s.api_keys and host not in LOOPBACK:
@@ -441,13 +445,13 @@ def serve(
             '(e.g. \'{"a-long-secret": {"role": "admin"}}\') to serve on other addresses'
         )
     s = _serve_env(s, data, version)
+    if port_in_use(host, port):
+        _fail(f"{host}:{port} is in use: stop what listens there or pass --port")
+    os.environ["AIDG_SERVICE__COMPILE"] = "true" if compile_ else "false"
     n = workers or os.cpu_count() or 1
     backends = f"store {'redis' if s.redis_url else 'in-process'}, log {'server' if s.database_url else 'SQLite'}"
     err.print(f"AIDG serving version {version} on http://{host}:{port} ({n} workers; {backends}); docs at /docs")
-    uvicorn.run(
-        "aidg.service.app:app_from_env", factory=True, host=host, port=port, workers=n, log_level="warning",
-        access_log=False, loop="uvloop", http="httptools",
-    )  # fmt: skip
+    raise typer.Exit(run_workers(host, port, n))
 
 
 @app.command("stream-worker")
@@ -568,7 +572,7 @@ def demo(
 
                 if console is not None:
                     console.rule("[bold]Serving: the API with a simulated client through the event stream")
-                summary["serving"] = serve_demo(s, out / "world", console, port=port, seconds=serve_seconds)
+                summary["serving"] = serve_demo(s, out / "world", console or err, port=port, seconds=serve_seconds)
     if json_out:
         _emit(summary)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,33 @@ class BodyLimit:
         await _error(413, "payload_too_large", msg)(scope, receive, send)
 
 
+class Observe:
+    """ASGI middleware: each request's route, status and latency into the app's metrics (a plain ASGI wrapper:
+    Starlette's ``@app.middleware("http")`` costs a task and a stream per request)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe(route, scope["method"], status, time.perf_counter() - t)
+
+
 def create_app(settings: Settings, *, model: ServingModel | None = None, backends: Backends | None = None) -> FastAPI:
     """Build the service: the served version, its backends, the engine, routes, error handlers and metrics."""
     from aidg.service.routes import deals, decisions, feedback, health, merchants
@@ -90,6 +117,8 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
         if not Path(data).exists():
             raise DataError(f"no data folder to serve at {data}: pass --data DIR (or run `aidg demo` first)")
         model = ServingModel(settings, Path(data), settings.service.model_version)
+        if settings.service.compile:
+            model.compile()
     owned = backends is None  # backends made here are closed at shutdown; a caller's stay the caller's
     backends = backends or make_backends(settings)
     engine = DealEngine(settings, model, backends)
@@ -116,16 +145,7 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
     for r in (deals, feedback, decisions, merchants, health):
         app.include_router(r.router)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        t = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.observe(
-            getattr(route, "path", "unmatched"), request.method, response.status_code, time.perf_counter() - t
-        )
-        return response
-
+    app.add_middleware(Observe, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)

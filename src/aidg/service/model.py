@@ -20,6 +20,7 @@ A request's work is split where the memo's cache goes (§1.3):
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from aidg.store.online import CacheBackend, OnlineStore
 from aidg.stream.rows import FeatureRow, bundle_key
 from aidg.workflows import load_training_data
 
+log = logging.getLogger("aidg.service")
 PROJECTOR_MERCHANTS = 200  # training merchants whose variants fit the bandit's context projection
 SNAPSHOT_ARRAYS = ("numeric", "category", "secondary", "profile", "intent", "memory", "memory_mask")
 
@@ -163,6 +165,7 @@ class ServingModel:
         self.readable = np.array([i for i, t in enumerate(names) if not t.startswith("profile[")])
         self.x_index = {t: MERCHANT_NAMES.index(t) for t in names if t in MERCHANT_NAMES}
         self.n_prop, self.n_over = override_counts(self.ctx, cutoff_seconds(self.as_of))
+        self._compiled: tuple[int, Any] = (0, None)  # (deals per request, compiled scorer) once compile() ran
         self.projector = self._fit_projector(pm.meta.get("train_merchants", []))
         # what is served, the same on every replica: the trained weights and the merchants served at the as-of date
         # (a shared Redis or database may hold another deployment's rows and posterior)
@@ -272,9 +275,25 @@ class ServingModel:
         return unpack_bundle(self._bundle_bytes(self.feature_row(merchant_id), at, n))
 
     # -- per request ---------------------------------------------------------------------------
+    def compile(self) -> bool:
+        """TorchInductor-compile the scorer for the default request shape (others run eagerly); False if it failed."""
+        n = self.settings.bandit.n_candidates
+        try:
+            compiled = torch.compile(self.scorer, dynamic=False)
+            b = self.bundle_from_snapshot(str(self.ctx.merchant_ids[0]), self.as_of, n)
+            with torch.inference_mode():
+                compiled(*b.tensors, b.deal, b.deal_category)  # compiles now, not on the first request
+        except Exception as exc:  # a missing compiler or an unsupported op: serve eagerly, say why
+            log.warning("scorer not compiled (%s: %s); serving it eagerly", type(exc).__name__, exc)
+            return False
+        self._compiled = (n + 1, compiled)
+        return True
+
     @torch.inference_mode()
     def _forward(self, b: Bundle) -> dict[str, torch.Tensor]:
-        return dict(self.scorer(*b.tensors, b.deal, b.deal_category))
+        shape, compiled = self._compiled
+        model = compiled if compiled is not None and b.deal.shape[1] == shape else self.scorer
+        return dict(model(*b.tensors, b.deal, b.deal_category))
 
     def score(self, b: Bundle, top: int = 5) -> dict[str, np.ndarray]:
         """The scorer's outputs for the bundle's n variants + current deal, top-``top`` features, contexts φ."""

@@ -119,6 +119,15 @@ class EventBus(ABC):
     def ping(self) -> None:
         """Raise :class:`~aidg.errors.BackendUnavailableError` if the server cannot be reached."""
 
+    def trim(self, stream: str) -> int:
+        """Drop the entries that every group of ``stream`` was delivered and acknowledged; returns how many.
+
+        A stream without groups keeps everything (nobody has read it yet). The default keeps everything too:
+        Kafka trims by its own retention.
+        """
+        check_name("stream", stream)
+        return 0
+
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections; the bus must not be used afterwards."""
 

@@ -212,6 +212,18 @@ class MemoryBus(EventBus):
             start = 1 if g is None else g.next_seq
             return max(0, s.last_seq - start + 1)  # entries are never deleted here
 
+    def trim(self, stream: str) -> int:
+        check_name("stream", stream)
+        with self._cond:
+            s = self._streams.get(stream)
+            if s is None or not s.groups:
+                return 0
+            floor = min(next(iter(g.pel)) if g.pel else g.next_seq for g in s.groups.values())
+            old = [seq for seq in s.entries if seq < floor]  # insertion order is seq order: a prefix
+            for seq in old:
+                del s.entries[seq]
+            return len(old)
+
     def dead_letters(self, stream: str, count: int = 100) -> list[Message]:
         check_name("stream", stream)
         check_count(count)

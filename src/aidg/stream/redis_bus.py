@@ -216,6 +216,26 @@ class RedisBus(EventBus):
                     return int(info.get("lag") or 0)
             return int(self._r.xlen(stream))  # a new group would read the whole stream
 
+    def trim(self, stream: str) -> int:
+        """``XTRIM MINID``: below every group's oldest pending entry, or past its last delivered one."""
+        check_name("stream", stream)
+        with self._guard(f"XTRIM on {stream!r}"):
+            if not self._r.exists(stream):
+                return 0
+            floors: list[tuple[int, int]] = []
+            for info in self._r.xinfo_groups(stream):
+                if int(info.get("pending") or 0):
+                    lowest = self._r.xpending(stream, info["name"])["min"]
+                    ms, seq = (int(x) for x in str(lowest).split("-"))
+                else:
+                    ms, seq = (int(x) for x in str(info["last-delivered-id"]).split("-"))
+                    seq += 1  # everything up to the last delivered id is acknowledged
+                floors.append((ms, seq))
+            if not floors:
+                return 0
+            ms, seq = min(floors)
+            return int(self._r.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
+
     def dead_letters(self, stream: str, count: int = 100) -> list[Message]:
         check_name("stream", stream)
         check_count(count)

@@ -184,6 +184,7 @@ class StreamWorker:
         events = self.log.unapplied(limit, received_before=datetime.now(UTC) - timedelta(seconds=older_than_s))
         if events:
             self.bus.publish(self.settings.stream, [reward_message(e) for e in events])
+        self.bus.trim(self.settings.stream)  # what every group acknowledged is in the decision log: drop it
         return len(events)
 
     # -- running -------------------------------------------------------------------------------
