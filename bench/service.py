@@ -212,6 +212,22 @@ def _wait_idle(pgid: int, deadline: float) -> None:
             return
 
 
+async def _server_timings(port: int, reqs: list[bytes], timeout: float = 5.0) -> dict[str, dict[str, float]]:
+    """The service's own account of where a generate's time goes (its ``timing_ms``), median and p99 per part."""
+    conn = await asyncio.wait_for(loadgen.Conn.open(HOST, port), timeout)
+    parts: dict[str, list[float]] = {}
+    try:
+        for raw in reqs:
+            status, body = await asyncio.wait_for(conn.request(raw), timeout)
+            if status == 200:
+                for k, v in json.loads(body)["timing_ms"].items():
+                    parts.setdefault(k, []).append(float(v))
+    finally:
+        conn.close()
+    return {k: {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3)}
+            for k, v in parts.items()}  # fmt: skip
+
+
 async def _get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     conn = await asyncio.wait_for(loadgen.Conn.open(HOST, port), timeout)
     try:
@@ -439,6 +455,9 @@ def measure(port: int, pgid: int, merchants: list[str], workers: int, plan: Plan
         r = count(loadgen.run(loadgen.sequential(HOST, port, reqs, 120.0)).summary())
         out[f"{name}_sequential"] = r
         log(f"{name} sequential: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms ({r['requests']} requests)")
+
+    out["server_timing_ms"] = loadgen.run(_server_timings(port, [gen_raw[i] for i in seq_gen[:300]]))
+    log(f"server-side timing: {out['server_timing_ms']}")
 
     n_rate = round(plan.rate * plan.rate_s)
     seq_rate = zipf_sequence(m, n_rate, seed=2)
