@@ -223,17 +223,6 @@ def show_models(training: dict[str, Any], evaluation: dict[str, Any], console: C
     console.print(t)
 
 
-def port_free(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def serve_demo(
     settings: Settings, data: Path, console: Console | None, port: int = 8000, seconds: float | None = None,
     rate: float = 5.0,
@@ -252,9 +241,10 @@ def serve_demo(
     from aidg.errors import DataError
     from aidg.service import create_app
     from aidg.service.model import ServingModel
+    from aidg.service.server import port_in_use
     from aidg.traffic import SimulatedClient
 
-    if not port_free("127.0.0.1", port):
+    if port_in_use("127.0.0.1", port):
         raise DataError(f"port {port} on 127.0.0.1 is in use: stop what listens there or pass --port")
     world = load_world(data)
     say = console.print if console is not None else (lambda *a, **k: None)
