@@ -130,7 +130,8 @@ def _print(console: Console, s: dict[str, Any]) -> None:
         + s["out"]
         + "` proposes and explains one merchant's deals once trained; `aidg simulate-policy --data "
         + s["out"]
-        + "` runs the full policy arena; serving and rollout arrive with the next stages (see README)."
+        + "` runs the full policy arena; `aidg serve` serves the API (the demo ends by serving it); rollout arrives "
+        "with the next stage (see README)."
     )
 
 
