@@ -150,6 +150,17 @@ class Result:
         }
 
 
+async def _timed(conn: Conn | None, host: str, port: int, raw: bytes, res: Result) -> Conn | None:
+    """:func:`_one`, its latency or failure counted in ``res``; returns the connection to reuse."""
+    t = time.perf_counter()
+    conn, status = await _one(conn, host, port, raw)
+    if status is None:
+        res.failures += 1
+    else:
+        res.add(status, time.perf_counter() - t)
+    return conn
+
+
 async def _one(conn: Conn | None, host: str, port: int, raw: bytes) -> tuple[Conn | None, int | None]:
     """One request on conn (opened or reopened when needed); (conn or None when broken, status or None)."""
     try:
@@ -177,12 +188,7 @@ async def sequential(host: str, port: int, requests: Sequence[bytes], max_s: flo
     for raw in requests:
         if time.perf_counter() > deadline:
             break
-        t = time.perf_counter()
-        conn, status = await _one(conn, host, port, raw)
-        if status is None:
-            res.failures += 1
-        else:
-            res.add(status, time.perf_counter() - t)
+        conn = await _timed(conn, host, port, raw, res)
     res.elapsed_s = time.perf_counter() - t0
     if own and conn is not None:
         conn.close()
@@ -263,12 +269,7 @@ async def closed_loop(host: str, port: int, requests: Sequence[bytes], concurren
         while time.perf_counter() < deadline:
             raw = requests[counter[0] % len(requests)]
             counter[0] += 1
-            t = time.perf_counter()
-            conn, status = await _one(conn, host, port, raw)
-            if status is None:
-                res.failures += 1
-            else:
-                res.add(status, time.perf_counter() - t)
+            conn = await _timed(conn, host, port, raw, res)
         if conn is not None:
             conn.close()
 

@@ -31,7 +31,7 @@ class Backends:
 
     @property
     def embedded_bus(self) -> bool:
-        return self.kinds.get("bus") == "memory"
+        return self.kinds.get("event_bus") == "memory"
 
     def down(self) -> dict[str, str]:
         """Backends that do not answer now, each with the reason (what ``/readyz`` reports)."""
@@ -82,7 +82,6 @@ def make_backends(settings: Settings) -> Backends:
         "cache": store_kind,
         "decision_log": "postgresql" if db.startswith("postgresql") else db.split(":", 1)[0],
         "event_bus": bus_kind,
-        "bus": bus_kind,
     }
     return Backends(online, cache, decisions, bus, kinds)
 

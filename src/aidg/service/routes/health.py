@@ -22,7 +22,7 @@ async def readyz(engine: EngineDep) -> JSON:
     body = {
         "ready": not down,
         "model_version": engine.model.version,
-        "backends": {k: v for k, v in engine.backends.kinds.items() if k != "bus"},
+        "backends": engine.backends.kinds,
         "down": down,
     }
     return JSON(body, status_code=503 if down else 200)
