@@ -17,13 +17,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python $(OBP)
 	@touch $(STAMP)
 
-.PHONY: install demo test check bench-service clean
+.PHONY: install demo test check bench-service bench-rollout clean
 install: $(STAMP)
 
 demo: install
 	$(BIN)/aidg demo
 
-test: install
+# the dashboard's browser test drives Debian's chromium through Playwright (never `playwright install`)
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: install $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 check: install
@@ -35,6 +41,10 @@ check: install
 bench-service: install
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || echo "no wrk: bench/service.py uses its asyncio client"
 	$(BIN)/python bench/service.py
+
+# rollback drills: 20 faulty (10 % of the challenger's requests fail) and 20 healthy challengers
+bench-rollout: install
+	$(BIN)/python bench/rollout.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

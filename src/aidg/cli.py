@@ -427,7 +427,11 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (0: one per core).", min=0, max=64)] = 0,
     data: Annotated[Path | None, typer.Option(help="Data folder served (default: the demo world).")] = None,
-    version: Annotated[str, typer.Option(help="Model version served.")] = "latest",
+    version: Annotated[
+        str | None,
+        typer.Option(help="Model version served when no rollout names a champion (default: AIDG_SERVICE__MODEL_VERSION "
+                     "or the latest)."),
+    ] = None,
     compile_: Annotated[
         bool, typer.Option("--compile/--no-compile", help="TorchInductor-compile the scorer (~25 s once, then cached).")
     ] = True,
@@ -444,6 +448,7 @@ def serve(
             f"no API keys are configured, so `aidg serve` listens only on 127.0.0.1, not {host}: set AIDG_API_KEYS "
             '(e.g. \'{"a-long-secret": {"role": "admin"}}\') to serve on other addresses'
         )
+    version = version or s.service.model_version
     s = _serve_env(s, data, version)
     if port_in_use(host, port):
         _fail(f"{host}:{port} is in use: stop what listens there or pass --port")
@@ -529,6 +534,9 @@ def demo(
     serve_seconds: Annotated[
         float | None, typer.Option(help="Stop serving after this long (default: until Ctrl-C).", min=0)
     ] = None,
+    story: Annotated[
+        bool, typer.Option("--story/--no-story", help="Tell the rollout story (good model promoted, bad rolled back).")
+    ] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Simulate the small world, train and evaluate the models, explain a merchant's deals, run a short policy arena,
@@ -572,11 +580,13 @@ def demo(
 
                 if console is not None:
                     console.rule("[bold]Serving: the API with a simulated client through the event stream")
-                summary["serving"] = serve_demo(s, out / "world", console or err, port=port, seconds=serve_seconds)
+                summary["serving"] = serve_demo(s, out / "world", console or err, port=port, seconds=serve_seconds,
+                                                rate=DEMO_RATE, story=story)  # fmt: skip
     if json_out:
         _emit(summary)
 
 
+DEMO_RATE = 30.0  # the simulated client's requests per second while serving
 DEMO_ARENA_ROUNDS = 5000  # a short arena run; `aidg simulate-policy` runs the full 50k
 
 

@@ -202,12 +202,32 @@ class RolloutSettings(_Group):
     rollback_override_window_hours: float = Field(1.0, gt=0, description="memo §2.3: … in any 1-hour window")
     rollback_error_rate: float = Field(0.05, gt=0, le=1, description="memo §2.3: system errors > 5 %")
     rollback_target_minutes: float = Field(5.0, gt=0, description="memo §3.1: rollback within 5 minutes")
+    gate_alpha: float = Field(0.05, gt=0, lt=1, description="promotion gate: the DR bounds' two-sided level")
+    gate_min_decisions: int = Field(200, ge=10, description="promotion gate: shadow decisions with rewards needed")
+    hash_salt: str = Field("aidg-rollout", min_length=1, description="salt of the merchant-id hash → arm")
+    reload_seconds: float = Field(0.5, gt=0, description="how often a replica re-reads the rollout state")
 
     @model_validator(mode="after")
     def _shares_fit(self) -> RolloutSettings:
         if self.ab_personalization_share + self.ab_exploration_share > 1:
             raise ValueError("A/B shares of personalization and exploration add up to more than 1")
         return self
+
+
+class MonitorSettings(_Group):
+    """Rolling windows and trigger statistics of the monitor (memo §2.3 dashboard and triggers)."""
+
+    time_scale: float = Field(
+        1.0, gt=0, description="simulated seconds per real second: windows and the ramp interval shrink by it"
+    )
+    bucket_seconds: float = Field(60.0, gt=0, description="real seconds per KPI bucket of the decision log")
+    flush_seconds: float = Field(1.0, gt=0, description="how often a replica adds its counters to the KPI table")
+    eval_seconds: float = Field(1.0, gt=0, description="how often the alert rules and rollback triggers run")
+    realtime_minutes: float = Field(5.0, gt=0, description="the 'real-time' window, in simulated minutes")
+    min_samples: int = Field(100, ge=1, description="answered decisions per arm before a trigger may fire")
+    z: float = Field(3.0, gt=0, description="one-sided z of the triggers' tests (3.0: 0.13 % false alarm per look)")
+    series_points: int = Field(120, ge=10, le=2000, description="points of the dashboard's time series")
+    shadow_queue: int = Field(1000, ge=1, description="shadow requests waiting for the challenger (more are dropped)")
 
 
 class AlertSettings(_Group):
@@ -327,6 +347,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     service: ServiceSettings = ServiceSettings()
     rollout: RolloutSettings = RolloutSettings()
+    monitor: MonitorSettings = MonitorSettings()
     alerts: AlertSettings = AlertSettings()
     privacy: PrivacySettings = PrivacySettings()
     model: ModelSettings = ModelSettings()

@@ -130,8 +130,8 @@ def _print(console: Console, s: dict[str, Any]) -> None:
         + s["out"]
         + "` proposes and explains one merchant's deals once trained; `aidg simulate-policy --data "
         + s["out"]
-        + "` runs the full policy arena; `aidg serve` serves the API (the demo ends by serving it); rollout arrives "
-        "with the next stage (see README)."
+        + "` runs the full policy arena; `aidg serve` serves the API and the dashboard at /dashboard (the demo ends "
+        "with a rollout story, then serves both)."
     )
 
 
@@ -224,13 +224,44 @@ def show_models(training: dict[str, Any], evaluation: dict[str, Any], console: C
     console.print(t)
 
 
+STORY_MONITOR = {"time_scale": 120.0, "bucket_seconds": 1.0, "eval_seconds": 0.5, "flush_seconds": 0.5}
+STORY_ROLLOUT = {"ramp_interval_hours": 1 / 3, "gate_min_decisions": 150}  # the memo's 48 h: 24 real minutes a step
+
+
+def story_settings(settings: Settings, tune: dict[str, Any] | None = None) -> tuple[Settings, str, str, str]:
+    """The story's versions (the existing system, AIDG's model, a sabotaged copy) and its accelerated settings:
+    simulated time ×120 (a 2-hour window is a real minute), a ramp step every 20 simulated minutes, and a decision
+    log of its own under ``AIDG_HOME/demo``."""
+    from aidg.monitor.challengers import register_variant
+    from aidg.registry import ModelRegistry
+
+    versions = ModelRegistry(settings).versions()
+    good = versions[-1] if settings.service.model_version == "latest" else settings.service.model_version
+    current = register_variant(settings, good, "current_system")
+    bad = register_variant(settings, good, "sabotaged")
+    db = settings.paths.home / "demo" / "decisions.sqlite"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    for f in db.parent.glob("decisions.sqlite*"):
+        f.unlink()
+    tune = tune or {}
+    s = settings.model_copy(update={
+        "database_url": f"sqlite:///{db}",
+        "monitor": settings.monitor.model_copy(update={**STORY_MONITOR, **tune.get("monitor", {})}),
+        "rollout": settings.rollout.model_copy(update={**STORY_ROLLOUT, **tune.get("rollout", {})}),
+        "service": settings.service.model_copy(update={"model_version": current}),
+    })  # fmt: skip
+    return s, current, good, bad
+
+
 def serve_demo(
     settings: Settings, data: Path, console: Console | None, port: int = 8000, seconds: float | None = None,
-    rate: float = 5.0,
+    rate: float = 5.0, story: bool = False, story_tune: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Serve the API on 127.0.0.1 with fresh API keys while a simulated client drives generate + feedback traffic.
 
-    Runs until Ctrl-C (or ``seconds``); returns the client's summary and the service's counters.
+    With ``story``, first tells the rollout story (:mod:`aidg.story`): the existing system as champion, AIDG's
+    model rolled out to full and promoted, then a bad model rolled back by the monitor. Then serves until Ctrl-C
+    (or ``seconds``); returns the client's summary, the service's counters and the story.
     """
     import secrets
     import threading
@@ -249,6 +280,17 @@ def serve_demo(
         raise DataError(f"port {port} on 127.0.0.1 is in use: stop what listens there or pass --port")
     world = load_world(data)
     say = console.print if console is not None else (lambda *a, **k: None)
+    told: dict[str, Any] | None = None
+    if story:
+        from aidg.story import Answers, tell
+
+        settings, current, good, bad = story_settings(settings, story_tune)
+        answers: Answers | None = Answers()
+        say(f"[bold]Rollout story[/]: champion v{current} is the existing system (each merchant's current deal); "
+            f"v{good} is AIDG; v{bad} is AIDG with its GP30 head sign-flipped. Simulated time runs "
+            f"{settings.monitor.time_scale:g}× (a 2-hour window: {7200 / settings.monitor.time_scale:g} s).")
+    else:
+        answers = None
     say("[bold]Serving[/]: loading the model and materialising every merchant's online features …")
     app_settings = settings.model_copy(update={"service": settings.service.model_copy(update={"data": data})})
     model = ServingModel(app_settings, data, settings.service.model_version)
@@ -272,8 +314,9 @@ def serve_demo(
         f"  try: curl -s -X POST {url}/v1/deals/generate -H 'X-API-Key: {mm}' -H 'content-type: application/json' "
         f'-d \'{{"merchant_id": "{merchants[0]}"}}\''
     )
+    say(f"Dashboard: [cyan]{url}/dashboard[/] (paste the admin key).")
     say(f"A simulated client now sends ~{rate:g} requests/s and the world's answers as feedback; Ctrl-C stops it.")
-    client = SimulatedClient(url, world, merchants, api_key=admin, rate=rate, seed=0)
+    client = SimulatedClient(url, world, merchants, api_key=admin, rate=rate, seed=0, on_answer=answers)
     engine = app.state.engine
 
     def report(s: dict[str, Any]) -> None:
@@ -285,22 +328,58 @@ def serve_demo(
             f"posterior v{engine.posterior_version}  errors {s['errors']}"
         )
 
+    kwargs = {"seconds": float("inf"), "report": report, "report_every_s": 15.0 if story else 5.0}
+    runner = threading.Thread(target=client.run, kwargs=kwargs, name="aidg-demo-client", daemon=True)
+    runner.start()
     try:
-        stats = client.run(seconds=seconds if seconds is not None else float("inf"), report=report)
+        if story and answers is not None:
+            t_story = time.monotonic()
+            told = tell(url, admin, answers, good, bad, say)
+            told["seconds"] = round(time.monotonic() - t_story, 1)
+            if told["error"]:
+                say(f"[red]The rollout story stopped after {told['seconds']:.0f} s:[/] {told['error']}")
+            say(f"[bold]Story told in {told['seconds']:.0f} s.[/] Timeline:")
+            for e in told["timeline"]:
+                extra = ", ".join(f"{k} {v}" for k, v in e.items() if k not in ("t_s", "event"))
+                say(f"  {e['t_s']:>6.1f} s  {e['event']}" + (f"  ({extra})" if extra else ""))
+            _story_kpis(told, say)
+            say(f"The dashboard stays up at [cyan]{url}/dashboard[/]; Ctrl-C stops the demo.")
+        end = time.monotonic() + (seconds if seconds is not None else float("inf"))
+        while time.monotonic() < end and runner.is_alive():
+            time.sleep(min(0.5, max(end - time.monotonic(), 0.01)))
     except KeyboardInterrupt:
-        stats = client.stats
+        pass
     finally:
         client.stop()
+        runner.join(15)
         server.should_exit = True
         thread.join(10)
+    stats = client.stats
     time.sleep(0.2)
     return {
         "url": url,
+        "story": told,
         **stats.summary(),
         "applied": engine.worker.applied if engine.worker else 0,
         "posterior_version": engine.posterior_version,
         "cache_hit_rate": round(engine.cache.stats.hit_rate, 4),
     }
+
+
+def _story_kpis(told: dict[str, Any], say: Any) -> None:
+    """The 2-hour window's KPIs per arm at the story's end."""
+    table = Table(title="KPIs per arm, last 2 simulated hours", show_lines=False)
+    for col in ("arm", "decisions", "GP30 proxy", "override rate", "conversion", "errors", "p95 ms"):
+        table.add_column(col, justify="right" if col != "arm" else "left")
+
+    def f(v: Any, pct: bool = False) -> str:
+        return "–" if v is None else (f"{v:.1%}" if pct else f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    for arm, st in told["windows"].items():
+        if st["decisions"] or st["errors"]:
+            table.add_row(arm, str(st["decisions"]), f(st["gp30_proxy"]), f(st["override_rate"], True),
+                          f(st["conversion"]), str(st["errors"]), f(st["latency_p95_ms"]))  # fmt: skip
+    say(table)
 
 
 def nested(d: dict[str, Any], *keys: str) -> float:

@@ -9,7 +9,9 @@ GraphModule). Tracking defaults to SQLite under ``AIDG_HOME``; set
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -52,6 +54,8 @@ class ModelRegistry:
 
     def _client(self) -> Any:
         with _quiet():
+            # its download progress bars would interleave with our own output (every served version loads one)
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             import mlflow
             import mlflow.pyfunc
 
@@ -135,6 +139,25 @@ class ModelRegistry:
         if not found:
             raise NotFoundError(f"model version {v} has no {WEIGHTS} artifact")
         return found[0]
+
+    def set_aliases(self, champion: str | None, challenger: str | None) -> None:
+        """Point the registry's ``champion`` and ``challenger`` aliases at these versions (None: remove)."""
+        with _quiet():
+            client = self._client().MlflowClient()
+            for alias, version in (("champion", champion), ("challenger", challenger)):
+                if version is not None:
+                    client.set_registered_model_alias(PROFILE_MODEL, alias, str(version))
+                else:
+                    with contextlib.suppress(Exception):  # no such alias: nothing to remove
+                        client.delete_registered_model_alias(PROFILE_MODEL, alias)
+
+    def alias(self, name: str) -> str | None:
+        """The version an alias points at, or None."""
+        with _quiet():
+            try:
+                return str(self._client().MlflowClient().get_model_version_by_alias(PROFILE_MODEL, name).version)
+            except Exception:
+                return None
 
     def load_profile(self, version: str = "latest") -> ProfileModel:
         return load_profile_model(self.weights_path(version))

@@ -38,6 +38,7 @@ class TrafficStats:
     overridden: int = 0
     chose_current: int = 0
     latency_ms: list[float] = field(default_factory=list)
+    arms: dict[str, int] = field(default_factory=dict)  # decisions per rollout arm
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.latency_ms[-2000:]) if self.latency_ms else np.zeros(1)
@@ -50,6 +51,7 @@ class TrafficStats:
             "current_deal_share": round(self.chose_current / max(self.decisions, 1), 3),
             "generate_p50_ms": round(float(np.percentile(lat, 50)), 2),
             "generate_p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "arms": dict(self.arms),
         }
 
 
@@ -66,6 +68,7 @@ class SimulatedClient:
         conversion_delay_s: float = 1.0,
         gp30_delay_s: float = 3.0,
         seed: int = 0,
+        on_answer: Callable[[dict[str, Any], float], None] | None = None,
     ) -> None:
         if not merchants:
             raise ValueError("the simulated client needs at least one merchant")
@@ -78,6 +81,7 @@ class SimulatedClient:
         k = np.arange(1, len(merchants) + 1)
         self.p = (1 / k) / (1 / k).sum()  # Zipf(1): a few merchants ask often, most rarely
         self.headers = {"X-API-Key": api_key} if api_key else {}
+        self.on_answer = on_answer  # every decision as it came back, with the time.monotonic() it arrived
         self.stats = TrafficStats()
         self._stop = threading.Event()
         self._later: list[tuple[float, int, dict[str, Any]]] = []
@@ -129,7 +133,11 @@ class SimulatedClient:
                     self.stats.errors += 1
                     continue
                 d = r.json()
+                if self.on_answer is not None:
+                    self.on_answer(d, time.monotonic())
                 self.stats.decisions += 1
+                arm = str(d.get("rollout_arm", "champion"))
+                self.stats.arms[arm] = self.stats.arms.get(arm, 0) + 1
                 self.stats.chose_current += d["chosen"]["type"] == "current"
                 for delay, event in self._outcome(merchant, d["chosen"]):
                     body = {"event_id": uuid.uuid4().hex, "decision_id": d["decision_id"], **event}

@@ -142,6 +142,7 @@ class RiskAwarePolicy:
         override_rate: float,
         current_phi: np.ndarray,
         current: Mapping[str, float],
+        explore: bool = True,
     ) -> Decision:
         """Choose for one request.
 
@@ -151,6 +152,8 @@ class RiskAwarePolicy:
             override_rate: the merchant's recent override rate (the guard's second clause).
             current: the scorer's predictions for the current system's deal (``score``, ``risk``, ``uplift``,
                 ``approval``, ``conversion``).
+            explore: False keeps ``explore`` variants out whatever the exploration share (a rollout's
+                personalization arm, or while an alert holds exploration back).
         """
         if decision_id in self._open:
             raise DataError(f"decision {decision_id!r} was already made: decision ids must be unique")
@@ -163,7 +166,7 @@ class RiskAwarePolicy:
         verdict = self.guard.check_arrays(cands.categories, cands.types, 1.0, override_rate, rel_uplift)
         refused = verdict.refused()
         allowed = verdict.allowed.copy()
-        if not self.exploration.allows_exploration(float(self.rng.random())):
+        if not (explore and self.exploration.allows_exploration(float(self.rng.random()))):
             allowed &= cands.types != "explore"
         b = float(current["score"])
         limit = self.settings.risk_threshold

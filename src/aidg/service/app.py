@@ -27,6 +27,7 @@ from aidg.service.engine import DealEngine
 from aidg.service.metrics import Metrics
 from aidg.service.model import ServingModel
 from aidg.service.responses import JSON
+from aidg.store.rollout_store import RolloutStore
 
 log = logging.getLogger("aidg.service")
 
@@ -110,17 +111,20 @@ class Observe:
 
 def create_app(settings: Settings, *, model: ServingModel | None = None, backends: Backends | None = None) -> FastAPI:
     """Build the service: the served version, its backends, the engine, routes, error handlers and metrics."""
-    from aidg.service.routes import deals, decisions, feedback, health, merchants
+    from aidg.service.routes import dashboard, deals, decisions, feedback, health, merchants, monitor, rollout
 
     data = settings.service.data or settings.paths.home / "demo" / "world"
+    owned = backends is None  # backends made here are closed at shutdown; a caller's stay the caller's
+    backends = backends or make_backends(settings)
     if model is None:
         if not Path(data).exists():
             raise DataError(f"no data folder to serve at {data}: pass --data DIR (or run `aidg demo` first)")
-        model = ServingModel(settings, Path(data), settings.service.model_version)
+        # the champion of an earlier rollout (kept in the decision log) serves, else the configured version
+        row = RolloutStore(backends.decisions).get()
+        version = row.champion if row is not None and row.champion else settings.service.model_version
+        model = ServingModel(settings, Path(data), version)
         if settings.service.compile:
             model.compile()
-    owned = backends is None  # backends made here are closed at shutdown; a caller's stay the caller's
-    backends = backends or make_backends(settings)
     engine = DealEngine(settings, model, backends)
     metrics = Metrics(engine)
 
@@ -142,7 +146,7 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
         default_response_class=JSON,
     )
     app.state.engine, app.state.metrics, app.state.api_keys = engine, metrics, settings.api_keys
-    for r in (deals, feedback, decisions, merchants, health):
+    for r in (deals, feedback, decisions, merchants, rollout, monitor, dashboard, health):
         app.include_router(r.router)
 
     app.add_middleware(Observe, metrics=metrics)

@@ -33,17 +33,26 @@ from aidg.config import Settings
 from aidg.errors import BackendUnavailableError, DataError, NotFoundError
 from aidg.features.context import FIELD_SCALE
 from aidg.features.merchant_view import MERCHANT_NAMES, SEVERITY_SCALE
-from aidg.policy.decider import CURRENT, Candidates, RiskAwarePolicy, predicted_parts
+from aidg.monitor.rollout import ACTIVE, RolloutController, View
+from aidg.policy.decider import RiskAwarePolicy, predicted_parts
+from aidg.registry import ModelRegistry
 from aidg.service.backends import Backends
-from aidg.service.model import Bundle, ServingModel, refreshed_bundles, unpack_bundle
+from aidg.service.model import ServingModel, refreshed_bundles
+from aidg.service.monitoring import ReplicaMonitor
+from aidg.service.serving import Served
 from aidg.store.cache import EmbeddingCache
 from aidg.store.decisions import DecisionRecord, RewardEvent
-from aidg.stream.rows import FeatureRow, bundle_key
+from aidg.store.rollout_store import RolloutStore
+from aidg.stream.rows import FeatureRow
 from aidg.stream.worker import StreamWorker, reward_message
 
 log = logging.getLogger("aidg.service")
 KIND_PART = {"approval": "approval", "override": "override", "conversion": "conversion", "gp30": "gp30_uplift"}
 TERMS = ("discount_pct", "price", "duration_days", "category_id", "focus")
+
+
+class DrillError(RuntimeError):
+    """A challenger request failed on purpose by a rollback drill (``drill_fault_rate``)."""
 
 
 def _round(v: float, n: int = 5) -> float:
@@ -53,44 +62,61 @@ def _round(v: float, n: int = 5) -> float:
 class DealEngine:
     """Everything a replica does per request (see the module docstring)."""
 
-    def __init__(self, settings: Settings, model: ServingModel, backends: Backends, arm: str = "full") -> None:
-        self.settings, self.model, self.backends, self.arm = settings, model, backends, arm
-        c = settings.cache
-        self.cache = EmbeddingCache(
-            backends.cache,
-            lambda keys: model.load_bundles(backends.online, keys),
-            ttl_s=c.ttl_seconds,
-            refresh_ahead_s=c.refresh_ahead_seconds,
-            keep_warm_s=c.keep_warm_hours * 3600,
-        )
-        self.policy = RiskAwarePolicy(
-            model.projector.dim, settings.bandit, settings.guard, settings.exploration, settings.reward,
-            seed=int.from_bytes(uuid.uuid4().bytes[:4], "little"),
+    def __init__(self, settings: Settings, model: ServingModel, backends: Backends) -> None:
+        self.settings, self.backends = settings, backends
+        self.champion = Served(settings, model, backends)
+        self.challenger: Served | None = None
+        registry = ModelRegistry(settings)
+        controller = RolloutController(
+            RolloutStore(backends.decisions), settings, model.version, aliases=registry.set_aliases,
+            versions=registry.versions,
         )  # fmt: skip
-        self.posterior_version = -1
-        self._lock = threading.Lock()  # the policy's state: decisions vs. the posterior reload
+        self.monitor = ReplicaMonitor(
+            settings, backends, controller, self._rollout_changed, lambda: self.champion, lambda: self.challenger
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._loading: set[str] = set()
+        self._rng = np.random.default_rng()
         self.worker: StreamWorker | None = None
-        self.counters = {"decisions": 0, "degraded": 0, "events_accepted": 0, "events_duplicate": 0}
+        self.counters = {"decisions": 0, "degraded": 0, "events_accepted": 0, "events_duplicate": 0,
+                         "challenger_errors": 0}  # fmt: skip
+
+    # the champion's parts, as the routes, metrics and tests read them
+    @property
+    def model(self) -> ServingModel:
+        return self.champion.model
+
+    @property
+    def cache(self) -> EmbeddingCache:
+        return self.champion.cache
+
+    @property
+    def policy(self) -> RiskAwarePolicy:
+        return self.champion.policy
+
+    @property
+    def posterior_version(self) -> int:
+        return self.champion.posterior_version
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, inline_worker: bool | None = None) -> None:
-        """Materialise features, start the posterior reloader, the cache refresher and (embedded) a stream worker."""
-        self.model.materialize(self.backends.online)
-        self.reload_posterior()
+        """Materialise features, start the posterior reloader, the cache refresher, the monitor and (embedded)
+        a stream worker."""
+        self.champion.start()
         # the model, tables and snapshot are long-lived: move them out of the collector's view, so its full
         # collections, triggered by the many small objects of each answer, do not walk them (tens of ms at p99)
         gc.collect()
         gc.freeze()
-        self.cache.start_refresher(self.settings.cache.refresh_interval_seconds)
         t = threading.Thread(target=self._reload_loop, name="aidg-posterior", daemon=True)
         t.start()
         self._threads.append(t)
+        self.monitor.start()
         if inline_worker if inline_worker is not None else self.backends.embedded_bus:
             self.worker = StreamWorker(
                 self.backends.bus, self.backends.decisions, self.backends.online, self.settings.stream,
                 self.settings.reward, consumer=f"inline-{uuid.uuid4().hex[:8]}", on_update=self.on_features_changed,
+                kpi_bucket_seconds=self.settings.monitor.bucket_seconds,
             )  # fmt: skip
             self.worker.start()
 
@@ -98,41 +124,82 @@ class DealEngine:
         self._stop.set()
         if self.worker is not None:
             self.worker.stop()
-        self.cache.stop()
+        self.monitor.stop()
+        for s in (self.champion, self.challenger):
+            if s is not None:
+                s.stop()
         for t in self._threads:
             t.join(2.0)
 
     def _reload_loop(self) -> None:
         while not self._stop.wait(self.settings.service.posterior_refresh_seconds):
-            try:
-                self.reload_posterior()
-            except Exception:  # the decision log is down: keep the posterior we have
-                log.warning("posterior reload failed", exc_info=True)
+            for s in (self.champion, self.challenger):
+                if s is None:
+                    continue
+                try:
+                    s.reload_posterior()
+                except Exception:  # the decision log is down: keep the posterior we have
+                    log.warning("posterior reload failed", exc_info=True)
 
     def reload_posterior(self) -> bool:
-        """Load the posterior the stream workers wrote, if it changed; True when it did."""
-        post = self.backends.decisions.posterior(self.model.posterior_name)
-        if post is None or post.version == self.posterior_version:
-            return False
-        with self._lock:
-            self.policy.bandit.set_posterior(post.A, post.b)
-            self.posterior_version = post.version
-        return True
+        """Load the champion's posterior the stream workers wrote, if it changed; True when it did."""
+        return self.champion.reload_posterior()
 
     def on_features_changed(self, row: FeatureRow, payload: dict[str, Any]) -> None:
         """The stream worker updated a merchant's features: patch the bundle the decision was cached under."""
-        patched = refreshed_bundles(self.backends.cache, row, payload)
-        if patched:
-            self.cache.put(patched)
+        for s in (self.champion, self.challenger):
+            if s is not None and payload.get("ns", s.ns) == s.ns:
+                patched = refreshed_bundles(self.backends.cache, row, payload)
+                if patched:
+                    s.cache.put(patched)
+
+    # -- the rollout ---------------------------------------------------------------------------
+    def _rollout_changed(self, view: View) -> None:
+        """A new rollout revision: swap in a promoted champion, load a new challenger (in the background)."""
+        row = view.row
+        if row.champion and row.champion != self.champion.version:
+            if self.challenger is not None and self.challenger.version == row.champion:
+                old, self.champion, self.challenger = self.champion, self.challenger, None
+                old.stop()
+                log.info("version %s is the champion now", row.champion)
+            else:
+                self._load(row.champion, champion=True)
+        want = row.challenger if row.state in ACTIVE else None
+        if want and (self.challenger is None or self.challenger.version != want):
+            self._load(want, champion=False)
+
+    def _load(self, version: str, champion: bool) -> None:
+        if version in self._loading:
+            return
+        self._loading.add(version)
+
+        def load() -> None:
+            try:
+                model = ServingModel(self.settings, self.champion.model.data, version)
+                if self.settings.service.compile:
+                    model.compile()
+                served = Served(self.settings, model, self.backends)
+                served.start()
+                if champion:
+                    old, self.champion = self.champion, served
+                    old.stop()
+                else:
+                    old_ch, self.challenger = self.challenger, served
+                    if old_ch is not None:
+                        old_ch.stop()
+                log.info("loaded version %s as the %s", version, "champion" if champion else "challenger")
+            except Exception:
+                log.exception("could not load model version %s", version)
+            finally:
+                self._loading.discard(version)
+
+        threading.Thread(target=load, name=f"aidg-load-v{version}", daemon=True).start()
+
+    def challenger_ready(self) -> bool:
+        row = self.monitor.view.row
+        return self.challenger is not None and self.challenger.version == row.challenger
 
     # -- generate ------------------------------------------------------------------------------
-    def bundle(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> Bundle:
-        try:
-            return unpack_bundle(self.cache.get(bundle_key(merchant_id, at.date(), n)))
-        except BackendUnavailableError as exc:
-            degraded.append(f"cache or online store unavailable, served from the model's snapshot: {exc}")
-            return self.model.bundle_from_snapshot(merchant_id, at, n)
-
     def generate(self, merchant_id: str, n_variants: int | None = None, as_of: str | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         n = n_variants or self.settings.bandit.n_candidates
@@ -142,42 +209,66 @@ class DealEngine:
         if merchant_id not in self.model.ctx.merchant_code.index:
             raise NotFoundError(f"unknown merchant {merchant_id!r}: it is not among the served data's merchants")
         degraded: list[str] = []
-        b = self.bundle(merchant_id, n, at, degraded)
-        t_features = time.perf_counter()
-        s = self.model.score(b, self.settings.explain.top_features)
-        n = b.n
-        cands = Candidates(
-            np.asarray(b.labels["type"][:n], dtype=object), np.asarray(b.labels["category_id"][:n], dtype=object),
-            s["score"][:n], s["risk"][:n], s["uplift"][:n], s["approval"][:n], s["conversion"][:n],
-            np.nan_to_num(b.terms["distance"][:n]),
-        )  # fmt: skip
-        current = {k: float(s[k][n]) for k in ("score", "risk", "uplift", "approval", "conversion")}
+        view = self.monitor.view
+        arm = view.arm_for(merchant_id, self.settings.rollout.hash_salt)
+        explore = not self.monitor.hold_exploration
         decision_id = uuid.uuid4().hex
-        with self._lock:
-            d = self.policy.decide(decision_id, cands, s["phi"][:n], b.override_rate, s["phi"][n], current)
-            self.policy.release(decision_id)
+        served, fallback, sc = self.champion, None, None
+        if arm != "champion":
+            ch = self.challenger
+            if ch is None or ch.version != view.row.challenger:
+                arm, fallback = "champion", "the challenger is still loading on this replica"
+            else:
+                try:
+                    if view.row.drill_fault_rate and self._rng.random() < view.row.drill_fault_rate:
+                        raise DrillError("rollback drill: this challenger request failed on purpose")
+                    sc = ch.decide(decision_id, merchant_id, n, at, degraded, explore=explore and arm == "explore")
+                    served = ch
+                except (NotFoundError, DataError):
+                    raise
+                except Exception as exc:  # the champion answers; the arm's error rate is what rolls it back
+                    self.monitor.recorder.add(f"{arm}/errors")
+                    self.counters["challenger_errors"] += 1
+                    level = logging.DEBUG if isinstance(exc, DrillError) else logging.WARNING
+                    log.log(level, "challenger %s failed for a request: %s", ch.version, exc)
+                    arm, fallback = "champion", f"the challenger failed ({exc}); the champion answered"
+        if sc is None:
+            try:
+                sc = self.champion.decide(decision_id, merchant_id, n, at, degraded, explore=explore)
+            except (NotFoundError, DataError):
+                raise
+            except Exception:
+                self.monitor.recorder.add("champion/errors")
+                raise
+        d = sc.decision
         t_policy = time.perf_counter()
-        played = n if d.index == CURRENT else d.index
+        s, b, n, played = sc.out, sc.bundle, sc.n, sc.played
         order = np.argsort(-s["score"][:n], kind="stable")
-        variants = self._variants(b, s, np.append(order, played), d.refused)
+        variants = served.variants(sc, np.append(order, played))
         chosen = variants.pop()
         response: dict[str, Any] = {
             "decision_id": decision_id,
             "merchant_id": merchant_id,
             "as_of": str(at.date()),
             "n_variants": n,
-            "model_version": self.model.version,
-            "rollout_arm": self.arm,
+            "model_version": served.version,
+            "rollout_arm": arm,
+            "rollout_state": view.state,
             "chosen": chosen,
             "propensity": _round(d.pscore, 6),
             "why_current": d.why_current or None,
             "variants": variants,
         }
-        row = {k: float(s[k][played]) for k in ("score", "risk", "uplift", "approval", "conversion")}
+        if fallback:
+            response["fallback"] = fallback
+        row, base = sc.row(played), sc.row(n)
+        current_margin = 1.0 - float(b.terms["discount_pct"][n])  # the GP30 proxy's normaliser (monitor.kpis)
         rec = DecisionRecord(
-            decision_id, merchant_id, datetime.now(UTC), self.model.version, self.arm,
+            decision_id, merchant_id, datetime.now(UTC), served.version, arm,
             {k: chosen[k] for k in ("variant", *TERMS, "type")}, float(d.pscore), np.asarray(s["phi"][played], float),
-            row["score"], predicted_parts(row), {**response, "posterior": self.model.posterior_name},
+            row["score"], predicted_parts(row),
+            {**response, "posterior": served.model.posterior_name, "ns": served.ns, "current_margin": current_margin,
+             "proxy_baseline": base["approval"] * base["conversion"], "override_expected": float(b.override_rate)},
         )  # fmt: skip
         self.backends.decisions.record(rec)  # a decision that is not logged cannot learn: its failure is a 503
         try:
@@ -187,57 +278,22 @@ class DealEngine:
             )
         except BackendUnavailableError as exc:
             degraded.append(f"event bus unavailable: {exc}")
+        if view.state == "shadow" and self.challenger_ready():
+            self.monitor.shadow(decision_id, merchant_id, n, at, played, np.array(s["score"][: n + 1], float))
         self.counters["decisions"] += 1
         self.counters["degraded"] += bool(degraded)
         t1 = time.perf_counter()
+        self.monitor.recorder.decision(arm, t1 - t0, float(chosen["risk"]), chosen["type"] == "explore",
+                                       (merchant_id, chosen["variant"]), sc.row(n))  # fmt: skip
         response["degraded"] = bool(degraded)
         response["degraded_reasons"] = degraded
         response["timing_ms"] = {
-            "features": _round((t_features - t0) * 1e3, 3),
-            "score_and_decide": _round((t_policy - t_features) * 1e3, 3),
+            "features": _round(sc.features_s * 1e3, 3),
+            "score_and_decide": _round((t_policy - t0 - sc.features_s) * 1e3, 3),
             "log_and_publish": _round((t1 - t_policy) * 1e3, 3),
             "total": _round((t1 - t0) * 1e3, 3),
         }
         return response
-
-    def _variants(self, b: Bundle, s: dict[str, np.ndarray], idx: np.ndarray, refused: dict[int, str]) -> list[Any]:
-        """The response rows of variants ``idx`` (vectorised rounding; one dict per variant)."""
-        t, lab = b.terms, b.labels
-        col = {
-            "variant": t["variant"][idx].astype(int).tolist(),
-            "discount_pct": np.round(t["discount_pct"][idx], 4).tolist(),
-            "price": np.round(t["price"][idx], 2).tolist(),
-            "duration_days": t["duration_days"][idx].astype(int).tolist(),
-            **{k: np.round(s[k][idx], 5).tolist() for k in ("score", "uplift", "approval", "conversion", "risk")},
-        }
-        names, values = self.model.token_names, self.model.token_values(b)
-        top_i, top_w = s["top_index"][idx].tolist(), np.round(s["top_weight"][idx], 4).tolist()
-        out = []
-        for k, i in enumerate(idx.tolist()):
-            v: dict[str, Any] = {
-                "variant": col["variant"][k],
-                "discount_pct": col["discount_pct"][k],
-                "price": col["price"][k],
-                "duration_days": col["duration_days"][k],
-                "category_id": lab["category_id"][i],
-                "focus": lab["focus"][i],
-                "type": lab["type"][i],
-                "score": col["score"][k],
-                "components": {
-                    "gp30_uplift": col["uplift"][k],
-                    "approval": col["approval"][k],
-                    "conversion": col["conversion"][k],
-                },
-                "risk": col["risk"][k],
-                "top_features": [
-                    {"feature": names[j], "value": values[j], "weight": w}
-                    for j, w in zip(top_i[k], top_w[k], strict=True)
-                ],
-            }
-            if i in refused:
-                v["refused"] = refused[i]
-            out.append(v)
-        return out
 
     # -- feedback ------------------------------------------------------------------------------
     def feedback(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, str]], bool]:
@@ -302,6 +358,8 @@ class DealEngine:
             "merchant_id": rec.merchant_id,
             "model_version": rec.model_version,
             "chosen": p["chosen"],
+            "variants": [{k: v.get(k) for k in ("variant", "type", *TERMS, "score", "risk", "components")}
+                         for v in p["variants"]],  # best first, as served
             "attention_top5": {str(v["variant"]): v["top_features"] for v in p["variants"]},
             "attributions": ex["attributions"],
             "similar_merchants": ex["similar_merchants"],
@@ -318,7 +376,7 @@ class DealEngine:
     def profile(self, merchant_id: str, embedding: bool = False) -> dict[str, Any]:
         degraded = False
         try:
-            raw = self.backends.online.read([merchant_id])[0]
+            raw = self.backends.online.read([self.champion.ns + merchant_id])[0]
             row = FeatureRow.from_bytes(raw) if raw is not None else None
         except BackendUnavailableError:
             degraded, row = True, None

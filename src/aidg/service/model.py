@@ -134,7 +134,7 @@ def refreshed_bundles(cache: CacheBackend, row: FeatureRow, payload: dict[str, A
     at, n = payload.get("as_of"), payload.get("n_variants")
     if at is None or n is None:
         return {}
-    key = bundle_key(row.merchant_id, at, int(n))
+    key = str(payload.get("ns", "")) + bundle_key(row.merchant_id, at, int(n))
     raw = cache.get_many([key])[0]
     return {key: patched_bundle(raw, row)} if raw is not None else {}
 
@@ -149,7 +149,7 @@ class ServingModel:
         if not versions:
             raise NotFoundError("no trained model yet: run `aidg train --data DIR` (or `aidg demo`) first")
         self.version = versions[-1] if version == "latest" else version
-        self.settings = settings
+        self.settings, self.data = settings, Path(data)
         weights = registry.weights_path(self.version)
         pm = load_profile_model(weights)
         self.explainer: Explainer = load_explainer(pm, settings)
@@ -173,12 +173,18 @@ class ServingModel:
         h.update(f"{self.as_of}|{'|'.join(map(str, self.ctx.merchant_ids))}".encode())
         self.fingerprint = h.hexdigest()
         self.posterior_name = f"risk_aware_ts/v{self.version}-{self.fingerprint}"
+        # online rows and cached bundles of this version live under their own key prefix, so a champion and a
+        # challenger share one Redis; "current": the existing system (always the merchant's current deal)
+        self.namespace = f"v{self.version}/"
+        self.serving_policy = str(pm.meta.get("serving_policy", "risk_aware_ts"))
 
     # -- start-up ------------------------------------------------------------------------------
     def _snapshot(self, pm: Any, data: Path) -> Snapshot:
         """Every merchant's scorer inputs at the as-of date, computed once per (version, data) and kept on disk."""
         tag = hashlib.blake2b(str(Path(data).resolve()).encode(), digest_size=6).hexdigest()
-        path = self.settings.paths.cache / f"snapshot-v{self.version}-{tag}.bin"
+        # a derived version (monitor.challengers) keeps its base's encoders, hence its base's snapshot
+        encoders = str((pm.meta.get("derived") or {}).get("base_version", self.version))
+        path = self.settings.paths.cache / f"snapshot-v{encoders}-{tag}.bin"
         if path.exists():
             try:
                 meta, a = unpack_arrays(path.read_bytes())
@@ -221,12 +227,13 @@ class ServingModel:
 
     def materialize(self, store: OnlineStore, batch: int = 500) -> int:
         """Write every merchant's feature row to the online store (skipped when this version is already there)."""
-        marker = f"__materialized__/{self.fingerprint}"
+        ns = self.namespace
+        marker = f"__materialized__/{ns}{self.fingerprint}"
         if store.read([marker])[0] is not None:
             return 0
         ids = list(self.ctx.merchant_ids)
         for i in range(0, len(ids), batch):
-            store.write({m: self.feature_row(m).to_bytes() for m in ids[i : i + batch]})
+            store.write({ns + m: self.feature_row(m).to_bytes() for m in ids[i : i + batch]})
         store.write({marker: b"1"})
         return len(ids)
 

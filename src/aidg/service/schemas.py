@@ -114,7 +114,9 @@ class GenerateResponse(BaseModel):
     as_of: str
     n_variants: int
     model_version: str
-    rollout_arm: str
+    rollout_arm: str = Field(description="champion, challenger (new personalization) or explore (docs/rollout.md)")
+    rollout_state: str = Field(description="idle, shadow, ab, ramp, full or rolled_back")
+    fallback: str | None = Field(None, description="why the champion answered a challenger arm's request")
     chosen: Variant
     propensity: float
     why_current: str | None
@@ -130,6 +132,17 @@ class ErrorResponse(BaseModel):
     detail: Any = None
 
 
+
+class RolloutRequest(_Request):
+    """Body of ``POST /v1/rollout/{action}``: why (recorded with who and when), and the action's options."""
+
+    reason: str = Field("", max_length=2000, description="why: kept in the rollout's transition log")
+    challenger: str | None = Field(None, min_length=1, max_length=64, description="start: the version to roll out")
+    force: bool = Field(False, description="advance: past a refusing promotion gate (recorded as forced)")
+    drill_fault_rate: float = Field(
+        0.0, ge=0, le=0.5, description="start: a rollback drill, failing this share of the challenger's requests"
+    )
+
 __all__ = [
     "EditedTerms",
     "ErrorResponse",
@@ -139,5 +152,6 @@ __all__ = [
     "FeedbackResponse",
     "GenerateRequest",
     "GenerateResponse",
+    "RolloutRequest",
     "Variant",
 ]

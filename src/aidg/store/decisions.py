@@ -30,6 +30,7 @@ from aidg.store.decisions_schema import (
     KPIS,
     PARTS,
     POSTERIORS,
+    SHADOW,
     DecisionRecord,
     Posterior,
     RewardEvent,
@@ -211,6 +212,7 @@ class DecisionLog:
         ids = select(DECISIONS.c.decision_id).where(DECISIONS.c.merchant_id == merchant_id)
         with self._session(write=True) as conn:
             removed = conn.execute(delete(EVENTS).where(EVENTS.c.decision_id.in_(ids))).rowcount
+            removed += conn.execute(delete(SHADOW).where(SHADOW.c.decision_id.in_(ids))).rowcount
             removed += conn.execute(delete(DECISIONS).where(DECISIONS.c.merchant_id == merchant_id)).rowcount
         return int(removed)
 

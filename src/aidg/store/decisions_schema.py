@@ -7,6 +7,8 @@ a PostgreSQL schema with ``schema_translate_map``. Four tables:
 * ``aidg_events``: reward events; ``applied_at`` is NULL until a worker has folded the event into the posterior.
 * ``aidg_posteriors``: the bandit posteriors ``(A, b)`` by name, with a version bumped by every save.
 * ``aidg_kpis``: ``(bucket, name) -> (count, total)`` aggregates the monitor reads.
+* ``aidg_rollout`` (one row per rollout name), ``aidg_rollout_log`` (every transition: who, when, why) and
+  ``aidg_shadow`` (the challenger's choice and reward estimates for a logged decision, for the promotion gate).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -43,6 +46,9 @@ __all__ = [
     "KPIS",
     "PARTS",
     "POSTERIORS",
+    "ROLLOUT",
+    "ROLLOUT_LOG",
+    "SHADOW",
     "Array",
     "DecisionRecord",
     "Posterior",
@@ -248,4 +254,49 @@ KPIS = Table(
     Column("name", String(128), primary_key=True),
     Column("count", Integer(), nullable=False),
     Column("total", Float(), nullable=False),
+)
+
+ROLLOUT = Table(
+    "aidg_rollout",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("state", String(32), nullable=False),
+    Column("champion", String(64), nullable=True),
+    Column("challenger", String(64), nullable=True),
+    Column("step", Integer(), nullable=False),
+    Column("paused", Boolean(), nullable=False),
+    Column("revision", Integer(), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("step_started_at", UTCDateTime(), nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("gate", JSON(), nullable=True),
+    Column("drill_fault_rate", Float(), nullable=False),  # a rollback drill: challenger requests failed on purpose
+)
+
+ROLLOUT_LOG = Table(
+    "aidg_rollout_log",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("from_state", String(32), nullable=False),
+    Column("to_state", String(32), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", String(2000), nullable=False),
+    Column("detail", JSON(), nullable=False),
+    Index("ix_aidg_rollout_log_name", "name", "id"),
+)
+
+SHADOW = Table(
+    "aidg_shadow",
+    metadata,
+    Column("decision_id", String(128), primary_key=True),
+    Column("challenger", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("choice", Integer(), nullable=False),  # the challenger's pick (n: the current deal)
+    Column("logged", Integer(), nullable=False),  # what the champion played, same indexing
+    Column("n", Integer(), nullable=False),
+    Column("estimates", LargeBinary(), nullable=False),  # (n + 1,) the challenger's predicted reward of each
+    Index("ix_aidg_shadow_challenger", "challenger", "created_at"),
 )

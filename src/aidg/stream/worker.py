@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from aidg.config import RewardSettings, StreamSettings
+from aidg.monitor.kpis import bucket_of, feedback_kpis, split_uncounted
 from aidg.policy.bandit import join_part
 from aidg.store.decisions import DecisionLog, DecisionRecord, RewardEvent
 from aidg.store.online import OnlineStore
@@ -87,8 +88,10 @@ class StreamWorker:
         reward: RewardSettings,
         consumer: str = "worker-1",
         on_update: Callable[[FeatureRow, dict[str, Any]], None] | None = None,
+        kpi_bucket_seconds: float = 60.0,
     ) -> None:
         self.bus, self.log, self.online = bus, decisions, online
+        self.kpi_bucket_seconds = kpi_bucket_seconds
         self.settings, self.reward, self.consumer = settings, reward, consumer
         self.on_update = on_update
         self.applied = 0
@@ -147,10 +150,14 @@ class StreamWorker:
                         A += np.outer(rec.phi, rec.phi)
                     b += rec.phi * delta
                 tx.save_posterior(name, A, b)
-            minute = datetime.now(UTC).replace(second=0, microsecond=0)
+            bucket = bucket_of(datetime.now(UTC), self.kpi_bucket_seconds)
             for e in claimed:
-                tx.add_kpi(minute, e.part, e.value)
-                done.append((e, recs[e.decision_id]))
+                rec = recs[e.decision_id]
+                for name, count, total in split_uncounted(
+                    feedback_kpis(rec.arm, rec.merchant_id, rec.payload, e.part, e.value)
+                ):
+                    tx.add_kpi(bucket, name, total, count)
+                done.append((e, rec))
         self.applied += len(done)
         return done
 
@@ -162,21 +169,27 @@ class StreamWorker:
                 by_merchant[rec.merchant_id].append((e, rec))
         if not by_merchant:
             return
-        ids = sorted(by_merchant)
-        raw = self.online.read(ids)
+        # a row lives under its model version's namespace (the decision's payload says which)
+        keys = sorted({str(rec.payload.get("ns", "")) + mid for mid, items in by_merchant.items() for _, rec in items})
+        owner = {str(rec.payload.get("ns", "")) + mid: mid for mid, items in by_merchant.items() for _, rec in items}
+        raw = self.online.read(keys)
         out: dict[str, FeatureRow] = {}
-        for mid, data in zip(ids, raw, strict=True):
+        for key, data in zip(keys, raw, strict=True):
             if data is None:
                 continue
             row = FeatureRow.from_bytes(data)
-            if row.apply((e.part, e.value) for e, _ in by_merchant[mid]):
-                out[mid] = row
+            mid = owner[key]
+            items = [(e, rec) for e, rec in by_merchant[mid] if str(rec.payload.get("ns", "")) + mid == key]
+            if row.apply((e.part, e.value) for e, _ in items):
+                out[key] = row
         if out:
-            self.online.write({m: r.to_bytes() for m, r in out.items()})
+            self.online.write({k: r.to_bytes() for k, r in out.items()})
         if self.on_update is not None:
-            for mid, row in out.items():
+            for key, row in out.items():
+                mid = owner[key]
                 for rec in {rec.decision_id: rec for _, rec in by_merchant[mid]}.values():
-                    self.on_update(row, rec.payload)
+                    if str(rec.payload.get("ns", "")) + mid == key:
+                        self.on_update(row, rec.payload)
 
     # -- the outbox ----------------------------------------------------------------------------
     def republish(self, older_than_s: float = 30.0, limit: int = 1000) -> int:

@@ -14,6 +14,16 @@ router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 WHAT_IF_TERMS = ("discount_pct", "price", "duration_days", "category_id")
 
 
+@router.get("", responses={401: {"model": ErrorResponse}})
+def recent_decisions(
+    engine: EngineDep, caller: CallerDep, limit: int = Query(20, ge=1, le=200, description="how many, newest first")
+) -> JSON:
+    """The newest decisions (an ``mm`` key sees only its merchants): id, merchant, time, arm, version, type, score,
+    risk."""
+    merchants = caller.merchants if caller is not None and caller.role == "mm" else None
+    return JSON({"decisions": engine.monitor.store.recent_decisions(limit, merchants)})
+
+
 @router.get("/{decision_id}/explanation", responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
 async def explain_decision(
     decision_id: str,

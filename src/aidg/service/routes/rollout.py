@@ -1,0 +1,54 @@
+"""``/v1/rollout`` (admin): the rollout's state, and start / advance / pause / resume / promote / rollback."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException
+
+from aidg.service.deps import CallerDep, EngineDep, require_admin
+from aidg.service.responses import JSON
+from aidg.service.schemas import ErrorResponse, RolloutRequest
+
+router = APIRouter(prefix="/v1/rollout", tags=["rollout"])
+Action = Literal["start", "advance", "pause", "resume", "promote", "rollback"]
+
+
+def _actor(caller: object) -> str:
+    return "admin" if caller is not None else "admin (service without keys)"
+
+
+@router.get("", responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
+def rollout_state(engine: EngineDep, caller: CallerDep) -> JSON:
+    """The rollout: state, versions, arms' shares, gate verdict, transitions (newest first)."""
+    require_admin(caller)
+    c = engine.monitor.controller
+    c.reload()
+    return JSON({**c.to_dict(), "challenger_loaded": engine.challenger_ready()})
+
+
+@router.post(
+    "/{action}",
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+               409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)  # fmt: skip
+def rollout_action(action: Action, body: RolloutRequest, engine: EngineDep, caller: CallerDep) -> JSON:
+    """Change the rollout; 409 says why the state does not allow it (or by how much the gate refused)."""
+    require_admin(caller)
+    c, who, why = engine.monitor.controller, _actor(caller), body.reason.strip()
+    if action == "start":
+        if not body.challenger:
+            raise HTTPException(422, "challenger: start needs the version to roll out, e.g. {\"challenger\": \"2\"}")
+        c.start(body.challenger, who, why or f"start version {body.challenger}", body.drill_fault_rate)
+    elif action == "advance":
+        c.advance(who, why, force=body.force, gate=engine.monitor.gate)
+    elif action == "pause":
+        c.pause(who, why)
+    elif action == "resume":
+        c.resume(who, why)
+    elif action == "promote":
+        c.promote(who, why)
+    else:
+        c.rollback(who, why or "admin rollback")
+    engine.monitor.changed()
+    return JSON({**c.to_dict(), "challenger_loaded": engine.challenger_ready()})

@@ -1,0 +1,171 @@
+"""One model version as a replica serves it: its embedding cache, its policy and posterior, one decision.
+
+A replica holds one :class:`Served` for the champion and, during a rollout,
+one for the challenger. Each has its own key prefix in the online store and
+the cache (``v<version>/``), its own posterior (named by version and
+fingerprint) and its own :class:`~aidg.policy.decider.RiskAwarePolicy`. A
+version whose ``serving_policy`` is ``current`` is the existing system: it
+scores and explains, then plays the merchant's current deal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aidg.config import Settings
+from aidg.errors import BackendUnavailableError
+from aidg.policy.decider import CURRENT, Candidates, Decision, RiskAwarePolicy
+from aidg.service.backends import Backends
+from aidg.service.model import Bundle, ServingModel, unpack_bundle
+from aidg.store.cache import EmbeddingCache
+from aidg.stream.rows import bundle_key
+
+log = logging.getLogger("aidg.service")
+
+
+@dataclass
+class Scored:
+    """A bundle, the scorer's outputs, the policy's decision and the index played (n: the current deal)."""
+
+    bundle: Bundle
+    out: dict[str, np.ndarray]
+    decision: Decision
+    played: int
+    features_s: float = 0.0  # time spent reading the bundle
+
+    @property
+    def n(self) -> int:
+        return self.bundle.n
+
+    def row(self, i: int) -> dict[str, float]:
+        return {k: float(self.out[k][i]) for k in ("score", "risk", "uplift", "approval", "conversion")}
+
+
+class Served:
+    """A version's serving state in this replica (module docstring)."""
+
+    def __init__(self, settings: Settings, model: ServingModel, backends: Backends) -> None:
+        self.settings, self.model, self.backends = settings, model, backends
+        self.ns = model.namespace
+        c = settings.cache
+        self.cache = EmbeddingCache(
+            backends.cache,
+            lambda keys: model.load_bundles(backends.online, keys),
+            ttl_s=c.ttl_seconds,
+            refresh_ahead_s=c.refresh_ahead_seconds,
+            keep_warm_s=c.keep_warm_hours * 3600,
+        )
+        self.policy = RiskAwarePolicy(
+            model.projector.dim, settings.bandit, settings.guard, settings.exploration, settings.reward,
+            seed=int.from_bytes(uuid.uuid4().bytes[:4], "little"),
+        )  # fmt: skip
+        self.current_only = model.serving_policy == "current"
+        self.posterior_version = -1
+        self.lock = threading.Lock()  # the policy's state: decisions vs. the posterior reload
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def start(self) -> None:
+        self.model.materialize(self.backends.online)
+        self.reload_posterior()
+        self.cache.start_refresher(self.settings.cache.refresh_interval_seconds)
+
+    def stop(self) -> None:
+        self.cache.stop()
+
+    def reload_posterior(self) -> bool:
+        """Load the posterior the stream workers wrote, if it changed; True when it did."""
+        post = self.backends.decisions.posterior(self.model.posterior_name)
+        if post is None or post.version == self.posterior_version:
+            return False
+        with self.lock:
+            self.policy.bandit.set_posterior(post.A, post.b)
+            self.posterior_version = post.version
+        return True
+
+    def bundle(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> Bundle:
+        try:
+            return unpack_bundle(self.cache.get(self.ns + bundle_key(merchant_id, at.date(), n)))
+        except BackendUnavailableError as exc:
+            degraded.append(f"cache or online store unavailable, served from the model's snapshot: {exc}")
+            return self.model.bundle_from_snapshot(merchant_id, at, n)
+
+    def decide(
+        self, decision_id: str, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str], explore: bool = True,
+    ) -> Scored:  # fmt: skip
+        """Score the merchant's variants and choose (the policy forgets the decision: workers learn from it)."""
+        t0 = time.perf_counter()
+        b = self.bundle(merchant_id, n, at, degraded)
+        t_features = time.perf_counter() - t0
+        s = self.model.score(b, self.settings.explain.top_features)
+        n = b.n
+        if not np.isfinite(s["score"][: n + 1]).all():
+            raise ValueError(f"model version {self.version} scored merchant {merchant_id!r} as NaN")
+        cands = Candidates(
+            np.asarray(b.labels["type"][:n], dtype=object), np.asarray(b.labels["category_id"][:n], dtype=object),
+            s["score"][:n], s["risk"][:n], s["uplift"][:n], s["approval"][:n], s["conversion"][:n],
+            np.nan_to_num(b.terms["distance"][:n]),
+        )  # fmt: skip
+        current = {k: float(s[k][n]) for k in ("score", "risk", "uplift", "approval", "conversion")}
+        if self.current_only:
+            why = "the existing system plays the merchant's current deal"
+            d = Decision(CURRENT, 1.0, "current", {}, why, float("nan"))
+        else:
+            with self.lock:
+                d = self.policy.decide(decision_id, cands, s["phi"][:n], b.override_rate, s["phi"][n], current,
+                                       explore=explore)  # fmt: skip
+                self.policy.release(decision_id)
+        return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features)
+
+    def variants(self, sc: Scored, idx: np.ndarray) -> list[dict[str, Any]]:
+        """The response rows of variants ``idx`` (vectorised rounding; one dict per variant)."""
+        b, s, refused = sc.bundle, sc.out, sc.decision.refused
+        t, lab = b.terms, b.labels
+        col = {
+            "variant": t["variant"][idx].astype(int).tolist(),
+            "discount_pct": np.round(t["discount_pct"][idx], 4).tolist(),
+            "price": np.round(t["price"][idx], 2).tolist(),
+            "duration_days": t["duration_days"][idx].astype(int).tolist(),
+            **{k: np.round(s[k][idx], 5).tolist() for k in ("score", "uplift", "approval", "conversion", "risk")},
+        }
+        names, values = self.model.token_names, self.model.token_values(b)
+        top_i, top_w = s["top_index"][idx].tolist(), np.round(s["top_weight"][idx], 4).tolist()
+        out = []
+        for k, i in enumerate(idx.tolist()):
+            v: dict[str, Any] = {
+                "variant": col["variant"][k],
+                "discount_pct": col["discount_pct"][k],
+                "price": col["price"][k],
+                "duration_days": col["duration_days"][k],
+                "category_id": lab["category_id"][i],
+                "focus": lab["focus"][i],
+                "type": lab["type"][i],
+                "score": col["score"][k],
+                "components": {
+                    "gp30_uplift": col["uplift"][k],
+                    "approval": col["approval"][k],
+                    "conversion": col["conversion"][k],
+                },
+                "risk": col["risk"][k],
+                "top_features": [
+                    {"feature": names[j], "value": values[j], "weight": w}
+                    for j, w in zip(top_i[k], top_w[k], strict=True)
+                ],
+            }
+            if i in refused:
+                v["refused"] = refused[i]
+            out.append(v)
+        return out
+
+
+__all__ = ["Scored", "Served"]
