@@ -132,6 +132,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--home", type=Path, help="AIDG_HOME with a trained version (default: train a tiny world)")
     p.add_argument("--data", type=Path, help="the world the home was trained on")
+    p.add_argument("--version", help="the champion (default: the registry's champion alias, else the latest)")
     p.add_argument("--trials", type=int, default=20, help="faulty trials (and as many healthy ones)")
     p.add_argument("--fault-rate", type=float, default=0.10, help="share of the faulty challenger's requests failing")
     p.add_argument("--trial-seconds", type=float, default=15.0, help="how long a healthy trial runs")
@@ -151,7 +152,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="aidg-bench-rollout-") as tmp:
             home, data = (a.home, a.data) if a.home and a.data else _tiny_home(Path(tmp))
             settings = Settings(home=home)
-            champion = ModelRegistry(settings).versions()[-1] if ModelRegistry(settings).versions() else None
+            registry = ModelRegistry(settings)
+            versions = registry.versions()
+            champion = a.version or registry.alias("champion") or (versions[-1] if versions else None)
             if champion is None:
                 raise BenchError(f"no trained version under {home}: run `aidg train --data DIR` first")
             challenger = register_variant(settings, champion, "copy")

@@ -176,7 +176,11 @@ class ReplicaMonitor:
                         **detail, "committed_at": done.isoformat(),
                         "trigger_to_committed_s": round((done - detected).total_seconds() + time.monotonic() - t0, 3),
                     }  # fmt: skip
-                    log.warning("auto-rollback of version %s: %s", row.challenger, why)
+                    log.warning(
+                        "auto-rollback of version %s: %s; committed %.3f s after the trigger, every replica on the "
+                        "champion within %.1f s more", row.challenger, why,
+                        self.last_rollback["trigger_to_committed_s"], self.settings.rollout.reload_seconds,
+                    )  # fmt: skip
                     self.changed()
                 except Exception:  # another replica rolled it back first
                     self.reload()
