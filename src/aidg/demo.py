@@ -369,7 +369,8 @@ def serve_demo(
 def _story_kpis(told: dict[str, Any], say: Any) -> None:
     """The 2-hour window's KPIs per arm at the story's end."""
     table = Table(title="KPIs per arm, last 2 simulated hours", show_lines=False)
-    for col in ("arm", "decisions", "GP30 proxy", "override rate", "conversion", "errors", "p95 ms"):
+    for col in ("arm", "decisions", "GP30 proxy (1 = current deal)", "override rate", "conversion", "errors",
+                "p95 ms"):  # fmt: skip
         table.add_column(col, justify="right" if col != "arm" else "left")
 
     def f(v: Any, pct: bool = False) -> str:
@@ -378,7 +379,8 @@ def _story_kpis(told: dict[str, Any], say: Any) -> None:
     for arm, st in told["windows"].items():
         if st["decisions"] or st["errors"]:
             table.add_row(arm, str(st["decisions"]), f(st["gp30_proxy"]), f(st["override_rate"], True),
-                          f(st["conversion"]), str(st["errors"]), f(st["latency_p95_ms"]))  # fmt: skip
+                          f(st["conversion"]), str(st["errors"]),
+                          "–" if st["latency_p95_ms"] is None else f"≤ {st['latency_p95_ms']:.0f}")  # fmt: skip
     say(table)
 
 

@@ -135,6 +135,9 @@ def test_promotion_makes_the_challenger_the_champion(client: TestClient, challen
     _act(client, "advance", force=True)
     st = _act(client, "promote")
     assert (st["state"], st["champion"], st["challenger"]) == ("idle", challenger, None)
+    who = st["transitions"][0]["actor"]
+    assert who.startswith("admin key #") and ADMIN not in who  # who, without the secret
+    assert st["transitions"][0]["reason"] == "test promote"
     answers = _traffic(client, _merchants(client), 20, feedback=False)
     assert {(a["model_version"], a["rollout_arm"]) for a in answers} == {(challenger, "champion")}
     recent = client.get("/v1/decisions?limit=5").json()["decisions"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
 from aidg.service.deps import CallerDep, EngineDep, require_admin
 from aidg.service.responses import JSON
@@ -14,8 +15,12 @@ router = APIRouter(prefix="/v1/rollout", tags=["rollout"])
 Action = Literal["start", "advance", "pause", "resume", "promote", "rollback"]
 
 
-def _actor(caller: object) -> str:
-    return "admin" if caller is not None else "admin (service without keys)"
+def _actor(request: Request, caller: object) -> str:
+    """Who, for the transition log: the admin key by a short hash of it (never the key itself)."""
+    if caller is None:
+        return "admin (service without keys)"
+    key = request.headers.get("x-api-key", "")
+    return f"admin key #{hashlib.blake2b(key.encode(), digest_size=4).hexdigest()}"
 
 
 @router.get("", responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
@@ -32,10 +37,12 @@ def rollout_state(engine: EngineDep, caller: CallerDep) -> JSON:
     responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
                409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )  # fmt: skip
-def rollout_action(action: Action, body: RolloutRequest, engine: EngineDep, caller: CallerDep) -> JSON:
+def rollout_action(
+    action: Action, body: RolloutRequest, request: Request, engine: EngineDep, caller: CallerDep
+) -> JSON:
     """Change the rollout; 409 says why the state does not allow it (or by how much the gate refused)."""
     require_admin(caller)
-    c, who, why = engine.monitor.controller, _actor(caller), body.reason.strip()
+    c, who, why = engine.monitor.controller, _actor(request, caller), body.reason.strip()
     if action == "start":
         if not body.challenger:
             raise HTTPException(422, "challenger: start needs the version to roll out, e.g. {\"challenger\": \"2\"}")
