@@ -455,7 +455,8 @@ def serve(
     os.environ["AIDG_SERVICE__COMPILE"] = "true" if compile_ else "false"
     n = workers or os.cpu_count() or 1
     backends = f"store {'redis' if s.redis_url else 'in-process'}, log {'server' if s.database_url else 'SQLite'}"
-    err.print(f"AIDG serving version {version} on http://{host}:{port} ({n} workers; {backends}); docs at /docs")
+    err.print(f"AIDG serving version {version} (or the champion of a rollout in the decision log) on "
+              f"http://{host}:{port} ({n} workers; {backends}); docs at /docs, dashboard at /dashboard")  # fmt: skip
     raise typer.Exit(run_workers(host, port, n))
 
 
