@@ -13,7 +13,7 @@ from aidg.config import Settings
 from aidg.errors import ConflictError, NotFoundError
 from aidg.monitor.alerts import triggers, wilson_lower
 from aidg.monitor.gate import evaluate_gate
-from aidg.monitor.kpis import Recorder, arm_stats, feedback_kpis, split_uncounted, totals
+from aidg.monitor.kpis import Recorder, arm_stats, feedback_kpis, totals
 from aidg.monitor.rollout import RolloutController, shares_of, unit_hash
 from aidg.store.decisions import DecisionLog
 from aidg.store.rollout_store import RolloutStore, ShadowRow
@@ -132,6 +132,11 @@ def test_the_gate_passes_a_better_challenger_and_refuses_a_worse_one() -> None:
     assert not few["passed"] and "needs 50" in few["reason"]
 
 
+def _rows(pairs: list[tuple[str, float]]) -> list[tuple[str, int, float]]:
+    """KPI rows as the stream worker adds them: each pair counts once."""
+    return [(name, 1, value) for name, value in pairs]
+
+
 def _arm_totals(errors: int, ok: int, proxy_mean: float, n: int, rng: np.random.Generator) -> dict[str, Any]:
     rec = Recorder()
     for _ in range(ok):
@@ -145,10 +150,10 @@ def _arm_totals(errors: int, ok: int, proxy_mean: float, n: int, rng: np.random.
             m = f"{arm}-m{i % 80}"  # 80 merchants per arm
             payload = {"chosen": {"discount_pct": 0.2, "price": 10.0, "type": "safe"}, "current_margin": 0.8,
                        "override_expected": 0.28}  # fmt: skip
-            rows += split_uncounted(feedback_kpis(arm, m, payload, "approval", 1.0))
+            rows += _rows(feedback_kpis(arm, m, payload, "approval", 1.0))
             conv = float(np.clip(rng.normal(mean, 0.1), 0, 1))
-            rows += split_uncounted(feedback_kpis(arm, m, payload, "conversion", conv))
-            rows += split_uncounted(feedback_kpis(arm, m, payload, "override", float(rng.random() < 0.28)))
+            rows += _rows(feedback_kpis(arm, m, payload, "conversion", conv))
+            rows += _rows(feedback_kpis(arm, m, payload, "override", float(rng.random() < 0.28)))
     t = totals({"bucket": 0, "name": n_, "count": c, "total": v} for n_, c, v in rows)
     return {"realtime": t, "1h": t, "2h": t}
 
@@ -168,8 +173,8 @@ def test_triggers_fire_on_a_faulty_or_worse_challenger_and_not_on_a_healthy_one(
     for arm, merchants, conv in (("champion", [f"c{i}" for i in range(80)], 0.3), ("challenger", ["whale"], 0.1)):
         for i in range(400):
             payload = {"chosen": {"discount_pct": 0.2, "type": "safe"}, "current_margin": 0.8}
-            rows += split_uncounted(feedback_kpis(arm, merchants[i % len(merchants)], payload, "approval", 1.0))
-            rows += split_uncounted(feedback_kpis(arm, merchants[i % len(merchants)], payload, "conversion", conv))
+            rows += _rows(feedback_kpis(arm, merchants[i % len(merchants)], payload, "approval", 1.0))
+            rows += _rows(feedback_kpis(arm, merchants[i % len(merchants)], payload, "conversion", conv))
     t = totals({"bucket": 0, "name": n_, "count": c, "total": v} for n_, c, v in rows)
     assert triggers(s, {"realtime": t, "1h": t, "2h": t}) == []
     st = arm_stats(_arm_totals(0, 10, 0.3, 200, rng)["1h"], ["champion"])

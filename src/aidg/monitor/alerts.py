@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from aidg.config import Settings
-from aidg.monitor.kpis import ARMS, CHALLENGER_ARMS, GROUPS, Totals, arm_stats
+from aidg.monitor.kpis import ARMS, CHALLENGER_ARMS, GROUPS, Totals, arm_stats, pooled
 
 
 @dataclass(frozen=True)
@@ -62,14 +62,6 @@ def wilson_lower(k: float, n: float, z: float) -> float:
     return (p + z * z / (2 * n) - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / den
 
 
-def _counts(t: Totals, arms: tuple[str, ...], metric: str) -> tuple[int, float]:
-    c = s = 0.0
-    for a in arms:
-        ci, si = t.get(f"{a}/{metric}", (0, 0.0))
-        c, s = c + ci, s + si
-    return int(c), s
-
-
 @dataclass(frozen=True)
 class RatioEstimate:
     """A ratio of totals Σy / Σx over merchant groups, with its cluster-robust variance."""
@@ -88,8 +80,8 @@ def ratio_estimate(t: Totals, arms: tuple[str, ...], num: str, den: str | None =
     each merchant wholly in one group. None with fewer than 4 groups."""
     ys, xs, ns = [], [], 0
     for k in range(GROUPS):
-        cy, y = _counts(t, tuple(f"{a}/g{k}" for a in arms), num)
-        x = _counts(t, tuple(f"{a}/g{k}" for a in arms), den)[1] if den else float(cy)
+        cy, y = pooled(t, tuple(f"{a}/g{k}" for a in arms), num)
+        x = pooled(t, tuple(f"{a}/g{k}" for a in arms), den)[1] if den else float(cy)
         if cy:
             ys.append(y)
             xs.append(x)
@@ -111,7 +103,7 @@ def triggers(settings: Settings, win: dict[str, Totals], reference: Totals | Non
     champ = ("champion",)
 
     def champion_side(t: Totals) -> Totals:
-        if reference is not None and _counts(t, champ, "gp30_proxy")[0] < m.min_samples:
+        if reference is not None and pooled(t, champ, "gp30_proxy")[0] < m.min_samples:
             return reference
         return t
 
@@ -141,8 +133,8 @@ def triggers(settings: Settings, win: dict[str, Totals], reference: Totals | Non
     # failures over the last hour since the rollout started (the real-time window holds too few requests of an
     # accelerated demo; failures are independent draws, so the plain Wilson bound holds)
     t = win["1h"]
-    ok, _ = _counts(t, CHALLENGER_ARMS, "decisions")
-    bad, _ = _counts(t, CHALLENGER_ARMS, "errors")
+    ok, _ = pooled(t, CHALLENGER_ARMS, "decisions")
+    bad, _ = pooled(t, CHALLENGER_ARMS, "errors")
     n = ok + bad
     if n >= m.min_samples and bad / n > r.rollback_error_rate and wilson_lower(bad, n, m.z) > r.rollback_error_rate:
         out.append(Alert("P0", "error_rate", "challenger",
@@ -158,7 +150,7 @@ def alerts(settings: Settings, win: dict[str, Totals], down: dict[str, str]) -> 
     for name, why in sorted(down.items()):
         out.append(Alert("P0", "service_down", "all", f"{name} is down: {why}", 1.0, 0.0))
     rt, hour = arm_stats(win["realtime"], ARMS), arm_stats(win["1h"], ARMS)
-    ov = _counts(win["1h"], ARMS, "overridden")[0]
+    ov = pooled(win["1h"], ARMS, "overridden")[0]
     if hour["override_rate"] is not None and ov >= m.min_samples and hour["override_rate"] > a.p1_override_rate:
         out.append(Alert("P1", "override_rate", "all", f"override rate {hour['override_rate']:.1%} over the last hour "
                          f"(> {a.p1_override_rate:.0%})", hour["override_rate"], a.p1_override_rate))  # fmt: skip
@@ -171,7 +163,7 @@ def alerts(settings: Settings, win: dict[str, Totals], down: dict[str, str]) -> 
         out.append(Alert("P2", "cache_hit_rate", "all", f"cache hit rate {hits / (hits + misses):.1%} "
                          f"(< {a.p2_cache_hit_rate:.0%})", hits / (hits + misses), a.p2_cache_hit_rate))  # fmt: skip
     conv, base = hour["conversion"], hour["conversion_baseline"]
-    if conv is not None and base and _counts(win["1h"], ARMS, "conversion")[0] >= m.min_samples and conv < 0.9 * base:
+    if conv is not None and base and pooled(win["1h"], ARMS, "conversion")[0] >= m.min_samples and conv < 0.9 * base:
         out.append(Alert("P2", "conversion_below_baseline", "all",
                          f"conversion {conv:.3f} is {1 - conv / base:.0%} under the current deals' {base:.3f}",
                          1 - conv / base, 0.1))  # fmt: skip

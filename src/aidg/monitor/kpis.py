@@ -109,11 +109,6 @@ def _feedback(arm: str, decision: Mapping[str, Any], part: str, value: float) ->
     return out
 
 
-def split_uncounted(pairs: Iterable[tuple[str, float]]) -> list[tuple[str, int, float]]:
-    """``(name, value)`` → ``(name, count, total)``; a name ending in ``~`` adds to the total only."""
-    return [(n[:-1], 0, v) if n.endswith("~") else (n, 1, v) for n, v in pairs]
-
-
 class Recorder:
     """A replica's KPI counters since the last flush (thread-safe; ``drain`` hands them over and resets)."""
 
@@ -127,11 +122,6 @@ class Recorder:
             acc = self._acc[name]
             acc[0] += count
             acc[1] += value
-
-    def distinct(self, name: str, item: Any) -> None:
-        """Count ``item`` once per flush under ``name`` (e.g. distinct explored variants)."""
-        with self._lock:
-            self._sets[name].add(item)
 
     def decision(
         self, arm: str, seconds: float, risk: float, explored: bool, variant: Any, baseline: Mapping[str, float],
@@ -165,6 +155,15 @@ def _get(t: Totals, name: str) -> tuple[int, float]:
     return t.get(name, (0, 0.0))
 
 
+def pooled(t: Totals, arms: Iterable[str], metric: str) -> tuple[int, float]:
+    """``(count, total)`` of ``<arm>/<metric>`` summed over ``arms``."""
+    c, s = 0, 0.0
+    for a in arms:
+        ci, si = _get(t, f"{a}/{metric}")
+        c, s = c + ci, s + si
+    return c, s
+
+
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
@@ -188,11 +187,7 @@ def arm_stats(t: Totals, arms: Iterable[str]) -> dict[str, Any]:
     arms = list(arms)
 
     def tot(metric: str) -> tuple[int, float]:
-        c = s = 0.0
-        for a in arms:
-            ci, si = _get(t, f"{a}/{metric}")
-            c, s = c + ci, s + si
-        return int(c), s
+        return pooled(t, arms, metric)
 
     dec, err = tot("decisions")[0], tot("errors")[0]
     answered, proxy = tot("gp30_proxy")
@@ -250,7 +245,7 @@ def series(
     keys = ("decisions", "gp30_proxy", "gp30_uplift_proxy", "override_rate", "conversion", "conversion_baseline",
             "error_rate", "latency_p95_ms")  # fmt: skip
     arms: dict[str, dict[str, list[Any]]] = {a: {k: [] for k in keys} for a in ARMS}
-    pooled: dict[str, list[Any]] = {k: [] for k in ("cache_hit_rate", "exploration_rate", "active_variants",
+    overall: dict[str, list[Any]] = {k: [] for k in ("cache_hit_rate", "exploration_rate", "active_variants",
                                                     "explore_success_rate")}  # fmt: skip
     for t in per:
         for a in ARMS:
@@ -259,13 +254,13 @@ def series(
                 v = st[key]
                 arms[a][key].append(None if (v is None or (key == "decisions" and not st["decisions"])) else _r(v))
         hits, misses = _get(t, "all/cache_hit")[1], _get(t, "all/cache_miss")[1]
-        pooled["cache_hit_rate"].append(_r(_ratio(hits, hits + misses)))
+        overall["cache_hit_rate"].append(_r(_ratio(hits, hits + misses)))
         er = _get(t, "all/exploration_rate")
-        pooled["exploration_rate"].append(_r(_ratio(er[1], er[0])))
-        pooled["active_variants"].append(sum(_get(t, f"{a}/explore_variants")[1] for a in ARMS) if t else None)
-        pooled["explore_success_rate"].append(_r(explore_success(t)))
+        overall["exploration_rate"].append(_r(_ratio(er[1], er[0])))
+        overall["active_variants"].append(sum(_get(t, f"{a}/explore_variants")[1] for a in ARMS) if t else None)
+        overall["explore_success_rate"].append(_r(explore_success(t)))
     times = [(start + timedelta(seconds=step * (k + 0.5))).isoformat() for k in range(points)]
-    return {"t": times, "arms": arms, "all": pooled}
+    return {"t": times, "arms": arms, "all": overall}
 
 
 def explore_success(t: Totals) -> float | None:
@@ -298,9 +293,9 @@ __all__ = [
     "latency_quantile",
     "margin",
     "merchant_group",
+    "pooled",
     "risk_histogram",
     "series",
-    "split_uncounted",
     "totals",
     "window_seconds",
 ]

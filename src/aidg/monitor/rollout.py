@@ -134,7 +134,7 @@ class RolloutController:
     # -- changing ------------------------------------------------------------------------------------------------
     def _change(self, action: str, actor: str, reason: str, to: str, detail: dict[str, Any] | None = None,
                 **values: Any) -> RolloutRow:  # fmt: skip
-        row = self.reload()
+        row = self.row  # as _require just read it: the compare-and-set refuses it if another writer moved first
         t = Transition(utcnow(), row.state, to, action, actor, reason or action, detail or {})
         self.row = self.store.change(row.revision, {"state": to, **values}, t)
         log.info("rollout %s by %s: %s → %s (%s)", action, actor, row.state, to, reason)

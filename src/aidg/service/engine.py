@@ -99,6 +99,10 @@ class DealEngine:
     def posterior_version(self) -> int:
         return self.champion.posterior_version
 
+    def served(self) -> list[Served]:
+        """The versions this replica serves now: the champion and, during a rollout, the challenger."""
+        return [self.champion] if self.challenger is None else [self.champion, self.challenger]
+
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, inline_worker: bool | None = None) -> None:
         """Materialise features, start the posterior reloader, the cache refresher, the monitor and (embedded)
@@ -125,17 +129,14 @@ class DealEngine:
         if self.worker is not None:
             self.worker.stop()
         self.monitor.stop()
-        for s in (self.champion, self.challenger):
-            if s is not None:
-                s.stop()
+        for s in self.served():
+            s.stop()
         for t in self._threads:
             t.join(2.0)
 
     def _reload_loop(self) -> None:
         while not self._stop.wait(self.settings.service.posterior_refresh_seconds):
-            for s in (self.champion, self.challenger):
-                if s is None:
-                    continue
+            for s in self.served():
                 try:
                     s.reload_posterior()
                 except Exception:  # the decision log is down: keep the posterior we have
@@ -147,8 +148,8 @@ class DealEngine:
 
     def on_features_changed(self, row: FeatureRow, payload: dict[str, Any]) -> None:
         """The stream worker updated a merchant's features: patch the bundle the decision was cached under."""
-        for s in (self.champion, self.challenger):
-            if s is not None and payload.get("ns", s.ns) == s.ns:
+        for s in self.served():
+            if payload.get("ns", s.ns) == s.ns:
                 patched = refreshed_bundles(self.backends.cache, row, payload)
                 if patched:
                     s.cache.put(patched)

@@ -34,6 +34,7 @@ class _EngineCollector(Collector):
             ("aidg_decisions_degraded", e.counters["degraded"], "decisions served with a backend down"),
             ("aidg_feedback_accepted", e.counters["events_accepted"], "feedback events stored"),
             ("aidg_feedback_duplicates", e.counters["events_duplicate"], "feedback events whose id was seen before"),
+            ("aidg_challenger_errors", e.counters["challenger_errors"], "challenger requests the champion answered"),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("aidg_cache_hit_rate", "embedding cache hit rate since start", value=st.hit_rate)

@@ -44,6 +44,7 @@ from aidg.monitor.kpis import (
     explore_success,
     risk_histogram,
     series,
+    totals,
     window_seconds,
 )
 from aidg.monitor.rollout import ACTIVE, LIVE, RolloutController, View
@@ -153,14 +154,13 @@ class ReplicaMonitor:
         since = utcnow() - timedelta(seconds=window_seconds(hours, m.realtime_minutes, m.time_scale))
         return max(since, start) if start is not None else since
 
-    def windows(
-        self, start: datetime | None = None, names: tuple[str, ...] = ("realtime", "1h", "2h")
-    ) -> dict[str, Any]:
-        return {w: self.store.kpi_totals(self._since(WINDOWS_HOURS[w], start)) for w in names}
+    def windows(self, start: datetime | None = None) -> dict[str, Any]:
+        """The triggers' and alerts' windows (real-time, 1 h, 2 h), each from ``start`` at the earliest."""
+        return {w: self.store.kpi_totals(self._since(WINDOWS_HOURS[w], start)) for w in ("realtime", "1h", "2h")}
 
     def evaluate(self) -> list[Alert]:
         """Triggers (and a rollback when one fires), the ramp's next step, alerts and the exploration hold."""
-        row = self.controller.reload()
+        row = self.controller.row  # re-read every rollout.reload_seconds by the reload job
         fired: list[Alert] = []
         if row.state in LIVE:
             t0 = time.monotonic()
@@ -254,11 +254,12 @@ class ReplicaMonitor:
             return cached
         m = self.settings.monitor
         now = utcnow()
-        wins = self.windows(names=tuple(WINDOWS_HOURS))
+        start = self._since(2.0)
+        rows = self.backends.decisions.kpis(since=start)  # the series' rows also hold the shorter windows
+        wins = {w: totals(rows, self._since(WINDOWS_HOURS[w])) for w in ("realtime", "1h", "2h")}
+        wins["7d"] = self.store.kpi_totals(self._since(WINDOWS_HOURS["7d"]))
         windows = {w: {**{a: arm_stats(t, [a]) for a in ARMS}, "all": arm_stats(t, [*ARMS, "all"])}
                    for w, t in wins.items()}  # fmt: skip
-        start = self._since(2.0)
-        rows = [r for r in self.backends.decisions.kpis(since=start)]
         rt = wins["realtime"]
         a, r = self.settings.alerts, self.settings.rollout
         out = {

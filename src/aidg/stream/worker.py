@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from aidg.config import RewardSettings, StreamSettings
-from aidg.monitor.kpis import bucket_of, feedback_kpis, split_uncounted
+from aidg.monitor.kpis import bucket_of, feedback_kpis
 from aidg.policy.bandit import join_part
 from aidg.store.decisions import DecisionLog, DecisionRecord, RewardEvent
 from aidg.store.online import OnlineStore
@@ -151,13 +151,15 @@ class StreamWorker:
                     b += rec.phi * delta
                 tx.save_posterior(name, A, b)
             bucket = bucket_of(datetime.now(UTC), self.kpi_bucket_seconds)
+            kpis: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # one upsert per name, not per event
             for e in claimed:
                 rec = recs[e.decision_id]
-                for name, count, total in split_uncounted(
-                    feedback_kpis(rec.arm, rec.merchant_id, rec.payload, e.part, e.value)
-                ):
-                    tx.add_kpi(bucket, name, total, count)
+                for name, value in feedback_kpis(rec.arm, rec.merchant_id, rec.payload, e.part, e.value):
+                    kpis[name][0] += 1
+                    kpis[name][1] += value
                 done.append((e, rec))
+            for name, (count, total) in sorted(kpis.items()):
+                tx.add_kpi(bucket, name, total, int(count))
         self.applied += len(done)
         return done
 
