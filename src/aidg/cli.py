@@ -211,6 +211,14 @@ def train(
         bool,
         typer.Option("--sentiment-full", help="Fine-tune sentiment with the memo's setting: 100k examples, 3 epochs."),
     ] = False,
+    dp: Annotated[
+        bool,
+        typer.Option(
+            "--dp/--no-dp",
+            help="Differential privacy, the merchant as the unit: DP-SGD to AIDG_PRIVACY__DP_EPSILON "
+            "(docs/privacy.md); the graph branch and the sentiment fine-tune are left out.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Train the merchant-profile encoders and register the model as a new version (MLflow)."""
@@ -218,15 +226,38 @@ def train(
 
     s = _settings()
     with _user_errors(), _progress("train", json_out) as update:
-        report = workflows.train(s, data, scale=scale, seed=seed, sentiment_full=sentiment_full, progress=update)
+        report = workflows.train(s, data, scale=scale, seed=seed, sentiment_full=sentiment_full, progress=update, dp=dp)
     if json_out:
         _emit(report)
         return
-    _print_report(
-        f"Trained aidg-merchant-profile version {report['version']} in {report['seconds']} s",
-        report["metrics"],
-        report["stage_seconds"],
-    )
+    title = f"Trained aidg-merchant-profile version {report['version']} in {report['seconds']} s"
+    if report.get("dp_epsilon") is not None:
+        title += f" (DP: ε = {report['dp_epsilon']:.3f}, δ = {report['dp_delta']:.2g}, the merchant as the unit)"
+    _print_report(title, report["metrics"], report["stage_seconds"])
+
+
+@app.command("audit-privacy")
+def audit_privacy(
+    data: Annotated[Path, typer.Option(help="Data folder (aidg simulate's output: its truth measures the utility).")],
+    scale: Annotated[str, typer.Option(help="Training budget: tiny or small (default).")] = "small",
+    seed: Annotated[int, typer.Option(help="Seed of the split and of both trainings.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Membership-inference audit: train with and without DP, attack both, and compare the scorers' reward Spearman."""
+    from aidg.compliance.audit import audit_privacy as run_audit
+
+    s = _settings()
+    if scale not in ("tiny", "small"):
+        _fail(f"unknown audit scale {scale!r}; choose tiny or small")
+    with _user_errors(), _progress("audit-privacy", json_out) as update:
+        report = run_audit(s, data, scale=scale, seed=seed, progress=update)
+    if json_out:
+        _emit(report)
+        return
+    keys = ("dp_epsilon", "dp_delta", "mia_auc_dp", "mia_auc_nondp", "reward_spearman_dp", "reward_spearman_nondp")
+    figures = {k: report[k] for k in (*keys, "dp_utility_cost")}
+    figures.update({f"accept: {k}": v for k, v in report["acceptance"].items()})
+    _print_report(f"Privacy audit of {report['train_merchants']} training merchants", figures, report["seconds"])
 
 
 @app.command()
@@ -457,6 +488,12 @@ def serve(
     backends = f"store {'redis' if s.redis_url else 'in-process'}, log {'server' if s.database_url else 'SQLite'}"
     err.print(f"AIDG serving version {version} (or the champion of a rollout in the decision log) on "
               f"http://{host}:{port} ({n} workers; {backends}); docs at /docs, dashboard at /dashboard")  # fmt: skip
+    if not s.privacy.encryption_key:
+        err.print("[yellow]warning:[/] AIDG_PRIVACY__ENCRYPTION_KEY is not set: stored merchant data is not encrypted "
+                  "at rest (`aidg config --new-key` makes a key)")  # fmt: skip
+    if s.privacy.id_hash_key == "change-me":
+        err.print("[yellow]warning:[/] AIDG_PRIVACY__ID_HASH_KEY is the public default: set your own so the hashed "
+                  "merchant ids in the logs cannot be recomputed")  # fmt: skip
     raise typer.Exit(run_workers(host, port, n))
 
 
@@ -508,11 +545,104 @@ def stream_worker(
         err.print(f"stopped: {report}")
 
 
-@app.command()
-def config(json_out: JsonOpt = False) -> None:
-    """Show the effective settings (memo defaults overridden by AIDG_* variables)."""
+def _privacy_stores(s: Settings) -> Any:
+    from aidg.compliance.erasure import Stores
+    from aidg.service.backends import make_backends
+
+    b = make_backends(s)
+    return b, Stores(b.decisions, b.online, b.cache, b.bus, s.stream.stream)
+
+
+@app.command("delete-merchant")
+def delete_merchant(
+    merchant_id: Annotated[str, typer.Argument(help="The merchant to erase.")],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(help="Data folders to erase it from (repeatable; default: the served one and the demo world)."),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Erase a merchant everywhere (right to deletion): decision log and bandit state (unlearned), stream entries,
+    online store and cache, offline tables, model manifests and prototypes, snapshots, log lines. With the
+    embedded backends, a running `aidg serve` keeps its in-process stores: erase through its DELETE
+    /v1/merchants/{id} instead."""
+    from aidg.compliance.erasure import erase_merchant
+
     s = _settings()
+    folders = list(data or [])
+    if not folders:
+        folders = [p for p in (s.service.data, s.paths.home / "demo" / "world") if p is not None and Path(p).is_dir()]
+    for f in folders:
+        if not Path(f).is_dir():
+            _fail(f"--data {f}: no such folder")
+    if not yes and not json_out and sys.stdin.isatty():
+        typer.confirm(f"erase merchant {merchant_id} from {len(folders)} data folder(s) and every store?", abort=True)
+    with _user_errors():
+        b, stores = _privacy_stores(s)
+        try:
+            with _progress("erasing", quiet=json_out) as say:
+                report = erase_merchant(s, merchant_id, stores, data_dirs=folders, actor="cli", progress=say)
+        finally:
+            b.close()
+    if json_out:
+        _emit(report)
+    else:
+        err.print(f"erased as {report['erased']} in {report['seconds']} s (audit record {report['audit_id']})")
+        for k, v in sorted(report["removed"].items()):
+            err.print(f"  {k}: {v}")
+
+
+@app.command()
+def retention(
+    days: Annotated[int | None, typer.Option(help="Keep this many days (default: privacy.retention_days, 30).",
+                                             min=1)] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Purge personal data older than the retention window: decisions, reward events, shadow records, KPI rows,
+    stream entries and log lines (docs/privacy.md says what is kept and why)."""
+    from aidg.compliance.retention import run_retention
+
+    s = _settings()
+    with _user_errors():
+        b, stores = _privacy_stores(s)
+        try:
+            report = run_retention(s, stores, days, actor="cli")
+        finally:
+            b.close()
+    if json_out:
+        _emit(report)
+    else:
+        err.print(f"retention {report['days']} days (before {report['cutoff']}): {report['removed']}")
+
+
+@app.command()
+def config(
+    json_out: JsonOpt = False,
+    new_key: Annotated[
+        bool,
+        typer.Option("--new-key", help="Print a fresh encryption key (for AIDG_PRIVACY__ENCRYPTION_KEY) and exit."),
+    ] = False,
+) -> None:
+    """Show the effective settings (memo defaults overridden by AIDG_* variables); the encryption key is masked.
+
+    ``--new-key`` prints a fresh key for AIDG_PRIVACY__ENCRYPTION_KEY instead."""
+    from aidg.privacy.crypto import Cipher
+    from aidg.privacy.crypto import new_key as make_key
+
+    if new_key:
+        key = make_key()
+        if json_out:
+            _emit({"encryption_key": key})
+        else:
+            sys.stdout.write(key + "\n")
+        return
+    s = _settings()
+    with _user_errors():
+        Cipher.from_settings(s)  # a key that is not a Fernet key: exit 2 naming the variable
     data = s.model_dump(mode="json")
+    if data.get("privacy", {}).get("encryption_key"):
+        data["privacy"]["encryption_key"] = "***"  # a secret: never printed
     if json_out:
         _emit(data)
         return
@@ -592,7 +722,14 @@ DEMO_ARENA_ROUNDS = 5000  # a short arena run; `aidg simulate-policy` runs the f
 
 
 def main() -> None:
-    """Entry point of the ``aidg`` script."""
+    """Entry point of the ``aidg`` script (merchant ids in its logs only as keyed hashes)."""
+    from aidg.privacy.ids import install
+
+    try:
+        s = load_settings()
+        install(s.privacy.id_hash_key, s.privacy.id_pattern)
+    except AIDGError:
+        pass  # bad settings: the command itself says what to fix
     app()
 
 

@@ -172,6 +172,10 @@ class ServiceSettings(_Group):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     max_batch_events: int = Field(1000, ge=1, description="feedback events one request may carry")
     max_variants: int = Field(200, ge=1, le=1000, description="n_variants one generate request may ask for")
+    rate_limit_per_second: float = Field(
+        50.0, gt=0, description="requests per second one API key may make (429 above it)"
+    )
+    rate_limit_burst: int = Field(100, ge=1, description="requests one API key may make at once above that rate")
     data: Path | None = Field(
         None, description="the data folder served (tables of aidg simulate or your own); None: AIDG_HOME/demo/world"
     )
@@ -251,6 +255,20 @@ class PrivacySettings(_Group):
     retention_days: int = Field(30, gt=0, description="memo: 30-day data retention")
     id_hash_key: str = Field(
         "change-me", min_length=1, description="HMAC key for merchant ids in logs; set AIDG_PRIVACY__ID_HASH_KEY"
+    )
+    id_pattern: str = Field(
+        r"(?<![\w-])m-\d{4,}(?![\w-])",
+        min_length=1,
+        description="regular expression of your merchant ids (the simulator's m-000123); logs show them hashed",
+    )
+    dp_max_grad_norm: float = Field(1.0, gt=0, description="DP-SGD: clip of each merchant's whole gradient")
+    dp_batch_merchants: int = Field(
+        64, ge=1, description="DP-SGD: expected merchants per step (Poisson sampling rate = this / merchants)"
+    )
+    encryption_key: str | None = Field(
+        None,
+        description="Fernet key (urlsafe base64, 32 bytes) encrypting stored merchant data at rest; None: plain files "
+        "(`aidg serve` warns). Make one with `aidg config --new-key`",
     )
 
 

@@ -271,6 +271,7 @@ def serve_demo(
 
     from aidg.config import ApiKey
     from aidg.errors import DataError
+    from aidg.privacy.consent import consent_flags
     from aidg.service import create_app
     from aidg.service.model import ServingModel
     from aidg.service.server import port_in_use
@@ -294,10 +295,14 @@ def serve_demo(
     say("[bold]Serving[/]: loading the model and materialising every merchant's online features …")
     app_settings = settings.model_copy(update={"service": settings.service.model_copy(update={"data": data})})
     model = ServingModel(app_settings, data, settings.service.model_version)
-    merchants = list(map(str, model.ctx.merchant_ids))
+    flags = consent_flags(model.merchants)
+    merchants = [m for m in map(str, model.ctx.merchant_ids) if flags.personalization.get(m, True)]  # the curl's
     admin, mm = f"admin-{secrets.token_urlsafe(12)}", f"mm-{secrets.token_urlsafe(12)}"
     keys = {admin: ApiKey(role="admin"), mm: ApiKey(role="mm", merchants=(merchants[0],))}
-    app = create_app(settings.model_copy(update={"api_keys": keys, "service": app_settings.service}), model=model)
+    # the simulated client, the story and the dashboard share the admin key: its limit covers their ~2 × rate
+    service = app_settings.service.model_copy(update={"rate_limit_per_second": max(50.0, 4 * rate),
+                                                      "rate_limit_burst": max(100, int(8 * rate))})  # fmt: skip
+    app = create_app(settings.model_copy(update={"api_keys": keys, "service": service}), model=model)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name="aidg-demo-server", daemon=True)
     thread.start()

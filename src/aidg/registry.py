@@ -23,6 +23,7 @@ from aidg.config import Settings
 from aidg.errors import NotFoundError
 from aidg.models.persistence import load_profile_model, save_profile_model
 from aidg.models.profile_model import ProfileModel
+from aidg.privacy.crypto import Cipher
 
 PROFILE_MODEL = "aidg-merchant-profile"
 WEIGHTS = "profile_model.pt"
@@ -41,6 +42,16 @@ def _quiet() -> Iterator[None]:
             yield
         finally:
             logging.getLogger("mlflow").setLevel(level)
+
+
+def _manifest_merchants(meta: dict[str, Any], cipher: Cipher) -> dict[str, Any]:
+    """The manifest's merchants: their ids, or with encryption at rest only their counts (the ids stay in the
+    encrypted weights file's ``meta``, so the plain manifest holds no merchant id)."""
+    train, heldout = meta.get("train_merchants", []), meta.get("heldout_merchants", [])
+    if not cipher.enabled:
+        return {"train_merchants": train, "heldout_merchants": heldout}
+    return {"train_merchants_count": len(train), "heldout_merchants_count": len(heldout),
+            "merchant_ids": f"encrypted at rest in {WEIGHTS} (meta)"}  # fmt: skip
 
 
 class ModelRegistry:
@@ -71,7 +82,11 @@ class ModelRegistry:
         return str(mlflow.create_experiment(name, artifact_location=self.artifacts.as_uri()))
 
     def register_profile(self, pm: ProfileModel, params: dict[str, Any], metrics: dict[str, Any]) -> str:
-        """Log a run and register ``pm`` as a new version; returns the version number."""
+        """Log a run and register ``pm`` as a new version; returns the version number.
+
+        With an encryption key the weights file is encrypted and the manifest holds merchant counts, not ids.
+        """
+        cipher = Cipher.from_settings(self.settings)
         with _quiet():
             mlflow = self._client()
 
@@ -94,16 +109,16 @@ class ModelRegistry:
                 manifest.write_text(
                     json.dumps(
                         {
-                            "train_merchants": pm.meta.get("train_merchants", []),
-                            "heldout_merchants": pm.meta.get("heldout_merchants", []),
+                            **_manifest_merchants(pm.meta, cipher),
                             "as_of": pm.meta.get("as_of"),
                             "data": params.get("data"),
+                            "privacy": pm.meta.get("privacy"),  # the DP account (None: trained without DP)
                         },
                         indent=1,
                     )
                 )
                 mlflow.log_artifact(str(manifest))
-                weights = save_profile_model(pm, Path(tmp) / WEIGHTS)
+                weights = save_profile_model(pm, Path(tmp) / WEIGHTS, cipher)
                 info = mlflow.pyfunc.log_model(
                     name="model",
                     python_model=_ProfilePyfunc(),
@@ -160,4 +175,4 @@ class ModelRegistry:
                 return None
 
     def load_profile(self, version: str = "latest") -> ProfileModel:
-        return load_profile_model(self.weights_path(version))
+        return load_profile_model(self.weights_path(version), Cipher.from_settings(self.settings))

@@ -37,6 +37,7 @@ class TrafficStats:
     approved: int = 0
     overridden: int = 0
     chose_current: int = 0
+    non_personalized: int = 0  # answers for merchants without personalization consent (no decision logged)
     latency_ms: list[float] = field(default_factory=list)
     arms: dict[str, int] = field(default_factory=dict)  # decisions per rollout arm
 
@@ -49,6 +50,7 @@ class TrafficStats:
             "approval_rate": round(self.approved / max(self.decisions, 1), 3),
             "override_rate": round(self.overridden / max(self.decisions, 1), 3),
             "current_deal_share": round(self.chose_current / max(self.decisions, 1), 3),
+            "non_personalized": self.non_personalized,
             "generate_p50_ms": round(float(np.percentile(lat, 50)), 2),
             "generate_p99_ms": round(float(np.percentile(lat, 99)), 2),
             "arms": dict(self.arms),
@@ -133,6 +135,9 @@ class SimulatedClient:
                     self.stats.errors += 1
                     continue
                 d = r.json()
+                if d.get("decision_id") is None:  # no personalization consent: nothing logged, nothing to answer
+                    self.stats.non_personalized += 1
+                    continue
                 if self.on_answer is not None:
                     self.on_answer(d, time.monotonic())
                 self.stats.decisions += 1

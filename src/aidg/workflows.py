@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from aidg.models.branches import BranchBudget
 from aidg.models.fitting import Progress
 from aidg.models.pipeline import TrainOptions
 from aidg.models.scorer_training import ScorerOptions
+from aidg.privacy.dp import DPConfig
 from aidg.registry import ModelRegistry
 from aidg.sim import World
 from aidg.store import OfflineStore
@@ -30,8 +32,23 @@ def scorer_options(scale: str, seed: int) -> ScorerOptions:
     return ScorerOptions(seed=seed)
 
 
-def train_options(scale: str, seed: int, sentiment_full: bool = False) -> TrainOptions:
-    """Training budget per scale; ``sentiment_full`` is the memo's 100k examples × 3 epochs."""
+def dp_config(settings: Settings) -> DPConfig:
+    """The differential-privacy target and DP-SGD settings of ``settings.privacy`` (δ unset: 1 / (10 n))."""
+    p = settings.privacy
+    return DPConfig(
+        epsilon=p.dp_epsilon,
+        delta=p.dp_delta,
+        max_grad_norm=p.dp_max_grad_norm,
+        batch_merchants=p.dp_batch_merchants,
+    )
+
+
+def train_options(scale: str, seed: int, sentiment_full: bool = False, dp: DPConfig | None = None) -> TrainOptions:
+    """Training budget per scale; ``sentiment_full`` is the memo's 100k examples × 3 epochs.
+
+    ``dp``: train with differential privacy (:func:`dp_config`); the scale sets its DP-SGD budget
+    (passes over the merchants per branch and for the fusion).
+    """
     if scale not in ("tiny", "small", "full"):
         raise DataError(f"unknown training scale {scale!r}; choose tiny, small or full")
     opt = TrainOptions(seed=seed)
@@ -45,6 +62,8 @@ def train_options(scale: str, seed: int, sentiment_full: bool = False) -> TrainO
         )
     if sentiment_full:
         opt.sentiment_examples, opt.sentiment_epochs = 100_000, 3
+    if dp is not None:
+        opt.dp = replace(dp, branch_epochs=1.0, fusion_epochs=1.0) if scale == "tiny" else dp
     return opt
 
 
@@ -61,6 +80,37 @@ def load_training_data(data: Path) -> tuple[dict[str, pd.DataFrame], pd.Timestam
     return tables, world.as_of, world
 
 
+def training_exclusions(settings: Settings, merchants: pd.DataFrame) -> list[str]:
+    """Merchants whose data must not train: without training consent (the table's column or the API's), or erased
+    (their keyed hash is in the decision log's audit trail, should a new data feed bring them back)."""
+    from aidg.privacy.consent import consent_flags
+    from aidg.privacy.ids import hash_id
+    from aidg.store.decisions import DecisionLog
+    from aidg.store.privacy_store import PrivacyStore
+
+    url = settings.database_url or f"sqlite:///{settings.paths.decisions_db}"
+    overrides: dict[str, tuple[bool, bool]] = {}
+    erased: set[str] = set()
+    if settings.database_url or settings.paths.decisions_db.exists():
+        log = DecisionLog(url)
+        try:
+            store = PrivacyStore(log)
+            overrides, erased = store.all_consent(), store.erased()
+        finally:
+            log.close()
+    flags = consent_flags(merchants, overrides)
+    key = settings.privacy.id_hash_key
+    return sorted(str(m) for m, ok in flags.training.items() if not ok or hash_id(str(m), key) in erased)
+
+
+def without_excluded(settings: Settings, tables: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
+    """The tables without the merchants :func:`training_exclusions` names, and how many those are."""
+    from aidg.privacy.consent import drop_merchants
+
+    excluded = training_exclusions(settings, tables["merchants"])
+    return drop_merchants(tables, excluded), len(excluded)
+
+
 def train(
     settings: Settings,
     data: Path,
@@ -68,15 +118,21 @@ def train(
     seed: int = 0,
     sentiment_full: bool = False,
     progress: Progress | None = None,
+    dp: bool = False,
 ) -> dict[str, Any]:
-    """Train every branch and the fusion, then the deal scorer and its explainers; register; return the report."""
+    """Train every branch and the fusion, then the deal scorer and its explainers; register; return the report.
+
+    ``dp``: the encoders train with differential privacy, the merchant as the unit (settings' ``privacy.dp_*``);
+    the report's ``dp_epsilon`` / ``dp_delta`` are the accounted guarantee (None without ``dp``).
+    """
     from aidg.explain.bundle import fit_scorer_bundle
     from aidg.models.pipeline import train_profile
 
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     tables, as_of, _ = load_training_data(data)
-    options = train_options(scale, seed, sentiment_full)
+    tables, n_excluded = without_excluded(settings, tables)  # no training consent, or erased
+    options = train_options(scale, seed, sentiment_full, dp_config(settings) if dp else None)
     say = progress or (lambda s, f: None)
     pm, metrics, split = train_profile(
         tables,
@@ -99,15 +155,20 @@ def train(
         "epochs": options.budget.epochs,
         "holdout": options.holdout,
         "as_of": pm.meta["as_of"],
+        "dp": dp,
     }
     flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     version = ModelRegistry(settings).register_profile(pm, params, flat)
+    privacy = pm.meta.get("privacy") or {}
     return {
         "model": "aidg-merchant-profile",
         "version": version,
         "as_of": pm.meta["as_of"],
         "train_merchants": len(split.train),
         "heldout_merchants": len(split.heldout),
+        "excluded_merchants": n_excluded,  # no training consent, or erased
+        "dp_epsilon": privacy.get("epsilon"),
+        "dp_delta": privacy.get("delta"),
         "metrics": flat,
         "stage_seconds": {k: round(v, 2) for k, v in metrics["seconds"].items()},
         "seconds": round(time.perf_counter() - t0, 2),

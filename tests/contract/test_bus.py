@@ -283,3 +283,19 @@ def test_memory_bus_is_thread_safe() -> None:
         t.join(timeout=10)
     assert sorted(got["a"] + got["b"]) == list(range(1000))
     assert bus.pending("s", "g") == 0
+
+
+def test_erase_deletes_matching_entries_and_their_pending_state(bus: EventBus, stream: str) -> None:
+    if isinstance(bus, KafkaBus):
+        with pytest.raises(NotImplementedError, match="retention"):
+            bus.erase(stream, lambda p: True)
+        return
+    bus.ensure_group(stream, "g")
+    bus.publish(stream, [{"merchant_id": "a", "i": i} for i in range(3)] + [{"merchant_id": "b", "i": 9}])
+    got = take(bus, stream, "g", "c1", 2)  # two delivered, not acknowledged: pending
+    assert len(got) == 2 and bus.pending(stream, "g") == 2
+    assert bus.erase(stream, lambda p: p.get("merchant_id") == "a") == 3
+    assert bus.pending(stream, "g") == 0  # the erased pending entries were acknowledged
+    rest = take(bus, stream, "g", "c1", 1)
+    assert [m.payload["merchant_id"] for m in rest] == ["b"]
+    assert bus.erase(stream, lambda p: False) == 0

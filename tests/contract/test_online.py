@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -405,3 +406,37 @@ def test_corrupt_or_unsafe_blobs_raise_data_error() -> None:
         unpack_arrays(forged)
     with pytest.raises(DataError, match="version"):
         unpack_arrays(blob[:4] + b"\x09" + blob[5:])
+
+
+def test_scan_lists_keys_by_glob_with_literal_glob_characters(store: OnlineStore, timed: Timed) -> None:
+    from aidg.privacy.ids import glob_escape
+
+    store.write({"v1/m-1": b"a", "v2/m-1": b"b", "v1/m-10": b"c", "v1/m*[x]": b"d"})
+    assert sorted(store.scan("*/m-1")) == ["v1/m-1", "v2/m-1"]  # not m-10
+    assert store.scan(f"*/{glob_escape('m*[x]')}") == ["v1/m*[x]"]
+    timed.backend.set_many({"v1/m-1|2026-01-01|50": b"x", "v1/m-2|2026-01-01|50": b"y"}, 60)
+    assert timed.backend.scan("*/m-1|*") == ["v1/m-1|2026-01-01|50"]
+
+
+def test_after_a_redis_failure_calls_fail_at_once_for_a_second_then_try_again() -> None:
+    s = RedisOnlineStore("redis://127.0.0.1:1/0", namespace="aidg-breaker")
+    calls: list[int] = []
+    real = s._client.mget
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    s._client.mget = counting  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailableError, match="AIDG_REDIS_URL"):
+        s.read(["k"])
+    assert len(calls) == 1
+    t = time.perf_counter()
+    with pytest.raises(BackendUnavailableError, match="tried again within a second"):
+        s.read(["k"])  # the breaker is open: Redis is not asked
+    assert len(calls) == 1 and time.perf_counter() - t < 0.05
+    s._breaker._until = 0.0  # the second has passed
+    with pytest.raises(BackendUnavailableError):
+        s.read(["k"])
+    assert len(calls) == 2
+    s.close()

@@ -24,7 +24,11 @@ def test_training_registers_a_version_with_its_manifest(trained: dict[str, Any])
     assert registry.versions() == ["1"]
     pm = registry.load_profile()
     assert set(pm.meta["train_merchants"]).isdisjoint(pm.meta["heldout_merchants"])
-    assert len(pm.meta["train_merchants"]) + len(pm.meta["heldout_merchants"]) == 150
+    n = len(pm.meta["train_merchants"]) + len(pm.meta["heldout_merchants"])
+    merchants = trained["world"].tables["merchants"]
+    refused = set(merchants.merchant_id[~merchants.consent_training.astype(bool)])
+    assert refused and report["excluded_merchants"] == len(refused) and n + len(refused) == 150
+    assert refused.isdisjoint(pm.meta["train_merchants"] + pm.meta["heldout_merchants"])  # no training consent
     for key in ("deal_uplift_mae", "override_type_macro_f1", "approval_auc", "graph_edge_uplift_mae"):
         assert np.isfinite(report["metrics"][key]), key
 

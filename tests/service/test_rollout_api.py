@@ -29,7 +29,9 @@ def client(trained: dict[str, Any], challenger: str, tmp_path_factory: pytest.Te
     tmp = tmp_path_factory.mktemp("rollout")
     settings = Settings(
         home=Path(trained["settings"].home),
-        service={"data": trained["data"], "model_version": "1"},
+        # traffic-heavy: the admin key's limit well above what the test sends
+        service={"data": trained["data"], "model_version": "1", "rate_limit_per_second": 1e4,
+                 "rate_limit_burst": 10**4},
         database_url=f"sqlite:///{tmp / 'decisions.sqlite'}",
         rollout={"ab_personalization_share": 0.25, "ab_exploration_share": 0.25, "gate_min_decisions": 20},
         monitor={"min_samples": 30, "bucket_seconds": 1.0, "eval_seconds": 0.3, "flush_seconds": 0.3},
@@ -40,7 +42,8 @@ def client(trained: dict[str, Any], challenger: str, tmp_path_factory: pytest.Te
 
 
 def _merchants(client: TestClient) -> list[str]:
-    return [str(m) for m in client.app.state.engine.model.ctx.merchant_ids]  # type: ignore[attr-defined]
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    return [str(m) for m in engine.model.ctx.merchant_ids if engine.privacy.personalized(str(m))]  # with consent
 
 
 def _act(client: TestClient, action: str, **body: Any) -> dict[str, Any]:

@@ -1,8 +1,13 @@
-"""Saving and loading a ProfileModel as one file: configs, state dicts and metadata."""
+"""Saving and loading a ProfileModel as one file: configs, state dicts and metadata.
+
+The file holds merchant data (the training merchants' ids in ``meta``, the prototypes' embeddings and medoids in
+``artifacts``), so with an encryption key (:mod:`aidg.privacy.crypto`) it is written encrypted.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ from aidg.models.override_pattern_analyzer import OverrideConfig, OverridePatter
 from aidg.models.profile_model import ProfileModel
 from aidg.models.sentiment_extractor import SentimentConfig, SentimentExtractor
 from aidg.models.sequence_encoder import EventSequenceEncoder, SequenceConfig
+from aidg.privacy.crypto import Cipher
 
 FORMAT = "aidg-profile-1"
 
@@ -26,8 +32,11 @@ def _head_spec(h: MLPHead) -> dict[str, int]:
     return {"in_dim": h.in_dim, "extra_dim": h.extra_dim, "out_dim": h.out_dim, "hidden": int(h.hidden)}
 
 
-def save_profile_model(pm: ProfileModel, path: Path) -> Path:
-    """Write ``pm`` to ``path`` (torch format; the MiniLM base weights are stored with the fine-tuned top)."""
+def save_profile_model(pm: ProfileModel, path: Path, cipher: Cipher | None = None) -> Path:
+    """Write ``pm`` to ``path`` (torch format; the MiniLM base weights are stored with the fine-tuned top).
+
+    ``cipher``: encryption at rest (None: the key of the settings in the environment; no key: a plain torch file).
+    """
     blob: dict[str, Any] = {
         "format": FORMAT,
         "configs": {
@@ -45,6 +54,12 @@ def save_profile_model(pm: ProfileModel, path: Path) -> Path:
         "state": {k: m.state_dict() for k, m in pm.modules().items()},
         "meta": pm.meta,
     }
+    c = cipher or Cipher.from_env()
+    if c.enabled:
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        c.write_bytes(path, buf.getvalue())
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(blob, tmp)
@@ -52,10 +67,17 @@ def save_profile_model(pm: ProfileModel, path: Path) -> Path:
     return path
 
 
-def load_profile_model(path: Path) -> ProfileModel:
-    """Read what :func:`save_profile_model` wrote; a clear error if the file is not such a model."""
+def load_profile_model(path: Path, cipher: Cipher | None = None) -> ProfileModel:
+    """Read what :func:`save_profile_model` wrote (encrypted or not); a clear error if the file is not such a model.
+
+    An encrypted file without the key that wrote it raises :class:`~aidg.errors.ConfigError` naming the setting.
+    """
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        raw = (cipher or Cipher.from_env()).read_bytes(path)
+    except OSError as exc:  # a missing file; a key problem is a ConfigError and passes
+        raise DataError(f"{path} is not a readable AIDG profile model ({exc})") from None
+    try:
+        blob = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
     except Exception as exc:  # a truncated or foreign file
         raise DataError(f"{path} is not a readable AIDG profile model ({exc})") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:

@@ -9,6 +9,15 @@ cutoff (point-in-time: only what was known before it); ``profiles`` fuses them
 into the 512-d merchant profile. A merchant with no history (cold start) still
 gets one: its sequences are empty (the encoders read a summary token), its
 graph node has only its own attributes, its sentiment is neutral (zeros).
+
+A model trained with differential privacy (``meta["privacy"]``, see
+:mod:`aidg.models.pipeline`) lists the parts it could not train privately:
+a branch in ``dropped_branches`` is zeros in every computed part and switched off
+in the fusion, with ``neutral_seasonality`` the geo block's category
+seasonality (an aggregate of every merchant's deal outcomes) is the neutral
+profile, and the override steps leave out the rep's habits (counted over every
+merchant the rep edits), so served profiles never carry what the guarantee
+does not cover.
 """
 
 from __future__ import annotations
@@ -25,10 +34,10 @@ from aidg.features.context import FeatureContext
 from aidg.features.geo import geo_features
 from aidg.features.graph import build_graph, merchant_static
 from aidg.features.panel import to_seconds
-from aidg.features.sequences import deal_sequences, event_sequences, override_sequences
+from aidg.features.sequences import deal_sequences, event_sequences
 from aidg.features.summary import SUMMARY_NAMES, history_summary
 from aidg.features.text import latest_notes, readable_mask
-from aidg.models.branches import encode_deals, encode_events, encode_overrides
+from aidg.models.branches import branch_sequences, encode_deals, encode_events, encode_overrides
 from aidg.models.deal_history_encoder import DealHistoryEncoder
 from aidg.models.deal_scorer import ContextualDealScorer
 from aidg.models.fitting import predict_batches
@@ -79,6 +88,14 @@ class ProfileModel:
             out["scorer"] = self.scorer
         return out
 
+    def is_private(self) -> bool:
+        """Trained with differential privacy (``meta["privacy"]``): its inputs leave out cross-merchant features."""
+        return "privacy" in self.meta
+
+    def dropped_branches(self) -> frozenset[str]:
+        """Branches this model never uses (zeros in every part, dropped in the fusion): the DP model's graph."""
+        return frozenset(self.meta.get("privacy", {}).get("dropped_branches", ()))
+
     def eval(self) -> ProfileModel:
         for m in self.modules().values():
             m.eval()
@@ -100,20 +117,23 @@ class ProfileModel:
         parts: dict[str, np.ndarray] = {}
         ds = deal_sequences(ctx, q_m, q_t)
         parts["deal_history"] = predict_batches(lambda i: encode_deals(self.deal, ds.x[i], ds.mask[i]), n)
-        os_ = override_sequences(ctx, q_m, q_t)
+        os_ = branch_sequences("override", self.is_private())(ctx, q_m, q_t)
         parts["override_intent"] = predict_batches(lambda i: encode_overrides(self.override, os_.x[i], os_.mask[i]), n)
         es = event_sequences(ctx, q_m, q_t)
         parts["sequence"] = predict_batches(
             lambda i: encode_events(self.sequence, es.x[i], es.mask[i], es.age_days[i]), n
         )
-        graph = build_graph(ctx, cut)
-        h = self.graph(graph.x_merchant, graph.x_deal, graph.edge_index, graph.edge_attr, graph.edge_weight)
-        parts["graph"] = h[:n].numpy()
+        if "graph" in self.dropped_branches():
+            parts["graph"] = np.zeros((n, int(self.graph.config.out_dim)), np.float32)
+        else:
+            graph = build_graph(ctx, cut)
+            h = self.graph(graph.x_merchant, graph.x_deal, graph.edge_index, graph.edge_attr, graph.edge_weight)
+            parts["graph"] = h[:n].numpy()
         parts["sentiment"], mood = self.merchant_sentiment(ctx, at)
         if readable is not None:
             readable["mood"] = mood
         t = ctx.tables
-        geo, _ = geo_features(
+        geo, geo_names = geo_features(
             t["merchants"],
             t.get("merchant_locations", _primary_locations(t["merchants"])),
             t["deals"],
@@ -121,6 +141,8 @@ class ProfileModel:
             pd.Timestamp(at),
             seed=seed,
         )
+        if self.meta.get("privacy", {}).get("neutral_seasonality"):
+            geo = neutral_seasonality(geo, geo_names)
         parts["geo"] = geo.astype(np.float32)
         static, _ = merchant_static(ctx, cut)
         parts["static"] = np.concatenate([static, history_summary(ctx, cut)], 1)
@@ -158,7 +180,22 @@ class ProfileModel:
         """The 512-d profiles (rows as in ``parts``)."""
         self.fusion.eval()
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in parts.items()}
-        return self.fusion(tensors, drop=drop).numpy()
+        return self.fusion(tensors, drop=drop | self.dropped_branches()).numpy()
+
+
+def neutral_seasonality(geo: np.ndarray, names: list[str]) -> np.ndarray:
+    """``geo`` with its seasonality columns set to the neutral profile (index 1 every month, no peak, no amplitude).
+
+    >>> neutral_seasonality(np.array([[0.3, 1.4, 0.2]]), ["city_emb_00", "season_month_01", "season_amplitude"])
+    array([[0.3, 1. , 0. ]])
+    """
+    out = np.array(geo, copy=True)
+    for j, name in enumerate(names):
+        if name.startswith(("season_month_", "season_bin_")) or name == "season_index_now":
+            out[:, j] = 1.0
+        elif name.startswith("season_"):
+            out[:, j] = 0.0
+    return out
 
 
 def _primary_locations(merchants: pd.DataFrame) -> pd.DataFrame:

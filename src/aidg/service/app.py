@@ -3,8 +3,11 @@
 OpenAPI at ``/docs``; routes under ``/v1``; ``/healthz``, ``/readyz``, ``/metrics``.
 Errors are JSON ``{"error", "message", "detail"}`` with a 4xx that says what to
 fix (unknown field → 422 naming it, unknown merchant or decision → 404,
-body over ``max_body_bytes`` → 413, a backend down → 503); an unexpected
-failure is logged and answered 500 without a traceback.
+body over ``max_body_bytes`` → 413, a key over its rate limit → 429, a backend
+down → 503); an unexpected failure is logged and answered 500 without a
+traceback. Middlewares, outermost first: ``Observe`` (metrics, so 413 and 429
+are counted too), ``RateLimit`` (only with API keys: ``aidg.service.ratelimit``),
+``BodyLimit``.
 """
 
 from __future__ import annotations
@@ -16,17 +19,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aidg.config import Settings
 from aidg.errors import AIDGError, BackendUnavailableError, ConflictError, DataError, NotFoundError
+from aidg.privacy.ids import install as install_redaction
 from aidg.service.backends import Backends, make_backends
 from aidg.service.engine import DealEngine
 from aidg.service.metrics import Metrics
 from aidg.service.model import ServingModel
+from aidg.service.ratelimit import RateLimit, make_limiter
 from aidg.service.responses import JSON
+from aidg.service.schemas import document_settings
 from aidg.store.rollout_store import RolloutStore
 
 log = logging.getLogger("aidg.service")
@@ -113,6 +120,8 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
     """Build the service: the served version, its backends, the engine, routes, error handlers and metrics."""
     from aidg.service.routes import dashboard, deals, decisions, feedback, health, merchants, monitor, rollout
 
+    # merchant ids appear in this process's logs only as keyed hashes; INFO and above also go to AIDG_HOME/logs
+    install_redaction(settings.privacy.id_hash_key, settings.privacy.id_pattern, settings.paths.logs / "aidg.log")
     data = settings.service.data or settings.paths.home / "demo" / "world"
     owned = backends is None  # backends made here are closed at shutdown; a caller's stay the caller's
     backends = backends or make_backends(settings)
@@ -127,6 +136,7 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
             model.compile()
     engine = DealEngine(settings, model, backends)
     metrics = Metrics(engine)
+    limiter = make_limiter(settings)  # None without API keys
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,6 +145,8 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
             yield
         finally:
             engine.stop()
+            if limiter is not None:
+                limiter.close()
             if owned:
                 engine.backends.close()
 
@@ -146,11 +158,16 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
         default_response_class=JSON,
     )
     app.state.engine, app.state.metrics, app.state.api_keys = engine, metrics, settings.api_keys
+    app.state.limiter = limiter
     for r in (deals, feedback, decisions, merchants, rollout, monitor, dashboard, health):
         app.include_router(r.router)
+    build_openapi = app.openapi  # then what the settings decide into it (limits, the API key header)
+    app.openapi = lambda: document_settings(build_openapi(), settings)  # type: ignore[method-assign]
 
+    app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)  # the last added runs first
+    if limiter is not None and settings.api_keys:
+        app.add_middleware(RateLimit, limiter=limiter, keys=list(settings.api_keys))
     app.add_middleware(Observe, metrics=metrics)
-    app.add_middleware(BodyLimit, limit=settings.service.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSON:
@@ -161,10 +178,13 @@ def create_app(settings: Settings, *, model: ServingModel | None = None, backend
         detail = [{"field": _field(e.get("loc")), "message": e.get("msg"), "type": e.get("type")} for e in errs]
         return _error(422, "invalid_request", text, detail)
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(HTTPException)  # Starlette's: FastAPI's too, and the router's 404 / 405, a body unread
     async def http_error(_: Request, exc: HTTPException) -> JSON:
-        kinds = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-        return _error(exc.status_code, kinds.get(exc.status_code, "invalid_request"), str(exc.detail))
+        kinds = {400: "malformed_json", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 413: "too_large", 429: "rate_limited"}  # fmt: skip
+        out = _error(exc.status_code, kinds.get(exc.status_code, "invalid_request"), str(exc.detail))
+        out.headers.update(exc.headers or {})  # a 405's Allow
+        return out
 
     @app.exception_handler(AIDGError)
     async def aidg_error(_: Request, exc: AIDGError) -> JSON:

@@ -35,13 +35,18 @@ from aidg.features.context import FIELD_SCALE
 from aidg.features.merchant_view import MERCHANT_NAMES, SEVERITY_SCALE
 from aidg.monitor.rollout import ACTIVE, RolloutController, View
 from aidg.policy.decider import RiskAwarePolicy, predicted_parts
+from aidg.privacy.ids import glob_escape
 from aidg.registry import ModelRegistry
 from aidg.service.backends import Backends
 from aidg.service.model import ServingModel, refreshed_bundles
 from aidg.service.monitoring import ReplicaMonitor
+from aidg.service.privacy import NO_CONSENT, ReplicaPrivacy
+from aidg.service.safe import safe_answer
 from aidg.service.serving import Served
+from aidg.service.spill import FeedbackSpill
 from aidg.store.cache import EmbeddingCache
 from aidg.store.decisions import DecisionRecord, RewardEvent
+from aidg.store.privacy_store import PrivacyStore
 from aidg.store.rollout_store import RolloutStore
 from aidg.stream.rows import FeatureRow
 from aidg.stream.worker import StreamWorker, reward_message
@@ -74,13 +79,15 @@ class DealEngine:
         self.monitor = ReplicaMonitor(
             settings, backends, controller, self._rollout_changed, lambda: self.champion, lambda: self.challenger
         )
+        self.privacy = ReplicaPrivacy(settings, PrivacyStore(backends.decisions), model.merchants)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loading: set[str] = set()
         self._rng = np.random.default_rng()
         self.worker: StreamWorker | None = None
         self.counters = {"decisions": 0, "degraded": 0, "events_accepted": 0, "events_duplicate": 0,
-                         "challenger_errors": 0}  # fmt: skip
+                         "challenger_errors": 0, "events_spilled": 0}  # fmt: skip
+        self.spill = FeedbackSpill(settings.paths.home / "spill")
 
     # the champion's parts, as the routes, metrics and tests read them
     @property
@@ -141,6 +148,13 @@ class DealEngine:
                     s.reload_posterior()
                 except Exception:  # the decision log is down: keep the posterior we have
                     log.warning("posterior reload failed", exc_info=True)
+            try:
+                self.privacy.refresh()
+                self.replay_spill()
+            except BackendUnavailableError:
+                pass  # the decision log is still down: the spill keeps the feedback
+            except Exception:
+                log.warning("erasure and consent reload or the spill's replay failed", exc_info=True)
 
     def reload_posterior(self) -> bool:
         """Load the champion's posterior the stream workers wrote, if it changed; True when it did."""
@@ -207,10 +221,13 @@ class DealEngine:
         at = pd.Timestamp(as_of).normalize() if as_of else self.model.as_of
         if at.tzinfo is not None:
             at = at.tz_convert(None)
+        self.privacy.check(merchant_id)
         if merchant_id not in self.model.ctx.merchant_code.index:
             raise NotFoundError(f"unknown merchant {merchant_id!r}: it is not among the served data's merchants")
         degraded: list[str] = []
         view = self.monitor.view
+        if not self.privacy.personalized(merchant_id):
+            return self._safe(merchant_id, n, at, degraded, view.state, NO_CONSENT, t0)
         arm = view.arm_for(merchant_id, self.settings.rollout.hash_salt)
         explore = not self.monitor.hold_exploration
         decision_id = uuid.uuid4().hex
@@ -238,9 +255,12 @@ class DealEngine:
                 sc = self.champion.decide(decision_id, merchant_id, n, at, degraded, explore=explore)
             except (NotFoundError, DataError):
                 raise
-            except Exception:
+            except Exception as exc:  # the model failed on this request (NaN, a bug): the safe answer, degraded
                 self.monitor.recorder.add("champion/errors")
-                raise
+                log.warning("the served model failed for a request: %s", exc)
+                degraded.append(f"the model failed on this request ({type(exc).__name__}: {exc})")
+                why = "the model could not score this request: the current system's deal, unscored; no decision logged"
+                return self._safe(merchant_id, n, at, degraded, view.state, why, t0)
         d = sc.decision
         t_policy = time.perf_counter()
         s, b, n, played = sc.out, sc.bundle, sc.n, sc.played
@@ -255,6 +275,7 @@ class DealEngine:
             "model_version": served.version,
             "rollout_arm": arm,
             "rollout_state": view.state,
+            "personalized": True,
             "chosen": chosen,
             "propensity": _round(d.pscore, 6),
             "why_current": d.why_current or None,
@@ -271,7 +292,12 @@ class DealEngine:
             {**response, "posterior": served.model.posterior_name, "ns": served.ns, "current_margin": current_margin,
              "proxy_baseline": base["approval"] * base["conversion"], "override_expected": float(b.override_rate)},
         )  # fmt: skip
-        self.backends.decisions.record(rec)  # a decision that is not logged cannot learn: its failure is a 503
+        try:
+            self.backends.decisions.record(rec)
+        except BackendUnavailableError as exc:  # a decision that is not logged cannot learn: the safe answer
+            degraded.append(f"decision log unavailable: {exc}")
+            why = "the decision log is down: the current system's deal, unscored; no decision logged"
+            return self._safe(merchant_id, n, at, degraded, view.state, why, t0)
         try:
             self.backends.bus.publish(
                 self.settings.stream.stream,
@@ -298,9 +324,36 @@ class DealEngine:
 
     # -- feedback ------------------------------------------------------------------------------
     def feedback(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, str]], bool]:
-        """Store and publish feedback events; per event its status, and whether the bus took them."""
-        recs = [self._reward_event(e) for e in events]
-        statuses = self.backends.decisions.receive(recs)
+        """Store and publish feedback events; per event its status, and whether the bus took them.
+
+        With the decision log down, the events go to the local spill (fsync-ed before the answer) and are
+        ``accepted``: the replayer stores and publishes them once the log is back (idempotent by event id).
+        """
+        try:
+            recs = [self._reward_event(e) for e in events]
+            statuses = self.backends.decisions.receive(recs)
+        except BackendUnavailableError:
+            self.spill.append(events)
+            self.counters["events_spilled"] += len(events)
+            return [{"event_id": str(e["event_id"]), "status": "accepted"} for e in events], False
+        return self._published(recs, statuses)
+
+    def replay_spill(self) -> int:
+        """Store and publish what the spill kept while the decision log was down; batches replayed."""
+        if not self.spill.pending():
+            return 0
+        self.backends.decisions.ping()  # still down: raise before touching the spill
+
+        def send(events: list[dict[str, Any]]) -> None:
+            recs = [self._reward_event(e) for e in events]
+            self._published(recs, self.backends.decisions.receive(recs))
+
+        n = self.spill.replay(send)
+        if n:
+            log.info("replayed %d spilled feedback batch(es) into the decision log", n)
+        return n
+
+    def _published(self, recs: list[RewardEvent], statuses: list[str]) -> tuple[list[dict[str, str]], bool]:
         accepted = [r for r, st in zip(recs, statuses, strict=True) if st == "accepted"]
         published = True
         if accepted:
@@ -346,6 +399,7 @@ class DealEngine:
         rec = self.backends.decisions.get(decision_id)
         if rec is None:
             raise NotFoundError(f"unknown decision {decision_id!r}")
+        self.privacy.check(rec.merchant_id)
         return rec
 
     def explanation(self, rec: DecisionRecord, change: tuple[int, str, Any] | None = None) -> dict[str, Any]:
@@ -374,7 +428,28 @@ class DealEngine:
             ],
         }
 
+    def _safe(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str], state: str, why: str,
+              t0: float) -> dict[str, Any]:  # fmt: skip
+        out = safe_answer(self.champion, merchant_id, n, at, degraded, state, why)
+        self.counters["degraded"] += bool(out["degraded"])
+        out["timing_ms"] = {"total": _round((time.perf_counter() - t0) * 1e3, 3)}
+        return out
+
+    def forget(self, merchant_id: str) -> int:
+        """This replica's part of an erasure: refuse the merchant from now on, drop it from the in-process
+        caches and the explainers' prototypes; returns the cache entries removed."""
+        self.privacy.forget(merchant_id)
+        removed = 0
+        for s in self.served():
+            keys = s.cache.scan(f"{glob_escape(s.ns + merchant_id)}|*")
+            removed += s.cache.invalidate(keys)
+            memory = s.model.explainer.memory
+            if memory is not None:
+                memory.remove(merchant_id)
+        return removed
+
     def profile(self, merchant_id: str, embedding: bool = False) -> dict[str, Any]:
+        self.privacy.check(merchant_id)
         degraded = False
         try:
             raw = self.backends.online.read([self.champion.ns + merchant_id])[0]

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from aidg.config import Settings
-from aidg.errors import DataError, NotFoundError
+from aidg.errors import ConfigError, DataError, NotFoundError
 from aidg.explain.bundle import load_explainer
 from aidg.explain.explainer import Explainer
 from aidg.features.context import FeatureContext
@@ -41,6 +41,7 @@ from aidg.models.scorer_data import Snapshot, snapshot
 from aidg.models.scoring import OUTPUTS
 from aidg.policy.candidates import CandidateGenerator
 from aidg.policy.context import ContextProjector
+from aidg.privacy.crypto import Cipher, is_encrypted
 from aidg.registry import ModelRegistry
 from aidg.store.arrays import pack_arrays, unpack_arrays
 from aidg.store.online import CacheBackend, OnlineStore
@@ -151,7 +152,8 @@ class ServingModel:
         self.version = versions[-1] if version == "latest" else version
         self.settings, self.data = settings, Path(data)
         weights = registry.weights_path(self.version)
-        pm = load_profile_model(weights)
+        self.cipher = Cipher.from_settings(settings)
+        pm = load_profile_model(weights, self.cipher)
         self.explainer: Explainer = load_explainer(pm, settings)
         self.scorer = self.explainer.scorer.eval()
         self.as_of = pd.Timestamp(pm.meta["as_of"])
@@ -169,7 +171,8 @@ class ServingModel:
         self.projector = self._fit_projector(pm.meta.get("train_merchants", []))
         # what is served, the same on every replica: the trained weights and the merchants served at the as-of date
         # (a shared Redis or database may hold another deployment's rows and posterior)
-        h = hashlib.blake2b(weights.read_bytes(), digest_size=8)
+        # (of the decrypted weights: re-encrypting them in a key rotation keeps the fingerprint and the posterior)
+        h = hashlib.blake2b(self.cipher.read_bytes(weights), digest_size=8)
         h.update(f"{self.as_of}|{'|'.join(map(str, self.ctx.merchant_ids))}".encode())
         self.fingerprint = h.hexdigest()
         self.posterior_name = f"risk_aware_ts/v{self.version}-{self.fingerprint}"
@@ -186,21 +189,28 @@ class ServingModel:
         encoders = str((pm.meta.get("derived") or {}).get("base_version", self.version))
         path = self.settings.paths.cache / f"snapshot-v{encoders}-{tag}.bin"
         if path.exists():
-            try:
-                meta, a = unpack_arrays(path.read_bytes())
+            try:  # encrypted at rest with a key; a file of another key, or plain while a key is set: recomputed
+                raw = path.read_bytes()
+                if is_encrypted(raw) != self.cipher.enabled:
+                    raise DataError(f"{path} is {'plain' if self.cipher.enabled else 'encrypted'}")
+                meta, a = unpack_arrays(self.cipher.decrypt_bytes(raw, source=str(path)))
                 if meta.get("merchants") == len(self.ctx.merchant_ids):
                     view = MerchantView(np.array(a["numeric"]), np.array(a["category"]), np.array(a["secondary"]),
                                         list(MERCHANT_NAMES))  # fmt: skip
                     return Snapshot(self.as_of, view, *(np.array(a[k]) for k in SNAPSHOT_ARRAYS[3:]))
-            except DataError:
-                pass  # a damaged cache file is recomputed
+            except (DataError, ConfigError) as exc:
+                log.warning("recomputing the snapshot cache (%s)", exc)  # a damaged cache file is recomputed
         snap = snapshot(pm, self.ctx, self.as_of, seed=int(pm.meta.get("seed", 0)))
         v = snap.view
         arrays = dict(zip(SNAPSHOT_ARRAYS, (v.numeric, v.category, v.secondary, snap.profile, snap.intent,
                                             snap.memory, snap.memory_mask), strict=True))  # fmt: skip
+        packed = pack_arrays({"merchants": len(self.ctx.merchant_ids)}, arrays)
+        if self.cipher.enabled:  # every merchant's scorer inputs: merchant data
+            self.cipher.write_bytes(path, packed)
+            return snap
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{id(self)}")
-        tmp.write_bytes(pack_arrays({"merchants": len(self.ctx.merchant_ids)}, arrays))
+        tmp.write_bytes(packed)
         tmp.replace(path)
         return snap
 
@@ -267,14 +277,28 @@ class ServingModel:
         return _bundle_bytes(row, str(at.date()), category, cand, deal, codes.astype(np.int64))
 
     def load_bundles(self, store: OnlineStore, keys: list[str]) -> dict[str, bytes]:
-        """The embedding cache's loader: ``merchant|date|n`` keys → packed bundles (unknown merchants left out)."""
+        """The embedding cache's loader: ``merchant|date|n`` keys → packed bundles (unknown merchants left out).
+
+        A row missing for a merchant the snapshot knows (the store lost it: a Redis restarted without its
+        data) is rebuilt from the snapshot and written back, so the service recovers by itself.
+        """
         parsed = [k.split("|") for k in keys]
         rows = store.read([p[0] for p in parsed])
-        out = {}
-        for key, (_, day, n), raw in zip(keys, parsed, rows, strict=True):
+        out, lost = {}, {}
+        known = self.ctx.merchant_code.index
+        for key, (name, day, n), raw in zip(keys, parsed, rows, strict=True):
             if raw is None:
-                continue
-            out[key] = self._bundle_bytes(FeatureRow.from_bytes(raw), pd.Timestamp(day), int(n))
+                mid = name.removeprefix(self.namespace)
+                if not name.startswith(self.namespace) or mid not in known:
+                    continue
+                row = self.feature_row(mid)
+                lost[name] = row.to_bytes()
+            else:
+                row = FeatureRow.from_bytes(raw)
+            out[key] = self._bundle_bytes(row, pd.Timestamp(day), int(n))
+        if lost:
+            store.write(lost)
+            log.info("rebuilt %d online feature row(s) the store had lost, from the snapshot", len(lost))
         return out
 
     def bundle_from_snapshot(self, merchant_id: str, at: pd.Timestamp, n: int) -> Bundle:

@@ -1,29 +1,37 @@
-"""Request and response models of the API. Requests forbid unknown fields, so a typo is a 422 naming it."""
+"""Request and response models of the API. Requests forbid unknown fields, so a typo is a 422 naming it, and a
+client cannot set what it should not (mass assignment); every string a request carries has a maximum length.
+Their types are strict, as their JSON Schema says (``0.0`` is not a boolean, ``"1"`` not a number); only dates and
+times are read from their ISO strings."""
 
 from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+if TYPE_CHECKING:
+    from aidg.config import Settings
+
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class GenerateRequest(_Request):
     merchant_id: str = Field(min_length=1, max_length=200, description="the merchant to propose deals for")
     n_variants: int | None = Field(None, ge=1, description="how many variants to score (default 50)")
-    as_of: date | None = Field(None, description="the day the deal would start (default: the model's as-of date)")
+    as_of: date | None = Field(
+        None, strict=False, description="the day the deal would start (default: the model's as-of date)"
+    )
 
 
 class EditedTerms(_Request):
     discount_pct: float | None = Field(None, ge=0, lt=1)
     price: float | None = Field(None, gt=0)
     duration_days: int | None = Field(None, ge=1, le=365)
-    category_id: str | None = Field(None, min_length=1)
+    category_id: str | None = Field(None, min_length=1, max_length=200)
 
 
 class FeedbackEvent(_Request):
@@ -38,7 +46,7 @@ class FeedbackEvent(_Request):
     value: float | None = Field(None, description="the part's value (see kind)")
     approved: bool | None = Field(None, description="approval events: the MM's answer")
     edited_terms: EditedTerms | None = Field(None, description="override events: the terms after the rep's edit")
-    at: datetime | None = Field(None, description="when it happened (default: now); naive times are UTC")
+    at: datetime | None = Field(None, strict=False, description="when it happened (default: now); naive times are UTC")
 
     @field_validator("at")
     @classmethod
@@ -101,15 +109,17 @@ class Variant(BaseModel):
     category_id: str
     focus: str
     type: str
-    score: float
+    score: float | None = Field(description="null in a non-personalized answer (no model ran)")
     components: dict[str, float]
-    risk: float
+    risk: float | None
     top_features: list[TopFeature]
     refused: str | None = None
 
 
 class GenerateResponse(BaseModel):
-    decision_id: str
+    decision_id: str | None = Field(description="null in a non-personalized answer: no decision is logged")
+    personalized: bool = Field(description="false when the merchant has not consented to personalization")
+    why_not_personalized: str | None = None
     merchant_id: str
     as_of: str
     n_variants: int
@@ -126,11 +136,15 @@ class GenerateResponse(BaseModel):
     timing_ms: dict[str, float]
 
 
+class ConsentRequest(_Request):
+    personalization: bool | None = Field(None, description="may AIDG personalize this merchant's suggestions")
+    training: bool | None = Field(None, description="may this merchant's data train the next models")
+
+
 class ErrorResponse(BaseModel):
     error: str
     message: str
     detail: Any = None
-
 
 
 class RolloutRequest(_Request):
@@ -143,7 +157,125 @@ class RolloutRequest(_Request):
         0.0, ge=0, le=0.5, description="start: a rollback drill, failing this share of the challenger's requests"
     )
 
+
+class ConsentResponse(BaseModel):
+    merchant_id: str
+    personalization: bool
+    training: bool
+    source: Literal["merchants table", "api"] = Field(description="where the flags come from")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model_version: str
+    backends: dict[str, str] = Field(description="the kind of each backend (memory, redis, sqlite, …)")
+    down: dict[str, str] = Field(description="the backends that do not answer, each with the reason")
+
+
+ERROR_MEANINGS = {
+    400: "the body is not valid JSON",
+    401: "no API key, or an unknown one",
+    403: "the API key does not cover this merchant, decision or endpoint",
+    404: "no such merchant, decision or model version",
+    409: "the rollout's state does not allow this action",
+    413: "the body (or a feedback batch) is over the configured limit",
+    422: "the request does not fit the schema or a configured limit; the message names the field",
+    429: "the API key is over its rate limit (Retry-After says when to resend)",
+    503: "a backend is down",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route: each status with the error body ``{"error", "message", "detail"}``."""
+    return {c: {"model": ErrorResponse, "description": ERROR_MEANINGS[c]} for c in codes}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _event_schema(kind: str, value: dict[str, Any], *, value_required: bool, terms: bool) -> dict[str, Any]:
+    """One kind of :class:`FeedbackEvent` as JSON Schema, with the rules of its model validator."""
+    text = {"type": "string", "minLength": 1, "maxLength": 200}
+    props: dict[str, Any] = {
+        "event_id": {**text, "description": "unique per event: a repeat is accepted once"},
+        "decision_id": text,
+        "kind": {"type": "string", "enum": [kind]},
+        "value": value if value_required else _nullable(value),
+        "approved": _nullable({"type": "boolean"}) if kind == "approval" else {"type": "null"},
+        "edited_terms": _nullable(EditedTerms.model_json_schema()) if terms else {"type": "null"},
+        "at": {**_nullable({"type": "string", "format": "date-time"}), "description": "default: now; naive is UTC"},
+    }
+    out: dict[str, Any] = {
+        "title": f"{kind.capitalize() if kind != 'gp30' else 'GP30'}Event",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["event_id", "decision_id", "kind", *(["value"] if value_required else [])],
+        "properties": props,
+    }
+    other = {"approval": ("approved", "boolean"), "override": ("edited_terms", "object")}.get(kind)
+    if other is not None:  # the value, or the other field, must be there (and not null)
+        name, type_ = other
+        out["anyOf"] = [
+            {"required": ["value"], "properties": {"value": value}},
+            {"required": [name], "properties": {name: {"type": type_}}},
+        ]
+    return out
+
+
+def feedback_body_schema() -> dict[str, Any]:
+    """The body of ``POST /v1/feedback`` as JSON Schema: one event (one schema per kind, so what
+    :class:`FeedbackEvent`'s validator refuses is outside the schema too) or ``{"events": [...]}``."""
+    number = {"type": "number"}
+    events = [
+        _event_schema("approval", {"type": "number", "enum": [0, 1]}, value_required=False, terms=False),
+        _event_schema("override", {**number, "minimum": 0, "maximum": 1}, value_required=False, terms=True),
+        _event_schema("conversion", {**number, "minimum": 0, "maximum": 1}, value_required=True, terms=False),
+        _event_schema("gp30", {**number, "minimum": -1}, value_required=True, terms=False),
+    ]
+    batch: dict[str, Any] = {
+        "title": "FeedbackBatch",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["events"],
+        "properties": {"events": {"type": "array", "minItems": 1, "items": {"oneOf": events}}},
+    }
+    return {"oneOf": [*events, batch]}
+
+
+API_KEY_SCHEME = "ApiKey"
+
+
+def document_settings(openapi: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """What the settings decide into an app's OpenAPI (in place): ``n_variants`` at most ``service.max_variants``,
+    a feedback batch at most ``service.max_batch_events`` events (422 / 413 above them) and, with API keys, the
+    ``X-API-Key`` header every ``/v1`` operation requires (``/healthz``, ``/readyz``, ``/metrics`` need none)."""
+    svc = settings.service
+    if settings.api_keys:
+        scheme = {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "a key of AIDG_API_KEYS"}
+        openapi.setdefault("components", {}).setdefault("securitySchemes", {})[API_KEY_SCHEME] = scheme
+        for path, ops in openapi.get("paths", {}).items():
+            for op in ops.values() if path.startswith("/v1/") else ():
+                op["security"] = [{API_KEY_SCHEME: []}]
+    comps = openapi.get("components", {}).get("schemas", {})
+    n_variants = comps.get("GenerateRequest", {}).get("properties", {}).get("n_variants")
+    if n_variants is not None:
+        for option in n_variants.get("anyOf", [n_variants]):
+            if option.get("type") == "integer":
+                option["maximum"] = svc.max_variants
+    body = openapi.get("paths", {}).get("/v1/feedback", {}).get("post", {}).get("requestBody", {})
+    for option in body.get("content", {}).get("application/json", {}).get("schema", {}).get("oneOf", []):
+        if option.get("title") == "FeedbackBatch":
+            option["properties"]["events"]["maxItems"] = svc.max_batch_events
+    return openapi
+
+
 __all__ = [
+    "ConsentResponse",
     "EditedTerms",
     "ErrorResponse",
     "EventResult",
@@ -152,6 +284,11 @@ __all__ = [
     "FeedbackResponse",
     "GenerateRequest",
     "GenerateResponse",
+    "HealthResponse",
+    "ReadyResponse",
     "RolloutRequest",
     "Variant",
+    "document_settings",
+    "error_responses",
+    "feedback_body_schema",
 ]

@@ -106,6 +106,7 @@ class Served:
         """Score the merchant's variants and choose (the policy forgets the decision: workers learn from it)."""
         t0 = time.perf_counter()
         b = self.bundle(merchant_id, n, at, degraded)
+        explore = explore and not degraded  # no exploration while a backend is down
         t_features = time.perf_counter() - t0
         s = self.model.score(b, self.settings.explain.top_features)
         n = b.n

@@ -193,6 +193,10 @@ class EmbeddingCache:
                     self._gen[k] = next(self._seq)
             self._set(items)
 
+    def scan(self, pattern: str) -> list[str]:
+        """The backend's keys matching a glob ``pattern`` (erasure jobs; O(n))."""
+        return self._backend.scan(pattern)
+
     def invalidate(self, keys: Sequence[str]) -> int:
         """Remove ``keys`` from the cache (the next read loads them); returns how many were there."""
         if not keys:

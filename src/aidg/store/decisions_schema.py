@@ -300,3 +300,26 @@ SHADOW = Table(
     Column("estimates", LargeBinary(), nullable=False),  # (n + 1,) the challenger's predicted reward of each
     Index("ix_aidg_shadow_challenger", "challenger", "created_at"),
 )
+
+# per-merchant consent set through the API (it wins over the merchants table's columns); erased with the merchant
+CONSENT = Table(
+    "aidg_consent",
+    metadata,
+    Column("merchant_id", String(128), primary_key=True),
+    Column("personalization", Boolean(), nullable=False),
+    Column("training", Boolean(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# the privacy jobs' audit trail: erasures and retention runs; ``subject`` is a keyed hash, never a raw id
+PRIVACY_AUDIT = Table(
+    "aidg_privacy_audit",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # "erasure" or "retention"
+    Column("at", UTCDateTime(), nullable=False),
+    Column("subject", String(64), nullable=True),
+    Column("actor", String(128), nullable=False),
+    Column("detail", JSON(), nullable=False),
+    Index("ix_aidg_privacy_audit_kind", "kind", "subject"),
+)

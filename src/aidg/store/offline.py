@@ -1,5 +1,9 @@
 """The offline store: one Parquet (or CSV) file per table in a folder, queried with DuckDB.
 
+With an encryption key (``AIDG_PRIVACY__ENCRYPTION_KEY``, :mod:`aidg.privacy.crypto`) every table is written
+encrypted; reads decrypt into memory, and SQL sees an encrypted table as an in-memory Arrow table registered
+under its name (DuckDB cannot read an encrypted file itself). Plain files read either way.
+
 >>> import tempfile
 >>> from aidg.sim import simulate
 >>> store = OfflineStore(tempfile.mkdtemp())
@@ -10,6 +14,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import pandas as pd
 
 from aidg.domain import TABLES
 from aidg.errors import DataValidationError, MissingTableError, NotFoundError, Problem
+from aidg.privacy.crypto import MAGIC, Cipher, is_encrypted
 from aidg.sim.world import World
 from aidg.store.validate import OnError, validate_tables
 
@@ -25,10 +31,23 @@ MAX_SHOWN_PROBLEMS = 50
 
 
 class OfflineStore:
-    """Tables of the data contract (DESIGN §2) in a folder: ``<table>.parquet`` or ``<table>.csv``."""
+    """Tables of the data contract (DESIGN §2) in a folder: ``<table>.parquet`` or ``<table>.csv``.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    ``cipher``: how tables are encrypted at rest; None: the key of the settings in the environment
+    (:meth:`Cipher.from_env`, read when first needed), :meth:`Cipher.plain` for none.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], cipher: Cipher | None = None) -> None:
         self.root = Path(root).expanduser()
+        self.cipher = cipher or Cipher.from_env()
+
+    def encrypted(self, table: str) -> bool:
+        """Whether ``table``'s file is encrypted (False when absent)."""
+        p = self.path(table)
+        if p is None:
+            return False
+        with p.open("rb") as f:
+            return is_encrypted(f.read(len(MAGIC)))
 
     def path(self, table: str) -> Path | None:
         """The file holding ``table`` (Parquet preferred), or None."""
@@ -48,6 +67,11 @@ class OfflineStore:
         for name, df in tables.items():
             if name not in TABLES:
                 raise NotFoundError(f"unknown table {name!r}; tables are {', '.join(TABLES)}")
+            if self.cipher.enabled:
+                buf = io.BytesIO()
+                df.to_parquet(buf, index=False)
+                self.cipher.write_bytes(self.root / f"{name}.parquet", buf.getvalue())
+                continue
             tmp = self.root / f".{name}.parquet.tmp"
             df.to_parquet(tmp, index=False)
             tmp.replace(self.root / f"{name}.parquet")
@@ -57,6 +81,9 @@ class OfflineStore:
         p = self.path(table)
         if p is None:
             raise MissingTableError(f"table {table!r} not found: expected {self.root}/{table}.parquet (or .csv)")
+        if self.encrypted(table):
+            buf = io.BytesIO(self.cipher.read_bytes(p))
+            return pd.read_parquet(buf) if p.suffix == ".parquet" else pd.read_csv(buf)
         return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
 
     def load(
@@ -84,11 +111,22 @@ class OfflineStore:
         return out, problems
 
     def query(self, sql: str) -> pd.DataFrame:
-        """Run DuckDB SQL with one view per table present (``SELECT … FROM deals``)."""
+        """Run DuckDB SQL with one view per table present (``SELECT … FROM deals``).
+
+        An encrypted table is decrypted into memory and registered as an Arrow table of that name.
+        """
         con = duckdb.connect()
         try:
             for t in self.tables():
                 p = self.path(t)
+                if p is not None and self.encrypted(t):
+                    import pyarrow as pa  # type: ignore[import-untyped]
+                    import pyarrow.csv as pacsv  # type: ignore[import-untyped]
+                    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+                    raw = pa.BufferReader(self.cipher.read_bytes(p))
+                    con.register(t, pq.read_table(raw) if p.suffix == ".parquet" else pacsv.read_csv(raw))
+                    continue
                 reader = "read_parquet" if p is not None and p.suffix == ".parquet" else "read_csv_auto"
                 con.execute(f"CREATE VIEW {t} AS SELECT * FROM {reader}('{p}')")
             return con.execute(sql).df()
@@ -96,17 +134,20 @@ class OfflineStore:
             con.close()
 
 
-def load_world(folder: str | os.PathLike[str]) -> World:
-    """A simulated world from a folder written by ``aidg simulate`` (tables + truth), validated."""
-    store = OfflineStore(folder)
-    truth, meta = World.load_truth(store.root)
+def load_world(folder: str | os.PathLike[str], cipher: Cipher | None = None) -> World:
+    """A simulated world from a folder written by ``aidg simulate`` (tables + truth), validated.
+
+    ``cipher``: as in :class:`OfflineStore` (None: the key in the environment).
+    """
+    store = OfflineStore(folder, cipher)
+    truth, meta = World.load_truth(store.root, store.cipher)
     tables, _ = store.load(required=tuple(t for t, s in TABLES.items() if s.from_history))
     return World(tables=tables, truth=truth, meta=meta)
 
 
-def save_world(world: World, folder: str | os.PathLike[str]) -> OfflineStore:
-    """Write a world: its public tables through the store, its truth beside them."""
-    store = OfflineStore(folder)
+def save_world(world: World, folder: str | os.PathLike[str], cipher: Cipher | None = None) -> OfflineStore:
+    """Write a world: its public tables through the store, its truth beside them (both encrypted with a key)."""
+    store = OfflineStore(folder, cipher)
     store.write(world.tables)
-    world.save_truth(store.root)
+    world.save_truth(store.root, store.cipher)
     return store

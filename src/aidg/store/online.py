@@ -44,6 +44,10 @@ class OnlineStore(ABC):
     def delete(self, keys: Sequence[str]) -> int:
         """Remove several rows; returns how many of them existed."""
 
+    def scan(self, pattern: str) -> list[str]:
+        """The stored keys matching a glob ``pattern`` (``*``, ``?``, ``[...]``); O(n): erasure jobs, not requests."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its keys")
+
     @abstractmethod
     def count(self) -> int:
         """How many rows are stored (Redis: a ``SCAN`` over this store's namespace, O(n))."""
@@ -84,6 +88,10 @@ class CacheBackend(ABC):
     @abstractmethod
     def delete(self, keys: Sequence[str]) -> int:
         """Remove several values; returns how many of them existed (and had not expired)."""
+
+    def scan(self, pattern: str) -> list[str]:
+        """The stored keys matching a glob ``pattern`` (``*``, ``?``, ``[...]``); O(n): erasure jobs, not requests."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its keys")
 
     @abstractmethod
     def ttl(self, key: str) -> float | None:

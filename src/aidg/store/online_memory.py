@@ -16,6 +16,7 @@ expiry can be tested (and replayed) without sleeping.
 
 from __future__ import annotations
 
+import fnmatch
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +48,12 @@ class MemoryOnlineStore(OnlineStore):
         rows = self._rows
         with self._lock:
             return sum(rows.pop(k, None) is not None for k in set(keys))
+
+    def scan(self, pattern: str) -> list[str]:
+        """See :meth:`OnlineStore.scan`."""
+        with self._lock:
+            keys = list(self._rows)
+        return fnmatch.filter(keys, pattern)
 
     def count(self) -> int:
         """See :meth:`OnlineStore.count`."""
@@ -128,6 +135,13 @@ class MemoryCacheBackend(CacheBackend):
                 entry = data.pop(key, None)
                 removed += entry is not None and entry[0] > now
         return removed
+
+    def scan(self, pattern: str) -> list[str]:
+        """See :meth:`CacheBackend.scan` (expired entries left out)."""
+        now = self._clock()
+        with self._lock:
+            keys = [k for k, e in self._data.items() if e[0] > now]
+        return fnmatch.filter(keys, pattern)
 
     def ttl(self, key: str) -> float | None:
         """See :meth:`CacheBackend.ttl`."""

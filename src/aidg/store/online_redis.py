@@ -7,22 +7,59 @@ to live in milliseconds). A server that cannot be reached raises
 :class:`~aidg.errors.BackendUnavailableError` naming the URL (password hidden)
 and saying how to fix it; redis-py's own connection errors never leak out.
 Clients connect lazily: constructing one does not need the server.
+
+Faults: every call has a socket timeout (5 s; 2 s to connect) and up to two retries with jittered
+exponential backoff (10 ms doubling, at most 100 ms: a blip is absorbed, an outage is not waited out).
+After a failure, a :class:`Breaker` fails calls at once for one second instead of trying again, so a
+request path that can do without Redis (the service serves from its in-memory snapshot) stays fast
+during an outage, and the first call after the second finds out whether Redis is back.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
 import redis.exceptions
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from aidg.errors import BackendUnavailableError, ConfigError, redact
 from aidg.store.online import CacheBackend, OnlineStore
 
 _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 _GLOB = str.maketrans({c: "\\" + c for c in "\\*?[]"})
+
+
+def retry_policy() -> Retry:
+    """Two retries on connection and timeout errors, jittered exponential backoff from 10 ms, capped at 100 ms."""
+    return Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), 2,
+                 supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))  # fmt: skip
+
+
+class Breaker:
+    """Fails calls at once for ``open_s`` seconds after a failure (a circuit breaker with one probe after it)."""
+
+    def __init__(self, open_s: float = 1.0) -> None:
+        self.open_s = open_s
+        self._until = 0.0
+        self._lock = threading.Lock()
+        self.last_error = ""
+
+    def check(self) -> str | None:
+        """None when calls may go ahead, else why not (the last failure)."""
+        if time.monotonic() < self._until:
+            return self.last_error
+        return None
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._until = time.monotonic() + self.open_s
+            self.last_error = str(exc)
 
 
 class _RedisClient:
@@ -36,17 +73,27 @@ class _RedisClient:
         self.url = url
         self.namespace = namespace
         self._prefix = namespace + ":"
+        self._breaker = Breaker()
         try:
-            self._client = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout_s, socket_timeout=timeout_s)
+            self._client = redis.Redis.from_url(
+                url, socket_connect_timeout=connect_timeout_s, socket_timeout=timeout_s, retry=retry_policy()
+            )
         except ValueError as exc:
             raise ConfigError(f"bad Redis URL {redact(url)!r}: {exc} (expected redis://host:port/db)") from None
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
-        """Turn redis-py's connection failures into BackendUnavailableError."""
+        """Turn redis-py's connection failures into BackendUnavailableError (at once while the breaker is open)."""
+        why = self._breaker.check()
+        if why is not None:
+            raise BackendUnavailableError(
+                f"{self._what} is not reachable at {redact(self.url)} ({why}; tried again within a second); start "
+                "Redis or unset AIDG_REDIS_URL to use the in-process backend"
+            )
         try:
             yield
         except _UNREACHABLE as exc:
+            self._breaker.failed(exc)
             raise BackendUnavailableError(
                 f"{self._what} is not reachable at {redact(self.url)} ({exc}); start Redis or unset AIDG_REDIS_URL "
                 "to use the in-process backend"
@@ -76,6 +123,14 @@ class _RedisClient:
             for key, value in items.items():
                 pipe.set(prefix + key, value, px=px)
             pipe.execute()
+
+    def scan(self, pattern: str) -> list[str]:
+        """The keys under this namespace matching the glob ``pattern`` (``SCAN MATCH``), without the prefix."""
+        n = len(self._prefix)
+        match = self.namespace.translate(_GLOB) + ":" + pattern
+        with self._guard():
+            return [k.decode()[n:] if isinstance(k, bytes) else str(k)[n:]
+                    for k in self._client.scan_iter(match=match, count=1000)]  # fmt: skip
 
     def ping(self) -> None:
         """Raise :class:`~aidg.errors.BackendUnavailableError` unless the server answers."""

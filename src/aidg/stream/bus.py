@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -127,6 +127,15 @@ class EventBus(ABC):
         """
         check_name("stream", stream)
         return 0
+
+    def erase(self, stream: str, match: Callable[[dict[str, Any]], bool], before_ms: int | None = None) -> int:
+        """Delete the entries of ``stream`` (and its dead-letter stream) whose payload ``match``-es, or, with
+        ``before_ms``, every entry older than that Unix time in ms; pending ones are acknowledged in every
+        group. Returns how many were deleted. For the erasure and retention jobs (O(stream length)).
+
+        The default (Kafka) cannot delete single records: its topic retention is the only way out.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot delete entries; rely on the topic's retention")
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release connections; the bus must not be used afterwards."""

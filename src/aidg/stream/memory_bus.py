@@ -182,6 +182,24 @@ class MemoryBus(EventBus):
                 out = self._read_new(s, g, consumer, count)
         return out
 
+    def erase(self, stream: str, match: Callable[[dict[str, Any]], bool], before_ms: int | None = None) -> int:
+        """See :meth:`EventBus.erase` (``before_ms`` is not kept here: in-process entries carry no time)."""
+        check_name("stream", stream)
+        removed = 0
+        with self._cond:
+            for name in (stream, dead_stream(stream)):
+                s = self._streams.get(name)
+                if s is None:
+                    continue
+                gone = [seq for seq, data in s.entries.items() if before_ms is None and match(decode(data))]
+                for seq in gone:
+                    del s.entries[seq]
+                    s.extra.pop(seq, None)
+                    for g in s.groups.values():
+                        g.pel.pop(seq, None)
+                removed += len(gone)
+        return removed
+
     def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
         check_name("stream", stream)
         check_name("group", group)

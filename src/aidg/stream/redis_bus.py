@@ -7,7 +7,7 @@ the fields ``e`` (the payload), ``dead_reason``, ``deliveries`` and ``source_id`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aidg.errors import BackendUnavailableError, DataError, redact
+from aidg.store.online_redis import Breaker, retry_policy
 from aidg.stream.bus import (
     EventBus,
     Message,
@@ -69,18 +70,27 @@ class RedisBus(EventBus):
         self.url = url
         try:
             self._r: redis.Redis = redis.Redis.from_url(
-                url, decode_responses=True, socket_connect_timeout=connect_timeout_s, socket_keepalive=True
-            )
+                url, decode_responses=True, socket_connect_timeout=connect_timeout_s, socket_keepalive=True,
+                retry=retry_policy(),
+            )  # fmt: skip
         except ValueError as exc:
             raise DataError(f"not a Redis URL: {redact(url)!r} ({exc}); fix AIDG_REDIS_URL") from exc
         self._groups: set[tuple[str, str]] = set()
+        self._breaker = Breaker()  # after a failure, calls fail at once for a second (the request path stays fast)
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
         """Turn connection failures into BackendUnavailableError and refusals into DataError."""
+        why = self._breaker.check()
+        if why is not None:
+            raise BackendUnavailableError(
+                f"Redis at {redact(self.url)} is not reachable ({why}; tried again within a second): start it or "
+                "unset AIDG_REDIS_URL"
+            )
         try:
             yield
         except (RedisConnectionError, RedisTimeoutError) as exc:
+            self._breaker.failed(exc)
             raise BackendUnavailableError(
                 f"Redis at {redact(self.url)} is not reachable ({exc}): start it or unset AIDG_REDIS_URL"
             ) from exc
@@ -224,8 +234,9 @@ class RedisBus(EventBus):
                 return 0
             floors: list[tuple[int, int]] = []
             for info in self._r.xinfo_groups(stream):
-                if int(info.get("pending") or 0):
-                    lowest = self._r.xpending(stream, info["name"])["min"]
+                # the pending count and its lowest id are two reads: a worker may acknowledge in between
+                lowest = self._r.xpending(stream, info["name"])["min"] if int(info.get("pending") or 0) else None
+                if lowest is not None:
                     ms, seq = (int(x) for x in str(lowest).split("-"))
                 else:
                     ms, seq = (int(x) for x in str(info["last-delivered-id"]).split("-"))
@@ -235,6 +246,34 @@ class RedisBus(EventBus):
                 return 0
             ms, seq = min(floors)
             return int(self._r.xtrim(stream, minid=f"{ms}-{seq}", approximate=False))
+
+    def erase(self, stream: str, match: Callable[[dict[str, Any]], bool], before_ms: int | None = None) -> int:
+        """See :meth:`EventBus.erase`: ``XRANGE`` in pages, then ``XACK`` in every group and ``XDEL``."""
+        check_name("stream", stream)
+        removed = 0
+        for name in (stream, dead_stream(stream)):
+            with self._guard(f"XRANGE on {name!r}"):
+                if not self._r.exists(name):
+                    continue
+                groups = [str(g["name"]) for g in self._r.xinfo_groups(name)] if name == stream else []
+                start, gone = "-", []
+                while True:
+                    raw: Any = self._r.xrange(name, start, "+" if before_ms is None else f"{before_ms - 1}", count=1000)
+                    page: list[tuple[str, dict[str, str] | None]] = list(raw or [])
+                    if not page:
+                        break
+                    for i, f in page:
+                        if before_ms is not None or (f and "e" in f and match(decode(f["e"]))):
+                            gone.append(i)
+                    if len(page) < 1000:
+                        break
+                    start = "(" + page[-1][0]
+                for k in range(0, len(gone), 1000):
+                    chunk = gone[k : k + 1000]
+                    for g in groups:
+                        self._r.xack(name, g, *chunk)
+                    removed += int(self._r.xdel(name, *chunk))
+        return removed
 
     def dead_letters(self, stream: str, count: int = 100) -> list[Message]:
         check_name("stream", stream)

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from aidg.config import RewardSettings, StreamSettings
+from aidg.errors import BackendUnavailableError
 from aidg.monitor.kpis import bucket_of, feedback_kpis
 from aidg.policy.bandit import join_part
 from aidg.store.decisions import DecisionLog, DecisionRecord, RewardEvent
@@ -224,6 +225,9 @@ class StreamWorker:
             try:
                 if self.run_once():
                     last_msg = time.monotonic()
+            except BackendUnavailableError as exc:  # an outage: one line a second, not a traceback each
+                log.warning("stream batch waits for a backend: %s", exc)
+                self._stop.wait(1.0)
             except Exception:
                 log.exception("stream batch failed; its messages stay pending and are retried")
                 self._stop.wait(1.0)

@@ -1,4 +1,8 @@
-"""``GET /v1/decisions/{id}/explanation``: why a decision's variants scored as they did."""
+"""``GET /v1/decisions`` (the newest) and ``GET /v1/decisions/{id}/explanation``: why a decision's variants scored as
+they did.
+
+An ``mm`` key lists only its merchants' decisions, and asking for the explanation of a decision outside its grant
+(another merchant's, or an id that does not exist) is 403 with one generic message either way (``deps``)."""
 
 from __future__ import annotations
 
@@ -6,15 +10,15 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from aidg.service.deps import CallerDep, EngineDep, require_merchant
+from aidg.service.deps import CallerDep, EngineDep, decision_for
 from aidg.service.responses import JSON
-from aidg.service.schemas import ErrorResponse
+from aidg.service.schemas import error_responses
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
 WHAT_IF_TERMS = ("discount_pct", "price", "duration_days", "category_id")
 
 
-@router.get("", responses={401: {"model": ErrorResponse}})
+@router.get("", responses=error_responses(401, 422, 429, 503))
 def recent_decisions(
     engine: EngineDep, caller: CallerDep, limit: int = Query(20, ge=1, le=200, description="how many, newest first")
 ) -> JSON:
@@ -24,19 +28,25 @@ def recent_decisions(
     return JSON({"decisions": engine.monitor.store.recent_decisions(limit, merchants)})
 
 
-@router.get("/{decision_id}/explanation", responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+@router.get(
+    "/{decision_id}/explanation",
+    responses=error_responses(401, 403, 404, 422, 429, 503),
+)
 async def explain_decision(
     decision_id: str,
     engine: EngineDep,
     caller: CallerDep,
     variant: int | None = Query(None, description="what-if: the variant to change"),
-    term: str | None = Query(None, description=f"what-if: the term to change ({', '.join(WHAT_IF_TERMS)})"),
+    term: str | None = Query(
+        None,
+        description=f"what-if: the term to change ({', '.join(WHAT_IF_TERMS)})",
+        json_schema_extra={"enum": list(WHAT_IF_TERMS)},  # checked below, after the caller's grant
+    ),
     value: str | None = Query(None, description="what-if: its new value"),
 ) -> JSON:
     """Attention top-5 of every variant, Integrated-Gradients attributions, similar merchants, IF-THEN rules and,
     with ``variant``, ``term`` and ``value``, a what-if with its interval."""
-    rec = engine.decision(decision_id)
-    require_merchant(caller, rec.merchant_id)
+    rec = decision_for(engine, caller, decision_id)  # before anything else is looked at: 403 says nothing more
     change: tuple[int, str, Any] | None = None
     given = [q is not None for q in (variant, term, value)]
     if any(given):

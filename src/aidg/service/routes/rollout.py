@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from aidg.service.deps import CallerDep, EngineDep, require_admin
 from aidg.service.responses import JSON
-from aidg.service.schemas import ErrorResponse, RolloutRequest
+from aidg.service.schemas import RolloutRequest, error_responses
 
 router = APIRouter(prefix="/v1/rollout", tags=["rollout"])
 Action = Literal["start", "advance", "pause", "resume", "promote", "rollback"]
@@ -23,7 +23,7 @@ def _actor(request: Request, caller: object) -> str:
     return f"admin key #{hashlib.blake2b(key.encode(), digest_size=4).hexdigest()}"
 
 
-@router.get("", responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
+@router.get("", responses=error_responses(401, 403, 429, 503))
 def rollout_state(engine: EngineDep, caller: CallerDep) -> JSON:
     """The rollout: state, versions, arms' shares, gate verdict, transitions (newest first)."""
     require_admin(caller)
@@ -34,9 +34,8 @@ def rollout_state(engine: EngineDep, caller: CallerDep) -> JSON:
 
 @router.post(
     "/{action}",
-    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-               409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
-)  # fmt: skip
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+)
 def rollout_action(
     action: Action, body: RolloutRequest, request: Request, engine: EngineDep, caller: CallerDep
 ) -> JSON:
