@@ -46,14 +46,9 @@ def main() -> None:
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aidg-faults-") as tmp:
-        if (a.home is None) != (a.data is None):
-            raise SystemExit("give both --home and --data, or neither")
-        if a.home is None:
-            from rollout import _tiny_home
+        from rollout import home_and_data
 
-            home, data = _tiny_home(Path(tmp))
-        else:
-            home, data = a.home, a.data
+        home, data = home_and_data(a.home, a.data, Path(tmp))
         log(f"fuzzing: {a.cases} cases per operation")
         fz = fuzz.fuzz(fuzz.fuzz_settings(home, data, Path(tmp) / "fuzz"), a.cases, seed=0)
         streams = {}

@@ -229,14 +229,9 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="aidg-outage-home-") as tmp:
-        if (a.home is None) != (a.data is None):
-            raise SystemExit("give both --home and --data, or neither")
-        if a.home is None:
-            from rollout import _tiny_home
+        from rollout import home_and_data
 
-            home, data = _tiny_home(Path(tmp))
-        else:
-            home, data = a.home, a.data
+        home, data = home_and_data(a.home, a.data, Path(tmp))
         try:
             out = run(home, data, warm_s=a.warm, outage_s=a.outage, after_s=a.after, rate=a.rate)
         except BenchError as exc:

@@ -69,6 +69,13 @@ def _tiny_home(root: Path) -> tuple[Path, Path]:
     return root / "home", root / "world"
 
 
+def home_and_data(home: Path | None, data: Path | None, tmp: Path) -> tuple[Path, Path]:
+    """``--home`` and ``--data`` as given, or a tiny world trained under ``tmp`` when neither is."""
+    if (home is None) != (data is None):
+        raise SystemExit("give both --home and --data, or neither")
+    return _tiny_home(tmp) if home is None or data is None else (home, data)
+
+
 def _api(port: int) -> httpx.Client:
     return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
 

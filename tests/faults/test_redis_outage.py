@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.servers import require_binary
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 
 @pytest.mark.slow
 def test_redis_killed_under_load_degrades_loses_nothing_and_recovers(trained: dict[str, Any]) -> None:
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed: apt-get install -y redis-server (.ci/run installs it)")
+    require_binary("redis-server", "apt-get install -y redis-server")
     from redis_outage import run
 
     out = run(Path(trained["settings"].home), Path(trained["data"]), warm_s=3, outage_s=5, after_s=6, rate=10,

@@ -27,8 +27,6 @@ Each protection test runs the same setup with the protection (it passes) and wit
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import require_server
+from tests.servers import require_binary, require_server
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "stream_durability.py"
 FAST = {"entry": "fork", "claim_idle_ms": 1000, "outbox_every_s": 2.0, "outbox_age_s": 3.0, "progress": False}
@@ -47,11 +45,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    if shutil.which("redis-server") is None:  # the harness runs its own; CI must have it (fail, not skip)
-        message = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_binary("redis-server", "apt-get install redis-server")  # the harness runs its own
     spec = importlib.util.spec_from_file_location("bench_stream_durability", BENCH)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)

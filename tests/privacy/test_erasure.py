@@ -30,10 +30,8 @@ from aidg.config import Settings
 from aidg.models.persistence import load_profile_model
 from aidg.privacy.ids import hash_id
 from aidg.service import create_app
-from tests.servers import require_server
+from tests.servers import REDIS_URL, private_servers
 
-REDIS = "redis://127.0.0.1:6379/0"
-PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
 ADMIN, MM = "admin-key-erasure-test", "mm-key-erasure-test"
 
 
@@ -174,24 +172,8 @@ def test_erasure_during_live_traffic_leaves_no_trace_embedded(trained: dict[str,
 
 @pytest.fixture()
 def servers() -> Iterator[dict[str, str]]:
-    require_server("Redis", "127.0.0.1", 6379)
-    require_server("PostgreSQL", "127.0.0.1", 5432)
-    import redis
-
-    tag = uuid.uuid4().hex[:10]
-    engine = sa.create_engine(PG)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA aidg_t_{tag}"))
-    yield {"ns": f"aidg-t-{tag}", "stream": f"aidg-t-{tag}.events", "schema": f"aidg_t_{tag}",
-           "db": f"{PG}?options=-csearch_path%3Daidg_t_{tag}"}  # fmt: skip
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA aidg_t_{tag} CASCADE"))
-    engine.dispose()
-    client = redis.Redis.from_url(REDIS)
-    keys = list(client.scan_iter(f"aidg-t-{tag}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with private_servers() as found:
+        yield found
 
 
 def test_erasure_during_live_traffic_leaves_no_trace_on_redis_and_postgresql(
@@ -201,7 +183,7 @@ def test_erasure_during_live_traffic_leaves_no_trace_on_redis_and_postgresql(
     merchant = str(pm.meta["train_merchants"][-2])
     data = _copy_data(trained, tmp_path)
     settings = _settings(
-        trained, data, servers["db"], mm_merchants=[merchant], redis_url=REDIS, redis_namespace=servers["ns"],
+        trained, data, servers["db"], mm_merchants=[merchant], redis_url=REDIS_URL, redis_namespace=servers["ns"],
         stream={"stream": servers["stream"]},
     )  # fmt: skip
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:

@@ -13,40 +13,20 @@ from fastapi.testclient import TestClient
 
 from aidg.config import Settings
 from aidg.service import create_app
-from tests.servers import require_server
-
-REDIS = "redis://127.0.0.1:6379/0"
-PG = "postgresql+psycopg://root@127.0.0.1:5432/test"
+from tests.servers import REDIS_URL, private_servers
 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, str]]:
-    """A private Redis namespace and stream, and a private PostgreSQL schema, removed afterwards."""
-    require_server("Redis", "127.0.0.1", 6379)
-    require_server("PostgreSQL", "127.0.0.1", 5432)
-    import redis
-    import sqlalchemy as sa
-
-    tag = uuid.uuid4().hex[:10]
-    engine = sa.create_engine(PG)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA aidg_t_{tag}"))
-    yield {"ns": f"aidg-t-{tag}", "stream": f"aidg-t-{tag}.events", "db": f"{PG}?options=-csearch_path%3Daidg_t_{tag}"}
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA aidg_t_{tag} CASCADE"))
-    engine.dispose()
-    client = redis.Redis.from_url(REDIS)
-    keys = list(client.scan_iter(f"aidg-t-{tag}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with private_servers() as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
 def client(trained: dict[str, Any], servers: dict[str, str]) -> Iterator[TestClient]:
     settings = Settings(
         home=Path(trained["settings"].home),
-        redis_url=REDIS,
+        redis_url=REDIS_URL,
         redis_namespace=servers["ns"],
         database_url=servers["db"],
         stream={"stream": servers["stream"]},
