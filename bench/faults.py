@@ -4,12 +4,15 @@
 * ``bench/stream_durability.py``: 100,000 feedback events through Redis Streams (a private redis-server,
   AOF ``appendfsync always``) while the stream worker is ``kill -9``-ed ≥ 50 times and Redis restarted
   once, with one worker and with two in one consumer group;
-* ``bench/redis_outage.py``: Redis stopped for 30 s under steady load, then started again empty.
+* ``bench/outage.py``: Redis stopped for 30 s under steady load, then started again empty; then the same with
+  PostgreSQL holding the decision log (a private cluster), started again with its data.
 
 ``--json`` keys (the issue's): ``schemathesis_failures``, ``schemathesis_5xx``, ``events_produced``,
 ``events_applied``, ``events_double_counted``, ``worker_kills``, ``redis_outage_non5xx_ratio``,
 ``redis_outage_degraded_ratio``, ``redis_recovery_s``, ``feedback_lost``; the stream figures are summed over
-the one- and two-worker runs (each run's own figures are under ``stream``), plus each part's details.
+the one- and two-worker runs (each run's own figures are under ``stream``); the PostgreSQL drill's figures are
+``pg_outage_non5xx_ratio``, ``pg_outage_degraded_ratio``, ``pg_recovery_s`` and ``pg_feedback_lost``
+(``feedback_lost`` counts both drills); plus each part's details.
 
     .venv/bin/python bench/faults.py --json                     # tiny world trained in a temp home (~3 min)
     .venv/bin/python bench/faults.py --home H --data W --json   # a trained home and its world
@@ -40,7 +43,7 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     import fuzz
-    import redis_outage
+    import outage
     import stream_durability
     from service_proc import log
 
@@ -56,7 +59,9 @@ def main() -> None:
             log(f"stream durability: {a.events:,} events, {a.kills} kills, {workers} worker(s)")
             streams[f"workers_{workers}"] = stream_durability.run(a.events, a.kills, workers, True, seed=workers)
         log(f"Redis outage: {a.outage:g} s under load")
-        out = redis_outage.run(home, data, outage_s=a.outage)
+        out = outage.run(home, data, backend="redis", outage_s=a.outage)
+        log(f"PostgreSQL outage: {a.outage:g} s under load")
+        pg = outage.run(home, data, backend="postgresql", outage_s=a.outage)
     s = list(streams.values())
     report: dict[str, Any] = {
         "schemathesis_failures": fz["schemathesis_failures"],
@@ -66,12 +71,17 @@ def main() -> None:
         "events_applied": sum(r["events_applied"] for r in s),
         "events_double_counted": sum(r["events_double_counted"] for r in s),
         "worker_kills": min(r["worker_kills"] for r in s),
-        "redis_outage_non5xx_ratio": out["redis_outage_non5xx_ratio"],
-        "redis_outage_degraded_ratio": out["redis_outage_degraded_ratio"],
-        "redis_recovery_s": out["redis_recovery_s"],
-        "feedback_lost": out["feedback_lost"],
+        "redis_outage_non5xx_ratio": out["outage_non5xx_ratio"],
+        "redis_outage_degraded_ratio": out["outage_degraded_ratio"],
+        "redis_recovery_s": out["recovery_s"],
+        "feedback_lost": out["feedback_lost"] + pg["feedback_lost"],
+        "pg_outage_non5xx_ratio": pg["outage_non5xx_ratio"],
+        "pg_outage_degraded_ratio": pg["outage_degraded_ratio"],
+        "pg_recovery_s": pg["recovery_s"],
+        "pg_feedback_lost": pg["feedback_lost"],
         "stream": streams,
         "redis_outage": out,
+        "pg_outage": pg,
         "fuzz": {k: v for k, v in fz.items() if k != "failures"} | {"failures": fz.get("failures", [])[:5]},
         "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -44,6 +44,16 @@ def log(msg: str) -> None:
     print(f"[bench/service] {msg}", file=sys.stderr, flush=True)
 
 
+def emit(report: dict[str, Any], as_json: bool) -> None:
+    """A bench's report on stdout: one JSON object (``--json``), else one ``key value`` line per figure."""
+    if as_json:
+        print(json.dumps(report))
+        return
+    width = max((len(k) for k in report), default=0) + 2
+    for k, v in report.items():
+        print(f"{k:<{width}}{v}")
+
+
 # --- inputs --------------------------------------------------------------------------------------------------------
 
 

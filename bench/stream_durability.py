@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -991,11 +990,10 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if a.json:
-        print(json.dumps(out))
-    else:
-        for k, v in out.items():
-            print(f"{k:>26}: {v}")
+    sys.path.insert(0, str(HERE.parent))
+    from service_proc import emit  # bench/service_proc.py: the benches' shared report printer
+
+    emit(out, a.json)
     ok = (out["events_applied"] == out["events_produced"] and out["events_double_counted"] == 0
           and out["pending_after_s"] is not None and out["pending_after_s"] <= 60)  # fmt: skip
     return 0 if ok else 1

@@ -38,14 +38,25 @@ def aidg_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A tiny world trained end to end once (encoders, scorer, explainers), registered under a private home."""
+    """A tiny world trained end to end once (encoders, scorer, explainers), registered under a private home.
+
+    ``AIDG_TEST_TRAINED=DIR``: train it into DIR once and reuse it in later runs (a shortcut for iterating on a
+    few tests, and ``bench/protections.py``'s many short runs); tests that register versions add them there."""
+    import os
+    import pickle
+
     from aidg import workflows
     from aidg.config import Settings
 
-    root = tmp_path_factory.mktemp("trained")
+    keep = os.environ.get("AIDG_TEST_TRAINED")
+    root = Path(keep) if keep else tmp_path_factory.mktemp("trained")
     world = simulate("tiny", seed=12)
-    data = root / "world"
-    save_world(world, data)
+    data, report_file = root / "world", root / "report.pkl"
     settings = Settings(home=root / "home")
+    if keep and report_file.exists():
+        return {"settings": settings, "data": data, "world": world, "report": pickle.loads(report_file.read_bytes())}
+    save_world(world, data)
     report = workflows.train(settings, data, scale="tiny", seed=0)
+    if keep:
+        report_file.write_bytes(pickle.dumps(report))
     return {"settings": settings, "data": data, "world": world, "report": report}

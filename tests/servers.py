@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import socket
@@ -19,9 +20,10 @@ def _missing(message: str) -> None:
     pytest.skip(message)
 
 
-def require_binary(name: str, install: str) -> None:
-    """Return if the program ``name`` is on PATH; otherwise skip, or fail under CI=true."""
-    if shutil.which(name) is None:
+def require_binary(name: str, install: str, also: tuple[str, ...] = ()) -> None:
+    """Return if the program ``name`` is on PATH (or matches one of the ``also`` globs); otherwise skip, or fail
+    under CI=true."""
+    if shutil.which(name) is None and not any(glob.glob(g) for g in also):
         _missing(f"{name} is not installed ({install}); .ci/run installs it")
 
 

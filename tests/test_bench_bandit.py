@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.benches import load_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bandit.py"
 
 
 def test_bandit_bench_measures_both_on_the_same_data(trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIDG_HOME", str(trained["settings"].home))
-    spec = importlib.util.spec_from_file_location("bench_bandit", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench(BENCH.name, "bench_bandit")
     out = mod.run(trained["data"], rounds=200, repeats=3, batch=500)
     assert out["variants"] == 50 and out["rounds"] == 200
     for key in ("ours_rounds_per_s", "vw_rounds_per_s", "vw_file_driver_rounds_per_s", "stream_update_events_per_s"):

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import types
 from pathlib import Path
 
 import pytest
 
+from tests.benches import load_bench
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "cache_hit.py"
 
 
 def _bench() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_cache_hit", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench(BENCH.name, "bench_cache_hit")
     return mod
 
 

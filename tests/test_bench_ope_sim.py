@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.benches import load_bench
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "ope_sim.py"
 
@@ -15,10 +16,7 @@ def test_simulated_log_ope_reports_errors_against_the_truth(
     trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIDG_HOME", str(trained["settings"].home))
-    spec = importlib.util.spec_from_file_location("ope_sim", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench(BENCH.name, "ope_sim")
     out = mod.run(trained["data"], decisions=3000, tau_log=0.1, tau_eval=0.05, seed=1)
     assert out["decisions"] == 3000 and out["variants"] == 50
     for name in ("ips", "snips", "dr"):

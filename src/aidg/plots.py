@@ -86,3 +86,30 @@ def arena_curves(curves: dict[str, list[float]], out: Path, alpha: float = 0.1) 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, out)
+
+def soak_timeline(
+    rss: list[tuple[float, float]], p95_per_minute: list[float | None], windows: tuple[float, float, float], out: Path
+) -> Path:
+    """``bench/soak.py``: resident memory (MB) and generate's p95 per minute over the run, the compared windows
+    shaded (``windows`` = warm-up, window and total minutes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    warm, window, total = windows
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+    top.plot([t for t, _ in rss], [m for _, m in rss], color="tab:blue")
+    top.set_ylabel("RSS, service + worker (MB)")
+    top.set_ylim(bottom=0)
+    minutes = [i + 0.5 for i, v in enumerate(p95_per_minute) if v is not None]
+    bottom.plot(minutes, [v for v in p95_per_minute if v is not None], marker="o", ms=3, color="tab:orange")
+    bottom.set_ylabel("generate p95 per minute (ms)")
+    bottom.set_xlabel("minutes")
+    bottom.set_ylim(bottom=0)
+    for ax in (top, bottom):
+        ax.axvspan(warm, warm + window, color="0.85", zorder=0)
+        ax.axvspan(total - window, total, color="0.85", zorder=0)
+        ax.grid(alpha=0.3)
+    top.set_title("Soak: memory and latency (shaded: the first and last windows compared)")
+    return _save(fig, out)

@@ -440,3 +440,58 @@ def test_after_a_redis_failure_calls_fail_at_once_for_a_second_then_try_again() 
         s.read(["k"])
     assert len(calls) == 2
     s.close()
+
+
+def test_a_dropped_redis_connection_is_retried_transparently() -> None:
+    """Redis closes our connection (a restart, an idle timeout): the next call reconnects and succeeds."""
+    require_server("Redis", "127.0.0.1", 6379)
+    s = RedisOnlineStore(REDIS_URL, namespace=f"aidg-retry-{uuid.uuid4().hex[:8]}")
+    try:
+        s.write({"k": b"v"})
+        own = s._client.client_id()
+        admin = redis.Redis.from_url(REDIS_URL)
+        assert admin.client_kill_filter(_id=own) == 1  # only our own connection, by its id
+        admin.close()
+        assert s.read(["k"]) == [b"v"]  # no BackendUnavailableError: the retry reconnected
+        assert s._client.client_id() != own
+    finally:
+        s.delete(["k"])
+        s.close()
+
+
+def test_a_flapping_redis_gets_two_retries_with_short_backoff_then_fails() -> None:
+    """A server that accepts and drops every connection: 1 try + 2 retries (jittered backoff ≤ 100 ms), then a
+    clear error, not redis-py's default of 3 retries with backoff up to 10 s holding the request."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[float] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted.append(time.perf_counter())
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    s = RedisOnlineStore(f"redis://127.0.0.1:{listener.getsockname()[1]}/0", namespace="aidg-flap")
+    try:
+        with pytest.raises(BackendUnavailableError, match="AIDG_REDIS_URL"):
+            s.read(["k"])
+        time.sleep(0.2)
+        assert len(accepted) == 3, accepted
+        gaps = np.diff(accepted)
+        assert (gaps < 0.5).all(), gaps  # the backoff is capped at 100 ms (+ connection set-up)
+    finally:
+        done.set()
+        t.join(2)
+        listener.close()
+        s.close()

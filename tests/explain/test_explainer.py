@@ -154,3 +154,23 @@ def test_reward_weights_in_force_are_used_without_retraining(trained: dict[str, 
     scorer = load_explainer(pm, settings).scorer
     t = score_candidates(scorer, env["ctx"], env["snap"], env["cand"]).table
     np.testing.assert_allclose(t.score, t.uplift - 0.05 * 0.1 * t.p_override * t.severity, atol=1e-5)
+
+
+def test_a_merchant_whose_category_has_no_prototypes_is_explained_without_similar_merchants(
+    env: dict[str, Any],
+) -> None:
+    """All of a category's merchants held out or erased: the explanation says so instead of failing (a 404 the
+    soak found on the service's explanation endpoint)."""
+    import copy
+
+    ex = copy.copy(env["explainer"])
+    ex.memory = copy.deepcopy(ex.memory)
+    cats = env["ctx"].tables["merchants"].set_index("merchant_id").category_id
+    category = str(cats[env["mid"]])
+    for m in ex.memory.prototypes(category):
+        ex.memory.remove(m)
+    assert category not in ex.memory.categories()
+    out = ex.explain(env["ctx"], env["snap"], env["cand"]).to_dict()
+    assert out["similar_merchants"] == []
+    assert any("similar merchants unavailable" in n and category in n for n in out["notes"])
+    assert out["attributions"] and out["rules"]

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-FUZZ_BENCH = Path(__file__).resolve().parents[2] / "bench" / "fuzz.py"
+from tests.benches import load_bench
 
 
 @pytest.fixture(scope="session")
 def fuzz_harness() -> ModuleType:
     """``bench/fuzz.py`` as a module (``fuzz``, ``fuzz_settings``, ``Served``)."""
-    spec = importlib.util.spec_from_file_location("bench_fuzz", FUZZ_BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and typing look the module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("fuzz.py")
 
 
 @pytest.fixture(scope="module")

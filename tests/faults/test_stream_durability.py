@@ -12,7 +12,8 @@ Which protection each test guards:
 
 * ``test_every_event_applied_once_...``: all of them together (claim-before-ack, reclaim of a dead
   worker's pending entries, the outbox, the Redis AOF), with one worker and with two in one group, on SQLite
-  (its write lock serialises the workers) and on PostgreSQL (the lock row ``FOR UPDATE``);
+  (its write lock serialises the workers) and on PostgreSQL (the lock row ``FOR UPDATE``); two workers on SQLite
+  is ``heavy`` (``make faults``, whose ``bench/faults.py`` also runs both worker counts at 100k events);
 * ``test_a_redis_that_lost_everything_...``: the outbox alone, when Redis comes back without its data;
 * ``test_without_the_outbox_...``: the outbox (events stored while the bus was down are republished);
 * ``test_acking_only_after_the_commit_...``: ack only after the decision log's commit, with the reclaim of a
@@ -26,7 +27,6 @@ Each protection test runs the same setup with the protection (it passes) and wit
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from tests.benches import load_bench
 from tests.servers import require_binary, require_server
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "stream_durability.py"
@@ -46,13 +47,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
     require_binary("redis-server", "apt-get install redis-server")  # the harness runs its own
-    spec = importlib.util.spec_from_file_location("bench_stream_durability", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(mod)
+    mod = load_bench("stream_durability.py")
     yield mod
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(mod.__name__, None)
 
 
 def _summary(out: dict[str, Any]) -> str:
@@ -62,7 +59,10 @@ def _summary(out: dict[str, Any]) -> str:
     return ", ".join(f"{k}={out[k]}" for k in keys)
 
 
-@pytest.mark.parametrize(("workers", "database"), [(1, "sqlite"), (2, "sqlite"), (2, "postgresql")])
+@pytest.mark.parametrize(
+    ("workers", "database"),
+    [(1, "sqlite"), pytest.param(2, "sqlite", marks=pytest.mark.heavy), (2, "postgresql")],
+)  # fmt: skip
 def test_every_event_applied_once_through_kills_and_a_redis_restart(
     bench: ModuleType, workers: int, database: str
 ) -> None:

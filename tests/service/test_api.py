@@ -133,6 +133,10 @@ def test_profile_health_ready_metrics(client: TestClient, merchant: str) -> None
     text = client.get("/metrics").text
     assert "aidg_http_requests_total" in text and "aidg_cache_hits_total" in text
     assert client.get("/openapi.json").json()["paths"]["/v1/deals/generate"]
+    for i in range(5):  # made-up methods share one label: a client cannot grow the metrics registry
+        assert client.request(f"BREW{i}", "/healthz").status_code == 405
+    text = client.get("/metrics").text
+    assert "BREW" not in text and 'method="other"' in text
 
 
 @pytest.mark.parametrize(

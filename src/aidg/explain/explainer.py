@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from aidg.config import ExplainSettings
-from aidg.errors import DataError
+from aidg.errors import DataError, NotFoundError
 from aidg.explain.attribution import integrated_gradients
 from aidg.explain.prototypes import PrototypicalMemory
 from aidg.explain.surrogate import RuleSurrogate
@@ -193,7 +193,7 @@ class Explainer:
             try:
                 found = self.memory.find_similar_merchants(emb, category, top_k=5, exclude=mid)
                 similar = [{"merchant_id": m, "similarity": round(s, 4)} for m, s in found]
-            except DataError as exc:  # e.g. no prototypes in this category yet
+            except (DataError, NotFoundError) as exc:  # e.g. no prototypes in this category (all held out, erased)
                 notes.append(f"similar merchants unavailable: {exc}")
         global_rules: list[str] = []
         if self.surrogate is not None:  # the rules that recommend first (a reviewer reads those), then the others

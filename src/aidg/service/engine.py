@@ -5,15 +5,19 @@ from the online store on a miss) → one forward pass of the scorer →
 :class:`~aidg.policy.decider.RiskAwarePolicy` (safety guard, exploration
 share, minimum gain, risk-aware Thompson sampling, conservative gate) → the
 decision logged with its propensity and context → a ``decision`` event on
-the bus. ``feedback``: events stored in the decision log (idempotent by event
-id, durable before the answer), then published for the stream workers, which
-join them to their decisions and update the posterior this replica reloads
-every ``posterior_refresh_seconds``.
+the bus. ``feedback`` (:mod:`aidg.service.intake`): events stored in the
+decision log (idempotent by event id, durable before the answer), then
+published for the stream workers, which join them to their decisions and
+update the posterior this replica reloads every ``posterior_refresh_seconds``.
 
-A backend that is down makes the answer ``degraded`` where the service can do
-without it (cache or online store: the in-memory snapshot serves; bus: the
-decision log's outbox republishes later) and a 503 where it cannot (the
-decision log: a decision that is not logged cannot learn).
+A backend that is down makes the answer ``degraded`` (its reasons listed): the
+cache or online store → the in-memory snapshot serves; the bus → the decision
+log's outbox republishes later; the decision log, or a model that fails on the
+request → the safe answer (the current system's deal, unscored, nothing logged)
+while feedback goes to the local spill. No exploration while degraded.
+Rollout versions load in the background; one whose weights are unreadable or
+not finite is refused when the rollout starts, one that fails to load (its
+scores overflow) is rolled back, and the champion keeps serving.
 """
 
 from __future__ import annotations
@@ -30,14 +34,14 @@ import numpy as np
 import pandas as pd
 
 from aidg.config import Settings
-from aidg.errors import BackendUnavailableError, DataError, NotFoundError
-from aidg.features.context import FIELD_SCALE
-from aidg.features.merchant_view import MERCHANT_NAMES, SEVERITY_SCALE
+from aidg.errors import BackendUnavailableError, ConflictError, DataError, NotFoundError
+from aidg.features.merchant_view import MERCHANT_NAMES
 from aidg.monitor.rollout import ACTIVE, RolloutController, View
 from aidg.policy.decider import RiskAwarePolicy, predicted_parts
 from aidg.privacy.ids import glob_escape
 from aidg.registry import ModelRegistry
 from aidg.service.backends import Backends
+from aidg.service.intake import FeedbackIntake
 from aidg.service.model import ServingModel, refreshed_bundles
 from aidg.service.monitoring import ReplicaMonitor
 from aidg.service.privacy import NO_CONSENT, ReplicaPrivacy
@@ -45,14 +49,13 @@ from aidg.service.safe import safe_answer
 from aidg.service.serving import Served
 from aidg.service.spill import FeedbackSpill
 from aidg.store.cache import EmbeddingCache
-from aidg.store.decisions import DecisionRecord, RewardEvent
+from aidg.store.decisions import DecisionRecord
 from aidg.store.privacy_store import PrivacyStore
 from aidg.store.rollout_store import RolloutStore
 from aidg.stream.rows import FeatureRow
-from aidg.stream.worker import StreamWorker, reward_message
+from aidg.stream.worker import StreamWorker
 
 log = logging.getLogger("aidg.service")
-KIND_PART = {"approval": "approval", "override": "override", "conversion": "conversion", "gp30": "gp30_uplift"}
 TERMS = ("discount_pct", "price", "duration_days", "category_id", "focus")
 
 
@@ -87,7 +90,7 @@ class DealEngine:
         self.worker: StreamWorker | None = None
         self.counters = {"decisions": 0, "degraded": 0, "events_accepted": 0, "events_duplicate": 0,
                          "challenger_errors": 0, "events_spilled": 0}  # fmt: skip
-        self.spill = FeedbackSpill(settings.paths.home / "spill")
+        self.intake = FeedbackIntake(settings, backends, self.counters)
 
     # the champion's parts, as the routes, metrics and tests read them
     @property
@@ -203,12 +206,35 @@ class DealEngine:
                     if old_ch is not None:
                         old_ch.stop()
                 log.info("loaded version %s as the %s", version, "champion" if champion else "challenger")
-            except Exception:
+            except Exception as exc:
                 log.exception("could not load model version %s", version)
+                if not champion:
+                    self._refuse_challenger(version, exc)
             finally:
                 self._loading.discard(version)
 
         threading.Thread(target=load, name=f"aidg-load-v{version}", daemon=True).start()
+
+    def verify_version(self, version: str) -> None:
+        """Before a rollout starts: a version whose weights cannot be read or hold NaN/inf is refused (409)."""
+        try:
+            ModelRegistry(self.settings).load_profile(version)
+        except DataError as exc:
+            raise ConflictError(
+                f"version {version} is refused: {exc}; the champion (version {self.champion.version}) keeps serving"
+            ) from None
+
+    def _refuse_challenger(self, version: str, exc: Exception) -> None:
+        """A challenger that failed to load (e.g. its scores overflow) is rolled back: it would never serve."""
+        c = self.monitor.controller
+        try:
+            row = c.reload()
+            if row.state in ACTIVE and row.challenger == version:
+                c.rollback("monitor", f"version {version} could not be loaded ({type(exc).__name__}: {exc}); "
+                                      f"the champion (version {self.champion.version}) keeps serving")  # fmt: skip
+                self.monitor.changed()
+        except (ConflictError, BackendUnavailableError):
+            log.warning("could not roll back the challenger %s that failed to load", version, exc_info=True)
 
     def challenger_ready(self) -> bool:
         row = self.monitor.view.row
@@ -322,77 +348,17 @@ class DealEngine:
         }
         return response
 
-    # -- feedback ------------------------------------------------------------------------------
+    # -- feedback (service/intake.py) ---------------------------------------------------------
     def feedback(self, events: list[dict[str, Any]]) -> tuple[list[dict[str, str]], bool]:
-        """Store and publish feedback events; per event its status, and whether the bus took them.
-
-        With the decision log down, the events go to the local spill (fsync-ed before the answer) and are
-        ``accepted``: the replayer stores and publishes them once the log is back (idempotent by event id).
-        """
-        try:
-            recs = [self._reward_event(e) for e in events]
-            statuses = self.backends.decisions.receive(recs)
-        except BackendUnavailableError:
-            self.spill.append(events)
-            self.counters["events_spilled"] += len(events)
-            return [{"event_id": str(e["event_id"]), "status": "accepted"} for e in events], False
-        return self._published(recs, statuses)
+        """Store and publish feedback events (spilled locally while the decision log is down)."""
+        return self.intake.feedback(events)
 
     def replay_spill(self) -> int:
-        """Store and publish what the spill kept while the decision log was down; batches replayed."""
-        if not self.spill.pending():
-            return 0
-        self.backends.decisions.ping()  # still down: raise before touching the spill
+        return self.intake.replay_spill()
 
-        def send(events: list[dict[str, Any]]) -> None:
-            recs = [self._reward_event(e) for e in events]
-            self._published(recs, self.backends.decisions.receive(recs))
-
-        n = self.spill.replay(send)
-        if n:
-            log.info("replayed %d spilled feedback batch(es) into the decision log", n)
-        return n
-
-    def _published(self, recs: list[RewardEvent], statuses: list[str]) -> tuple[list[dict[str, str]], bool]:
-        accepted = [r for r, st in zip(recs, statuses, strict=True) if st == "accepted"]
-        published = True
-        if accepted:
-            try:
-                self.backends.bus.publish(self.settings.stream.stream, [reward_message(r) for r in accepted])
-            except BackendUnavailableError:
-                published = False  # stored: the outbox republishes them once the bus is back
-        self.counters["events_accepted"] += len(accepted)
-        self.counters["events_duplicate"] += statuses.count("duplicate")
-        return [{"event_id": r.event_id, "status": st} for r, st in zip(recs, statuses, strict=True)], published
-
-    def _reward_event(self, e: dict[str, Any]) -> RewardEvent:
-        part = KIND_PART[e["kind"]]
-        value = e.get("value")
-        detail: dict[str, Any] = {}
-        if e["kind"] == "override":
-            edited = {k: v for k, v in (e.get("edited_terms") or {}).items() if v is not None}
-            detail["edited_terms"] = edited
-            if value is None:
-                value = self._severity(e["decision_id"], edited)
-        if e["kind"] == "approval" and value is None:
-            value = 1.0 if e.get("approved") else 0.0
-        if value is None:
-            raise DataError(f"event {e['event_id']!r}: a {e['kind']} event needs a value")
-        at = e.get("at") or datetime.now(UTC)
-        return RewardEvent(str(e["event_id"]), str(e["decision_id"]), part, float(value), at, detail)
-
-    def _severity(self, decision_id: str, edited: dict[str, Any]) -> float:
-        """How large a rep's edit was: the largest change of a term in its field's units, ÷ 0.75, clipped to 1."""
-        rec = self.backends.decisions.get(decision_id)
-        if rec is None:
-            return 0.0  # the event is reported as unknown_decision by receive
-        worst = 0.0
-        for f, v in edited.items():
-            if f == "category_id":
-                worst = max(worst, float(str(v) != str(rec.variant.get(f))))
-            elif f in FIELD_SCALE and f in rec.variant:
-                worst = max(worst, abs(float(v) - float(rec.variant[f])) / FIELD_SCALE[f])
-        return float(min(worst / SEVERITY_SCALE, 1.0))
+    @property
+    def spill(self) -> FeedbackSpill:
+        return self.intake.spill
 
     # -- reading -------------------------------------------------------------------------------
     def decision(self, decision_id: str) -> DecisionRecord:
@@ -482,4 +448,4 @@ class DealEngine:
         return out
 
 
-__all__ = ["KIND_PART", "DealEngine"]
+__all__ = ["DealEngine"]

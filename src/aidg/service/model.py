@@ -220,7 +220,12 @@ class ServingModel:
         reps = []
         for m in known[:PROJECTOR_MERCHANTS]:
             b = unpack_bundle(self._bundle_bytes(self.feature_row(m), self.as_of, self.settings.bandit.n_candidates))
-            reps.append(self._forward(b)["representation"][0].numpy())
+            out = self._forward(b)
+            bad = [k for k in (*OUTPUTS, "representation") if not torch.isfinite(out[k]).all()]
+            if bad:  # finite weights can still overflow: such a version never serves (the champion keeps serving)
+                raise DataError(f"model version {self.version} gives non-finite {', '.join(bad)} for merchant "
+                                f"{m!r}; refusing to serve it")  # fmt: skip
+            reps.append(out["representation"][0].numpy())
         return ContextProjector().fit(np.concatenate(reps))
 
     def feature_row(self, merchant_id: str) -> FeatureRow:

@@ -269,6 +269,16 @@ class DecisionLog:
         with self._session(write=False) as conn:
             return [(row_event(row), row.applied_at is not None) for row in conn.execute(query)]
 
+    def event_status(self, event_ids: Sequence[str]) -> dict[str, bool]:
+        """For each of these event ids that is stored: whether it is applied (the fault drills' loss check)."""
+        out: dict[str, bool] = {}
+        ids = list(dict.fromkeys(event_ids))
+        with self._session(write=False) as conn:
+            for i in range(0, len(ids), 500):
+                query = select(EVENTS.c.event_id, EVENTS.c.applied_at).where(EVENTS.c.event_id.in_(ids[i : i + 500]))
+                out.update((row.event_id, row.applied_at is not None) for row in conn.execute(query))
+        return out
+
     # -- posteriors, KPIs, health --------------------------------------------------------------------------------
 
     def posterior(self, name: str) -> Posterior | None:

@@ -45,6 +45,7 @@ def rollout_action(
     if action == "start":
         if not body.challenger:
             raise HTTPException(422, "challenger: start needs the version to roll out, e.g. {\"challenger\": \"2\"}")
+        engine.verify_version(body.challenger)  # 404 for no such version, 409 for unreadable or non-finite weights
         c.start(body.challenger, who, why or f"start version {body.challenger}", body.drill_fault_rate)
     elif action == "advance":
         c.advance(who, why, force=body.force, gate=engine.monitor.gate)
