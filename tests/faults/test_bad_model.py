@@ -4,7 +4,6 @@ champion keeps answering, not degraded, all along. (A NaN at request time: ``tes
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from aidg.config import Settings
+from aidg.models.persistence import load_profile_model
+from aidg.privacy.crypto import Cipher
 from aidg.registry import ModelRegistry
 from aidg.service import create_app
 
@@ -23,9 +24,12 @@ ADMIN = "admin-key-for-bad-model-tests"
 
 @pytest.fixture(scope="module")
 def home(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the session's trained home: the bad versions registered here never become another test's latest."""
+    """A home of its own holding version 1 (the session's trained model, registered again), so the bad versions
+    registered here never reach another test's registry or artifact folder (a copied home would not do: the
+    registry's database records absolute artifact paths, so a copy would write into the original's folder)."""
     dst = tmp_path_factory.mktemp("badmodel") / "home"
-    shutil.copytree(trained["settings"].home, dst)
+    pm = ModelRegistry(trained["settings"]).load_profile("1")
+    assert ModelRegistry(Settings(home=dst)).register_profile(pm, {"copied_from": "the session's version 1"}, {}) == "1"
     return dst
 
 
@@ -98,3 +102,13 @@ def test_a_version_whose_scores_overflow_is_rolled_back_when_it_fails_to_load(cl
     assert "non-finite" in last["reason"]
     assert state["challenger_loaded"] is False
     _champion_answers(client)
+
+
+def test_the_bad_versions_stayed_out_of_the_session_home(trained: dict[str, Any], home: Path) -> None:
+    """Runs last in this module: the session's trained home still has only its own versions and files."""
+    registry = ModelRegistry(trained["settings"])
+    for v in registry.versions():
+        registry.load_profile(v)  # every version there still loads: no NaN weights, no truncated file
+    cipher = Cipher.from_settings(trained["settings"])
+    for path in Path(trained["settings"].home).rglob("*.pt"):  # nor any weights file in its folder (erasure and
+        load_profile_model(path, cipher)  # retention read them all): no broken copy written there by mistake
