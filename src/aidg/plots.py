@@ -87,6 +87,7 @@ def arena_curves(curves: dict[str, list[float]], out: Path, alpha: float = 0.1) 
     ax.legend(fontsize=8, loc="best")
     return _save(fig, out)
 
+
 def soak_timeline(
     rss: list[tuple[float, float]], p95_per_minute: list[float | None], windows: tuple[float, float, float], out: Path
 ) -> Path:

@@ -107,8 +107,11 @@ def test_a_version_whose_scores_overflow_is_rolled_back_when_it_fails_to_load(cl
 def test_the_bad_versions_stayed_out_of_the_session_home(trained: dict[str, Any], home: Path) -> None:
     """Runs last in this module: the session's trained home still has only its own versions and files."""
     registry = ModelRegistry(trained["settings"])
-    for v in registry.versions():
-        registry.load_profile(v)  # every version there still loads: no NaN weights, no truncated file
+    versions = registry.versions()
+    # every version there still loads (no NaN weights, no truncated file), and so does every weights file in its
+    # folder (erasure and retention read them all): no broken copy was written there by mistake
+    loaded = [registry.load_profile(v) for v in versions]
     cipher = Cipher.from_settings(trained["settings"])
-    for path in Path(trained["settings"].home).rglob("*.pt"):  # nor any weights file in its folder (erasure and
-        load_profile_model(path, cipher)  # retention read them all): no broken copy written there by mistake
+    files = [load_profile_model(path, cipher) for path in Path(trained["settings"].home).rglob("*.pt")]
+    assert versions and len(loaded) == len(versions) and len(files) >= len(versions)
+    assert all(torch.isfinite(p).all() for pm in loaded + files for m in pm.modules().values() for p in m.parameters())
