@@ -1,0 +1,50 @@
+"""Goldens pinned before a refactor: a refactor changes no number (``make_golden.py`` wrote them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+ARENA = {"rounds": 1000, "days": 40, "seed": 3, "seeds": 3}  # tests/policy/test_arena.py's run
+VOLATILE = {"seconds", "stage_seconds", "curves", "rounds_per_second"}  # timings, and the plots' series
+
+
+def canonical(obj: Any) -> Any:
+    """The report without timings, floats rounded to 9 significant digits (numpy scalars as Python's)."""
+    if isinstance(obj, dict):
+        return {str(k): canonical(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list | tuple):
+        return [canonical(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, int | float | str | bool):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return float(f"{obj:.9g}")
+    return obj
+
+
+def golden(name: str) -> Any:
+    return json.loads((HERE / f"{name}.json").read_text())
+
+
+def differences(expected: Any, got: Any, path: str = "") -> list[str]:
+    """Where two canonical reports differ, as ``path: expected → got`` lines."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        out = [f"{path}/{k}: missing" for k in expected if k not in got]
+        out += [f"{path}/{k}: new" for k in got if k not in expected]
+        for k in expected.keys() & got.keys():
+            out += differences(expected[k], got[k], f"{path}/{k}")
+        return out
+    if isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
+        pairs = enumerate(zip(expected, got, strict=True))
+        return [d for i, (e, g) in pairs for d in differences(e, g, f"{path}[{i}]")]
+    same = expected == got or (isinstance(expected, float) and isinstance(got, float) and expected != expected
+                               and got != got)  # NaN where both have NaN
+    return [] if same else [f"{path}: {expected!r} → {got!r}"]
+
+
+def assert_matches(name: str, report: dict[str, Any]) -> None:
+    """The report equals the golden ``name`` (after :func:`canonical`), listing every difference otherwise."""
+    diff = differences(golden(name), json.loads(json.dumps(canonical(report))))
+    assert not diff, f"{len(diff)} difference(s) from tests/golden/{name}.json:\n" + "\n".join(sorted(diff)[:40])
