@@ -11,13 +11,13 @@ OBP   := obp==0.5.7
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check $(TORCH) -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH) -e '.[dev,all]'
 	# Open Bandit Pipeline, the off-policy-evaluation cross-check: it declares Python < 3.11 and
 	# torch 1.12, so a plain install drags a CUDA torch; it imports and runs fine without them
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python $(OBP)
 	@touch $(STAMP)
 
-.PHONY: install demo test check bench-service bench-rollout faults soak protections clean
+.PHONY: install demo test test-all check bench-service bench-rollout faults soak protections clean
 install: $(STAMP)
 
 demo: install
@@ -29,9 +29,13 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-# tests marked `heavy` (the slower variants of the fault tests) run in `make faults`
+# tests marked `heavy` (end-to-end runs over ~20 s: benches, drills, fuzzing, the demo) run in `make faults` and
+# `make test-all`; `make test` stays under 10 minutes on 2 cores
 test: install $(CHROMIUM)
 	$(BIN)/python -m pytest -m "not heavy"
+
+test-all: install $(CHROMIUM)
+	$(BIN)/python -m pytest
 
 check: install
 	$(BIN)/ruff check src tests

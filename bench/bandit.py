@@ -33,7 +33,7 @@ import torch
 from aidg.config import load_settings
 from aidg.policy.arena import ArenaData
 from aidg.policy.bandit import RiskAwareThompsonSampling
-from aidg.policy.peers import VW, VW_ARGS, ArenaPolicy, RiskAwareTS
+from aidg.policy.baselines import VW, VW_ARGS, ArenaPolicy, RiskAwareTS
 from aidg.workflows import arena_data
 
 
@@ -50,7 +50,7 @@ def _rounds_per_s(pol: ArenaPolicy, data: ArenaData, rounds: int, seed: int) -> 
     for j in range(rounds):
         did = f"b{j}"
         arms = data.arms[m[j]]
-        i, _ = pol.choose(did, arms)
+        i, _ = pol.select_action(did, arms)
         p = arms.cands.row(i) if i >= 0 else arms.current
         for part, value in (
             ("approval", float(u[j] < p["approval"])),
@@ -58,7 +58,7 @@ def _rounds_per_s(pol: ArenaPolicy, data: ArenaData, rounds: int, seed: int) -> 
             ("conversion", float(p["conversion"])),
             ("gp30_uplift", float(p["uplift"])),
         ):
-            pol.learn(did, part, value)
+            pol.update_params(did, part, value)
         pol.close(did)
     return rounds / (time.perf_counter() - t0)
 
@@ -68,7 +68,7 @@ def ours_rounds_per_s(data: ArenaData, rounds: int, seed: int) -> float:
 
 
 def vw_rounds_per_s(data: ArenaData, rounds: int, seed: int) -> float:
-    pol = VW(load_settings(), seed)  # learns once per decision, at its first part (see aidg.policy.peers)
+    pol = VW(load_settings(), seed)  # learns once per decision, at its first part (see aidg.policy.baselines)
     try:
         return _rounds_per_s(pol, data, rounds, seed)
     finally:

@@ -295,10 +295,10 @@ def _tiny_home() -> Iterator[tuple[Path, Path, str]]:
     yields the home, the world and the trained version (the champion)."""
     from aidg import workflows
     from aidg.config import Settings
-    from aidg.monitor.challengers import register_variant
+    from aidg.demo.challengers import register_variant
     from aidg.registry import ModelRegistry
     from aidg.sim import simulate
-    from aidg.store import save_world
+    from aidg.sim.storage import save_world
 
     with tempfile.TemporaryDirectory(prefix="aidg-fuzz-") as d:
         root = Path(d)

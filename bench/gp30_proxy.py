@@ -37,7 +37,7 @@ Method.
    oracle-bad. The two arms of a pair get disjoint random halves of the
    merchants (a hash split) and 200–2,000 decisions each, drawn uniformly from
    their half. Outcomes are drawn as the service sees them (as in
-   ``aidg.traffic``): approved ~ Bernoulli(A); observed conversion
+   ``aidg.demo.traffic``): approved ~ Bernoulli(A); observed conversion
    ``clip(C · e^N(0, 0.2), 0, 1)``; realized GP30 ``GP30 · e^N(−σ²/2, σ)``,
    σ = ``OUTCOME_NOISE`` (0.3), times approved. Per pair: the proxy's ratio of
    arm means, the true ratio of expected realized GP30 on the same decisions
@@ -81,7 +81,7 @@ import pandas as pd
 from scipy.stats import pearsonr, rankdata, spearmanr
 
 from aidg.config import load_settings
-from aidg.policy.candidates import DURATIONS, SIZES, CandidateGenerator
+from aidg.features.candidates import DURATIONS, SIZES, CandidateGenerator
 from aidg.sim.history import OUTCOME_NOISE
 from aidg.sim.oracle import TERM_COLUMNS, Oracle
 from aidg.sim.world import World, simulate
@@ -89,7 +89,7 @@ from aidg.sim.world import World, simulate
 PRICE_MARGIN = "approval_x_conversion_x_margin"  # margin = price × (1 − discount): the first candidate
 DISCOUNT_MARGIN = "approval_x_conversion_x_discount_margin"
 CHOSEN = DISCOUNT_MARGIN  # what aidg.monitor.kpis computes
-CONVERSION_NOISE = 0.2  # lognormal σ of the observed 3-day conversion (aidg.traffic)
+CONVERSION_NOISE = 0.2  # lognormal σ of the observed 3-day conversion (aidg.demo.traffic)
 DROP = 0.8  # the trigger: challenger ÷ champion < 0.8
 FLAT = 0.95  # pairs at or above this true ratio must not fire
 NEAR = 0.6  # "near" drops: true ratio in [0.6, 0.8), the ones a weak proxy misses
@@ -151,9 +151,9 @@ def log(msg: str) -> None:
 def load_world(data: Path | None, scale: str, seed: int) -> World:
     if data is None:
         return simulate(scale, seed=seed)
-    from aidg.workflows import load_training_data
+    from aidg.sim.storage import load_data_folder
 
-    _, _, world = load_training_data(data)
+    _, _, world = load_data_folder(data)
     if world is None:
         raise SystemExit(f"{data} has no simulator truth: run this on an `aidg simulate` folder")
     return world

@@ -25,15 +25,15 @@ import numpy as np
 import pandas as pd
 
 from aidg.config import load_settings
-from aidg.explain.bundle import load_explainer
+from aidg.explain.explainer import load_explainer
+from aidg.features.candidates import CandidateGenerator
 from aidg.features.context import FeatureContext
-from aidg.models.scorer_data import snapshot
-from aidg.models.scoring import score_candidates
-from aidg.policy.candidates import CandidateGenerator
+from aidg.inference.scoring import score_candidates
+from aidg.inference.snapshot import snapshot
 from aidg.policy.ope import dr, ips, snips
 from aidg.registry import ModelRegistry
 from aidg.sim.history import OUTCOME_NOISE
-from aidg.workflows import load_training_data
+from aidg.sim.storage import load_data_folder
 
 
 def softmax(x: np.ndarray, tau: float) -> np.ndarray:
@@ -48,7 +48,7 @@ def run(data: Path, decisions: int, tau_log: float, tau_eval: float, seed: int) 
     settings = load_settings()
     pm = ModelRegistry(settings).load_profile()
     scorer = load_explainer(pm, settings).scorer
-    tables, _, world = load_training_data(data)
+    tables, _, world = load_data_folder(data)
     if world is None:
         raise SystemExit(f"{data} has no simulator truth: run this on an `aidg simulate` folder")
     at = pd.Timestamp(pm.meta["as_of"])

@@ -2,7 +2,7 @@
 
 Each trial starts a rollout of a challenger (a registered copy of the
 champion), forces it past the gate into A/B and drives simulated traffic
-(two :class:`aidg.traffic.SimulatedClient` threads: generate calls and the
+(two :class:`aidg.demo.traffic.SimulatedClient` threads: generate calls and the
 oracle's outcomes as feedback) through the service's worker processes:
 
 * a **faulty** trial is a rollback drill: ``drill_fault_rate`` (default 0.10)
@@ -60,7 +60,7 @@ def _tiny_home(root: Path) -> tuple[Path, Path]:
     from aidg import workflows
     from aidg.config import Settings
     from aidg.sim import simulate
-    from aidg.store import save_world
+    from aidg.sim.storage import save_world
 
     log("training a tiny world (no --home/--data given; ~3 minutes)")
     world = simulate("tiny", seed=12)
@@ -148,11 +148,11 @@ def main() -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     a = p.parse_args()
     from aidg.config import Settings
-    from aidg.monitor.challengers import register_variant
+    from aidg.demo.challengers import register_variant
+    from aidg.demo.story import Answers
+    from aidg.demo.traffic import SimulatedClient
     from aidg.registry import ModelRegistry
-    from aidg.store import load_world
-    from aidg.story import Answers
-    from aidg.traffic import SimulatedClient
+    from aidg.sim.storage import load_world
 
     t0 = time.monotonic()
     try:

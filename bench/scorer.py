@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from aidg.features.merchant_view import DEAL_NAMES, MERCHANT_NAMES
-from aidg.models.deal_scorer import ContextualDealScorer, MerchantTensors, ScorerConfig
+from aidg.models.deal_scorer import ContextualDealScorer
+from aidg.models.scorer_config import MerchantTensors, ScorerConfig
 
 N_CANDIDATES = 50
 TOP = 5

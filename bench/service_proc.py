@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -172,9 +172,17 @@ async def _get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 @contextmanager
 def service(
-    home: Path, data: Path, workers: int, env_changes: dict[str, str | None], ready_timeout_s: float
+    home: Path,
+    data: Path,
+    workers: int,
+    env_changes: dict[str, str | None],
+    ready_timeout_s: float,
+    timing: dict[str, float] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[tuple[int, int]]:
-    """``aidg serve`` on a free port, ready; yields (port, its process group); always stopped."""
+    """``aidg serve`` on a free port, ready; yields (port, its process group); always stopped.
+
+    ``timing`` receives ``ready_s``: process start to the first ``/readyz`` 200 (the cold start)."""
     env = dict(os.environ)
     env["AIDG_HOME"] = str(home)
     for k, v in env_changes.items():
@@ -185,7 +193,7 @@ def service(
     port = free_port()
     aidg = Path(sys.executable).with_name("aidg")
     cmd = [str(aidg)] if aidg.exists() else [sys.executable, "-c", "from aidg.cli import main; main()"]
-    cmd += ["serve", "--host", HOST, "--port", str(port), "--workers", str(workers), "--data", str(data)]
+    cmd += ["serve", "--host", HOST, "--port", str(port), "--workers", str(workers), "--data", str(data), *extra_args]
     with tempfile.TemporaryDirectory(prefix="aidg-bench-service-") as tmp:
         log_path = Path(tmp) / "serve.log"
         with open(log_path, "wb") as out:
@@ -202,6 +210,8 @@ def service(
                 try:
                     status, _ = loadgen.run(_get(port, "/readyz"))
                     if status == 200:
+                        if timing is not None:
+                            timing["ready_s"] = time.monotonic() - t0
                         break
                 except (TimeoutError, OSError, asyncio.IncompleteReadError):
                     pass

@@ -273,7 +273,7 @@ def soak(
     report = {"minutes": minutes, "rate": rate, "workers": workers, "clients": clients, "backends": backends,
               **figures(run, t0, warm, window, minutes, worker_alive)}  # fmt: skip
     if plot is not None:
-        from aidg.plots import soak_timeline
+        from aidg.demo.plots import soak_timeline
 
         rss = [((s.t - t0) / 60, s.service_mb + s.worker_mb) for s in run.samples]
         report["plot"] = str(soak_timeline(rss, report["p95_per_minute_ms"], (warm, window, minutes), plot))

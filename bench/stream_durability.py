@@ -103,7 +103,7 @@ def _plan(events: int) -> list[tuple[int, str]]:
 
 
 def _decision(i: int, rng: np.random.Generator) -> Any:
-    from aidg.store.decisions import DecisionRecord
+    from aidg.decisionlog.log import DecisionRecord
 
     phi = np.concatenate([[1.0], rng.normal(size=DIM - 1)])
     predicted = {"approval": 0.6, "conversion": 0.2, "gp30_uplift": 0.1, "override": 0.05}
@@ -114,7 +114,7 @@ def _decision(i: int, rng: np.random.Generator) -> Any:
 
 
 def _event(d: int, part: str, rng: np.random.Generator) -> Any:
-    from aidg.store.decisions import RewardEvent
+    from aidg.decisionlog.log import RewardEvent
 
     if part == "approval":
         value = float(rng.integers(0, 2))
@@ -403,7 +403,7 @@ class Producer(threading.Thread):
 
     def _run(self) -> None:
         from aidg.errors import BackendUnavailableError
-        from aidg.stream.worker import reward_message
+        from aidg.online.worker import reward_message
 
         i = 0
         forced = False  # the first batch after Redis went down is published past the pacing: it must fail
@@ -446,8 +446,8 @@ def _patch_no_dedupe() -> None:
     """Fault: ``claim`` hands back every known event, applied or not (the exactly-once guard removed)."""
     from sqlalchemy import select, update
 
-    from aidg.store import decisions_tx
-    from aidg.store.decisions_schema import EVENTS, row_event, utcnow
+    from aidg.decisionlog import tx as decisions_tx
+    from aidg.decisionlog.schema import EVENTS, row_event, utcnow
 
     def claim(self: Any, event_ids: Any) -> list[Any]:
         ids = list(dict.fromkeys(event_ids))
@@ -475,11 +475,11 @@ def worker_main(argv: list[str]) -> int:
     a = p.parse_args(argv)
 
     from aidg.config import RewardSettings, StreamSettings
+    from aidg.decisionlog.log import DecisionLog
     from aidg.errors import BackendUnavailableError
-    from aidg.store.decisions import DecisionLog
+    from aidg.online.worker import StreamWorker
     from aidg.store.online_memory import MemoryOnlineStore
     from aidg.stream.redis_bus import RedisBus
-    from aidg.stream.worker import StreamWorker
 
     if a.fault == "no_dedupe":
         _patch_no_dedupe()
@@ -522,10 +522,6 @@ def zygote_main(argv: list[str]) -> int:
     """``--zygote WORKER-ARGS``: import once, then serve ``spawn CONSUMER LOG``, ``kill PID``, ``poll``, ``term``."""
     import ctypes
 
-    import aidg.store.decisions
-    import aidg.store.online_memory
-    import aidg.stream.redis_bus
-    import aidg.stream.worker  # noqa: F401  (imported once here, inherited by every fork)
 
     libc = ctypes.CDLL(None, use_errno=True)
     live: set[int] = set()
@@ -598,10 +594,10 @@ def _verify(db: str, produced: list[Any], decisions: dict[int, Any]) -> dict[str
     import sqlalchemy as sa
 
     from aidg.config import RewardSettings
+    from aidg.decisionlog.log import DecisionLog
+    from aidg.decisionlog.schema import EVENTS, KPIS
+    from aidg.online.worker import posterior_name
     from aidg.policy.bandit import RiskAwareThompsonSampling
-    from aidg.store.decisions import DecisionLog
-    from aidg.store.decisions_schema import EVENTS, KPIS
-    from aidg.stream.worker import posterior_name
 
     engine = sa.create_engine(db)
     try:
@@ -634,8 +630,8 @@ def _verify(db: str, produced: list[Any], decisions: dict[int, Any]) -> dict[str
     if post is None:
         rel = 0.0 if not rows else float("inf")
     else:
-        rel = max(float(np.linalg.norm(post.A - ref.A) / np.linalg.norm(ref.A)),
-                  float(np.linalg.norm(post.b - ref.b)) / max(float(np.linalg.norm(ref.b)), 1e-12))  # fmt: skip
+        rel = max(float(np.linalg.norm(post.A - ref.A_) / np.linalg.norm(ref.A_)),
+                  float(np.linalg.norm(post.b - ref.b_)) / max(float(np.linalg.norm(ref.b_)), 1e-12))  # fmt: skip
     posterior_ok = rel <= 1e-6
     return {
         "events_applied": len(applied & produced_ids),
@@ -733,7 +729,7 @@ def run(
             pending list to empty.
         timeout_s: The whole run's bound; past it production and kills stop and the run is reported as is.
     """
-    from aidg.store.decisions import DecisionLog
+    from aidg.decisionlog.log import DecisionLog
     from aidg.stream.redis_bus import RedisBus
 
     if entry not in ENTRIES:
@@ -744,7 +740,7 @@ def run(
         raise BenchError(f"fault is one of {', '.join(FAULTS)}, not {fault!r}")
     if backlog and redis_restart:
         raise BenchError("backlog=True produces everything before the workers start: it cannot restart Redis midway")
-    import aidg.stream.worker  # noqa: F401  (the producer's import, done now so production starts at once)
+    import aidg.online.worker  # noqa: F401  (the producer's import, done now so production starts at once)
 
     t_start = time.monotonic()
     rnd = random.Random(seed)

@@ -39,8 +39,8 @@ def graph_bench(epochs: int, device: str, seed: int = 7) -> dict[str, Any]:
 
     from aidg.features.context import FeatureContext
     from aidg.features.graph import build_graph
+    from aidg.inference.profile_model import cutoff_seconds
     from aidg.models.merchant_graph_sage import GraphConfig, MerchantGraphSAGE
-    from aidg.models.profile_model import cutoff_seconds
     from aidg.sim import graph_size, simulate
 
     t = time.perf_counter()
@@ -104,7 +104,7 @@ def pipeline_bench(seed: int = 2025) -> dict[str, Any]:
     from aidg import workflows
     from aidg.config import Settings
     from aidg.sim import simulate
-    from aidg.store import save_world
+    from aidg.sim.storage import save_world
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "rollout.py"
 KEYS = ("faulty_trials", "faulty_rolled_back", "healthy_trials", "false_rollbacks", "restore_seconds_max")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)
 def test_one_faulty_and_one_healthy_drill(trained: dict[str, Any]) -> None:
     cmd = [sys.executable, str(BENCH), "--home", str(trained["settings"].home), "--data", str(trained["data"]),
            "--trials", "1", "--trial-seconds", "6", "--workers", "1", "--rate", "40", "--json"]  # fmt: skip

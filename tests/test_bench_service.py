@@ -31,7 +31,7 @@ def _positive(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)
 def test_quick_bench_against_a_trained_tiny_model(trained: dict[str, Any]) -> None:
     cmd = [sys.executable, str(BENCH), "--quick", "--json", "--backends", "embedded",
            "--home", str(trained["settings"].home), "--data", str(trained["data"])]  # fmt: skip

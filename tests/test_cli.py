@@ -61,7 +61,7 @@ def test_user_mistakes_get_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in env_bad.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)
 def test_demo_writes_only_under_its_home(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     report = json.loads(run("demo", "--skip-training", "--json", home=a).stdout)

@@ -29,15 +29,16 @@ def test_memo_defaults() -> None:
     assert (r.ab_personalization_share, r.ab_exploration_share, r.ramp_step) == (0.05, 0.10, 0.10)
     assert (r.rollback_gp30_drop, r.rollback_override_spike, r.rollback_error_rate) == (0.2, 0.3, 0.05)
     assert s.privacy.retention_days == 30 and s.privacy.dp_epsilon == 1.0
-    m = s.model
-    assert (m.seq_len, m.deal_embedding_dim, m.override_intent_dim, m.sentiment_dim, m.profile_dim) == (
-        50,
-        128,
-        64,
-        32,
-        512,
-    )
-    assert (m.city_embedding_dim, m.seasonality_dim, m.competition_dim, m.graph_embedding_dim) == (24, 16, 8, 256)
+    # the training budgets per scale are settings (model sizes stay in each nn.Module's config)
+    p = s.training.presets
+    assert (p["tiny"].branch_epochs, p["small"].branch_epochs, p["full"].branch_epochs) == (2, 3, 6)
+    assert (p["small"].scorer_epochs, p["small"].scorer_windows, p["small"].sentiment_examples) == (30, 4, 3000)
+
+
+def test_one_field_of_one_training_preset_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIDG_TRAINING__PRESETS__SMALL__BRANCH_EPOCHS", "4")
+    p = load_settings().training.presets
+    assert p["small"].branch_epochs == 4 and p["small"].scorer_epochs == 30 and p["tiny"].branch_epochs == 2
 
 
 def test_every_setting_is_documented() -> None:
@@ -82,3 +83,32 @@ def test_all_paths_live_under_home(tmp_path: Path) -> None:
 def test_constructing_settings_writes_nothing(tmp_path: Path) -> None:
     Settings(home=tmp_path / "h")
     assert not (tmp_path / "h").exists()
+
+
+def test_each_backend_is_chosen_by_a_setting_and_needs_its_url() -> None:
+    assert Settings().backend_kinds() == {"store": "embedded", "log": "embedded", "bus": "embedded"}
+    urls = {"redis_url": "redis://127.0.0.1:6379/0", "database_url": "postgresql://u@127.0.0.1/test"}
+    assert Settings(**urls).backend_kinds() == {"store": "redis", "log": "postgres", "bus": "redis"}  # auto
+    chosen = Settings(**urls, backends={"store": "embedded", "bus": "embedded"}).backend_kinds()
+    assert chosen == {"store": "embedded", "log": "postgres", "bus": "embedded"}  # a named kind wins over a URL
+    with pytest.raises(ConfigError, match="AIDG_BACKENDS__LOG=postgres needs AIDG_DATABASE_URL"):
+        load_settings(backends={"log": "postgres"})
+    with pytest.raises(ConfigError, match="AIDG_BACKENDS__BUS=kafka needs AIDG_KAFKA_BOOTSTRAP"):
+        load_settings(backends={"bus": "kafka"})
+
+
+def test_a_backend_whose_extra_is_missing_fails_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from aidg.service.backends import make_backends
+
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if `pip install aidg` without the redis extra
+    s = Settings(home=tmp_path, redis_url="redis://127.0.0.1:6379/0", backends={"store": "redis", "bus": "embedded"})
+    with pytest.raises(ConfigError, match=r"pip install 'aidg\[redis\]'"):
+        make_backends(s)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    s = Settings(home=tmp_path, database_url="postgresql://u@127.0.0.1/test", backends={"log": "postgres"})
+    with pytest.raises(ConfigError, match=r"'postgres' extra"):
+        make_backends(s)

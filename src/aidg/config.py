@@ -58,8 +58,6 @@ class BanditSettings(_Group):
         description="risk_threshold bounds the risk a variant adds to the current deal's (in a marketplace whose "
         "reps edit a share of every deal, an absolute bound excludes whole merchants)",
     )
-    prior_alpha: float = Field(1.0, gt=0, description="memo §2.1: prior success pseudo-count")
-    prior_beta: float = Field(1.0, gt=0, description="memo §2.1: prior failure pseudo-count")
 
 
 class CandidateSettings(_Group):
@@ -139,6 +137,25 @@ class CacheSettings(_Group):
     refresh_interval_seconds: float = Field(60.0, gt=0, description="how often the refresher sweeps the cache")
 
 
+class BackendSettings(_Group):
+    """Which backend serves each online part (DESIGN §6); each server kind needs its URL and its install extra.
+
+    ``auto`` (the default) is the shorthand of earlier versions: the part goes to the server whose URL is set
+    (``AIDG_REDIS_URL``, ``AIDG_DATABASE_URL``, ``AIDG_KAFKA_BOOTSTRAP``), else it is embedded. Naming the kind
+    says what you mean, and a kind without its URL is refused with the variable to set.
+    """
+
+    store: Literal["auto", "embedded", "redis"] = Field(
+        "auto", description="online features and the embedding cache: in-process, or Redis (AIDG_REDIS_URL)"
+    )
+    log: Literal["auto", "embedded", "postgres"] = Field(
+        "auto", description="the decision log: SQLite under AIDG_HOME, or PostgreSQL (AIDG_DATABASE_URL)"
+    )
+    bus: Literal["auto", "embedded", "redis", "kafka"] = Field(
+        "auto", description="the event bus: in-process, Redis Streams (AIDG_REDIS_URL) or Kafka (AIDG_KAFKA_BOOTSTRAP)"
+    )
+
+
 class StreamSettings(_Group):
     """The event bus and stream workers (memo §1.3 Kafka → Flink → Redis; DESIGN §6)."""
 
@@ -205,7 +222,6 @@ class RolloutSettings(_Group):
     rollback_override_spike: float = Field(0.30, gt=0, le=1, description="memo §2.3: override rate > 30 %")
     rollback_override_window_hours: float = Field(1.0, gt=0, description="memo §2.3: … in any 1-hour window")
     rollback_error_rate: float = Field(0.05, gt=0, le=1, description="memo §2.3: system errors > 5 %")
-    rollback_target_minutes: float = Field(5.0, gt=0, description="memo §3.1: rollback within 5 minutes")
     gate_alpha: float = Field(0.05, gt=0, lt=1, description="promotion gate: the DR bounds' two-sided level")
     gate_min_decisions: int = Field(200, ge=10, description="promotion gate: shadow decisions with rewards needed")
     hash_salt: str = Field("aidg-rollout", min_length=1, description="salt of the merchant-id hash → arm")
@@ -237,12 +253,9 @@ class MonitorSettings(_Group):
 class AlertSettings(_Group):
     """Alerting strategy (memo §3.2) and technical KPIs."""
 
-    p0_gp30_drop: float = Field(0.20, gt=0, le=1, description="memo §3.2 P0: GP30 drop > 20 %")
     p1_override_rate: float = Field(0.30, gt=0, le=1, description="memo §3.2 P1: override rate > 30 %")
     p1_latency_ms: float = Field(500.0, gt=0, description="memo §3.2 P1: latency > 500 ms")
     p2_cache_hit_rate: float = Field(0.90, ge=0, le=1, description="memo §3.2 P2: cache hit rate < 90 %")
-    latency_p95_target_ms: float = Field(100.0, gt=0, description="memo §3.2: model latency p95 < 100 ms")
-    generate_budget_ms: float = Field(2000.0, gt=0, description="memo §3.2: time to generate a deal < 2 s")
 
 
 class PrivacySettings(_Group):
@@ -272,28 +285,59 @@ class PrivacySettings(_Group):
     )
 
 
-class ModelSettings(_Group):
-    """Model sizes (memo §1.1, DESIGN §4)."""
+class TrainingPreset(_Group):
+    """One scale's training budget: how much each part trains (the models' sizes stay in their configs)."""
 
-    seq_len: int = Field(50, ge=1, description="memo §1.1: 50 most recent deals")
-    n_categories: int = Field(20, ge=1, description="memo §1.1: 20-dim category one-hot")
-    deal_embedding_dim: int = Field(128, ge=1, description="memo §1.1: deal-history encoder output")
-    deal_history_layers: int = Field(3, ge=1, description="memo §1.1: 3-layer Transformer encoder")
-    override_step_dim: int = Field(64, ge=1, description="memo §1.1: override steps of 64 features")
-    override_hidden: int = Field(128, ge=1, description="memo §1.1: LSTM hidden size 128, 2 layers")
-    override_heads: int = Field(8, ge=1, description="memo §1.1: 8-head attention")
-    override_intent_dim: int = Field(64, ge=1, description="memo §1.1: 64-dim override intent")
-    sentiment_dim: int = Field(32, ge=1, description="memo §1.1: 32-dim sentiment vector")
-    sentiment_examples: int = Field(100_000, ge=1, description="memo §1.1: 100k labelled examples")
-    sentiment_epochs: int = Field(3, ge=1, description="memo §1.1: 3 epochs of fine-tuning")
-    city_embedding_dim: int = Field(24, ge=1, description="memo §1.1: Node2Vec city embedding")
-    seasonality_dim: int = Field(16, ge=1, description="memo §1.1: category-seasonality vector")
-    competition_dim: int = Field(8, ge=1, description="memo §1.1: local competition density")
-    graph_embedding_dim: int = Field(256, ge=1, description="memo §1.1: GraphSAGE merchant embedding")
-    graph_layers: int = Field(3, ge=1, description="memo §1.1: 3 message-passing layers")
-    sequence_embedding_dim: int = Field(128, ge=1, description="memo §1.1: sequence branch output")
-    sequence_layers: int = Field(6, ge=1, description="memo §1.1: 6-layer Transformer encoder")
-    profile_dim: int = Field(512, ge=1, description="memo §1.1: fused merchant profile")
+    branch_epochs: int = Field(3, ge=1, description="passes of each profile branch over its examples")
+    branch_per_merchant: int = Field(2, ge=1, description="training examples drawn per merchant for each branch")
+    branch_batch_size: int = Field(128, ge=1, description="examples per step of the profile branches")
+    sentiment_examples: int = Field(3000, ge=1, description="fine-tuning examples (memo §1.1: 100k, --sentiment-full)")
+    fusion_epochs: int = Field(100, ge=1, description="epochs of the profile fusion and its uplift head")
+    scorer_epochs: int = Field(30, ge=1, description="at most this many epochs of the deal scorer (early stopping)")
+    scorer_windows: int = Field(4, ge=1, description="180-day snapshots the scorer's examples come from")
+    scorer_patience: int = Field(3, ge=1, description="scorer epochs without a better validation loss before stopping")
+    dp_passes: float | None = Field(
+        None, gt=0, description="under DP: passes over the merchants per branch and for the fusion (None: privacy's)"
+    )
+
+
+def _presets() -> dict[str, TrainingPreset]:
+    return {
+        "tiny": TrainingPreset(
+            branch_epochs=2,
+            sentiment_examples=300,
+            fusion_epochs=10,
+            scorer_epochs=6,
+            scorer_windows=2,
+            scorer_patience=2,
+            dp_passes=1.0,
+        ),
+        "small": TrainingPreset(),
+        "full": TrainingPreset(branch_epochs=6, branch_batch_size=256, sentiment_examples=10_000),
+    }
+
+
+class TrainingSettings(_Group):
+    """Training budgets per scale (``aidg train --scale``): tiny (the tests' worlds), small (default), full."""
+
+    presets: dict[str, TrainingPreset] = Field(
+        default_factory=_presets,
+        description="budget per scale; AIDG_TRAINING__PRESETS__SMALL__BRANCH_EPOCHS=4 changes one field of one",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge(cls, data: object) -> object:
+        """A partial preset from the environment changes only the fields it names."""
+        if isinstance(data, dict) and isinstance(data.get("presets"), dict):
+            base = {k: v.model_dump() for k, v in _presets().items()}
+            for name, value in data["presets"].items():
+                if isinstance(value, dict):
+                    base[name] = {**base.get(name, {}), **value}
+                else:
+                    base[name] = value
+            data = {**data, "presets": base}
+        return data
 
 
 class Paths(BaseModel):
@@ -362,18 +406,40 @@ class Settings(BaseSettings):
     explain: ExplainSettings = ExplainSettings()
     exploration: ExplorationSettings = ExplorationSettings()
     cache: CacheSettings = CacheSettings()
+    backends: BackendSettings = BackendSettings()
     stream: StreamSettings = StreamSettings()
     service: ServiceSettings = ServiceSettings()
     rollout: RolloutSettings = RolloutSettings()
     monitor: MonitorSettings = MonitorSettings()
     alerts: AlertSettings = AlertSettings()
     privacy: PrivacySettings = PrivacySettings()
-    model: ModelSettings = ModelSettings()
+    training: TrainingSettings = TrainingSettings()
 
     @property
     def paths(self) -> Paths:
         """Derived locations under :attr:`home` (``~`` expanded)."""
         return Paths(home=self.home.expanduser())
+
+    def backend_kinds(self) -> dict[str, str]:
+        """The kind of each online part: ``store`` (embedded | redis), ``log`` (embedded | postgres), ``bus``
+        (embedded | redis | kafka), ``auto`` resolved by the URLs that are set."""
+        b = self.backends
+        auto = {
+            "store": "redis" if self.redis_url else "embedded",
+            "log": "postgres" if self.database_url and not self.database_url.startswith("sqlite") else "embedded",
+            "bus": "kafka" if self.kafka_bootstrap else "redis" if self.redis_url else "embedded",
+        }
+        chosen = {"store": b.store, "log": b.log, "bus": b.bus}
+        return {k: auto[k] if v == "auto" else v for k, v in chosen.items()}
+
+    @model_validator(mode="after")
+    def _backends_have_their_urls(self) -> Settings:
+        needs = {"redis": ("redis_url", "AIDG_REDIS_URL"), "postgres": ("database_url", "AIDG_DATABASE_URL"),
+                 "kafka": ("kafka_bootstrap", "AIDG_KAFKA_BOOTSTRAP")}  # fmt: skip
+        for part, kind in self.backend_kinds().items():
+            if kind in needs and not getattr(self, needs[kind][0]):
+                raise ValueError(f"AIDG_BACKENDS__{part.upper()}={kind} needs {needs[kind][1]} (the server's address)")
+        return self
 
 
 def load_settings(**overrides: object) -> Settings:

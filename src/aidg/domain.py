@@ -193,6 +193,10 @@ class DealTerms(Record):
     category_id: str = Field(description="category focus")
 
 
+DEAL_TERMS = tuple(DealTerms.model_fields)  # discount_pct, price, duration_days, category_id: the one list of them
+NUMERIC_TERMS = DEAL_TERMS[:3]
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """A table of the data contract: its record, key and references."""
@@ -260,6 +264,9 @@ TABLES: dict[str, TableSpec] = {
 # Canonical deal configurations: the deal nodes of the merchant–deal graph.
 # A configuration is (category, 5-point discount bucket, price bucket, duration
 # class); every deal that ran is an edge from its merchant to its configuration.
+# the scorer's outputs per variant, and the five a decision is made from (policies, the service, the arena)
+SCORER_OUTPUTS = ("score", "uplift", "approval", "conversion", "p_override", "severity", "risk")
+PREDICTED = ("score", "risk", "uplift", "approval", "conversion")
 DISCOUNT_BUCKET = 0.05
 PRICE_BUCKET_EDGES = np.array([10, 15, 20, 30, 45, 65, 100, 150, 250, 400, 700], dtype=float)
 DURATION_CLASS_EDGES = np.array([7, 14, 30], dtype=float)

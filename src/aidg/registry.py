@@ -21,8 +21,8 @@ from typing import Any
 
 from aidg.config import Settings
 from aidg.errors import NotFoundError
-from aidg.models.persistence import load_profile_model, save_profile_model
-from aidg.models.profile_model import ProfileModel
+from aidg.inference.persistence import load_profile_model, save_profile_model
+from aidg.inference.profile_model import ProfileModel
 from aidg.privacy.crypto import Cipher
 
 PROFILE_MODEL = "aidg-merchant-profile"

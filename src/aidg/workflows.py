@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,103 +11,12 @@ import torch
 
 from aidg.config import Settings
 from aidg.errors import DataError, NotFoundError
-from aidg.models.branches import BranchBudget
-from aidg.models.fitting import Progress
-from aidg.models.pipeline import TrainOptions
-from aidg.models.scorer_training import ScorerOptions
-from aidg.privacy.dp import DPConfig
+from aidg.online.serving_model import SERVING_ARTIFACT, ServingModel
+from aidg.progress import Progress
 from aidg.registry import ModelRegistry
-from aidg.sim import World
-from aidg.store import OfflineStore
-
-TRAIN_TABLES = ("merchants", "categories", "deals")
-OPTIONAL_TABLES = ("cities", "reps", "proposals", "overrides", "feedback_notes", "merchant_locations")
-
-
-def scorer_options(scale: str, seed: int) -> ScorerOptions:
-    """The deal scorer's budget per scale (tiny: the tests' worlds)."""
-    if scale == "tiny":
-        return ScorerOptions(seed=seed, epochs=6, windows=2, patience=2)
-    return ScorerOptions(seed=seed)
-
-
-def dp_config(settings: Settings) -> DPConfig:
-    """The differential-privacy target and DP-SGD settings of ``settings.privacy`` (δ unset: 1 / (10 n))."""
-    p = settings.privacy
-    return DPConfig(
-        epsilon=p.dp_epsilon,
-        delta=p.dp_delta,
-        max_grad_norm=p.dp_max_grad_norm,
-        batch_merchants=p.dp_batch_merchants,
-    )
-
-
-def train_options(scale: str, seed: int, sentiment_full: bool = False, dp: DPConfig | None = None) -> TrainOptions:
-    """Training budget per scale; ``sentiment_full`` is the memo's 100k examples × 3 epochs.
-
-    ``dp``: train with differential privacy (:func:`dp_config`); the scale sets its DP-SGD budget
-    (passes over the merchants per branch and for the fusion).
-    """
-    if scale not in ("tiny", "small", "full"):
-        raise DataError(f"unknown training scale {scale!r}; choose tiny, small or full")
-    opt = TrainOptions(seed=seed)
-    if scale == "tiny":
-        opt = TrainOptions(
-            seed=seed, budget=BranchBudget(epochs=2, per_merchant=2), sentiment_examples=300, fusion_epochs=10
-        )
-    elif scale == "full":
-        opt = TrainOptions(
-            seed=seed, budget=BranchBudget(epochs=6, per_merchant=2, batch_size=256), sentiment_examples=10_000
-        )
-    if sentiment_full:
-        opt.sentiment_examples, opt.sentiment_epochs = 100_000, 3
-    if dp is not None:
-        opt.dp = replace(dp, branch_epochs=1.0, fusion_epochs=1.0) if scale == "tiny" else dp
-    return opt
-
-
-def load_training_data(data: Path) -> tuple[dict[str, pd.DataFrame], pd.Timestamp | None, World | None]:
-    """Validated tables of a data folder, its as-of date and, for a simulated world, the world with its truth."""
-    store = OfflineStore(data)
-    names = [t for t in (*TRAIN_TABLES, *OPTIONAL_TABLES) if store.path(t) is not None]
-    tables, _ = store.load(names, required=TRAIN_TABLES)
-    try:
-        truth, meta = World.load_truth(store.root)
-    except DataError:
-        return tables, None, None
-    world = World(tables=tables, truth=truth, meta=meta)
-    return tables, world.as_of, world
-
-
-def training_exclusions(settings: Settings, merchants: pd.DataFrame) -> list[str]:
-    """Merchants whose data must not train: without training consent (the table's column or the API's), or erased
-    (their keyed hash is in the decision log's audit trail, should a new data feed bring them back)."""
-    from aidg.privacy.consent import consent_flags
-    from aidg.privacy.ids import hash_id
-    from aidg.store.decisions import DecisionLog
-    from aidg.store.privacy_store import PrivacyStore
-
-    url = settings.database_url or f"sqlite:///{settings.paths.decisions_db}"
-    overrides: dict[str, tuple[bool, bool]] = {}
-    erased: set[str] = set()
-    if settings.database_url or settings.paths.decisions_db.exists():
-        log = DecisionLog(url)
-        try:
-            store = PrivacyStore(log)
-            overrides, erased = store.all_consent(), store.erased()
-        finally:
-            log.close()
-    flags = consent_flags(merchants, overrides)
-    key = settings.privacy.id_hash_key
-    return sorted(str(m) for m, ok in flags.training.items() if not ok or hash_id(str(m), key) in erased)
-
-
-def without_excluded(settings: Settings, tables: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
-    """The tables without the merchants :func:`training_exclusions` names, and how many those are."""
-    from aidg.privacy.consent import drop_merchants
-
-    excluded = training_exclusions(settings, tables["merchants"])
-    return drop_merchants(tables, excluded), len(excluded)
+from aidg.sim.storage import load_data_folder
+from aidg.training.data import without_excluded
+from aidg.training.presets import dp_config, scorer_options, train_options
 
 
 def train(
@@ -125,14 +33,14 @@ def train(
     ``dp``: the encoders train with differential privacy, the merchant as the unit (settings' ``privacy.dp_*``);
     the report's ``dp_epsilon`` / ``dp_delta`` are the accounted guarantee (None without ``dp``).
     """
-    from aidg.explain.bundle import fit_scorer_bundle
-    from aidg.models.pipeline import train_profile
+    from aidg.training.explainers import fit_scorer_bundle
+    from aidg.training.profile import train_profile
 
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    tables, as_of, _ = load_training_data(data)
+    tables, as_of, _ = load_data_folder(data)
     tables, n_excluded = without_excluded(settings, tables)  # no training consent, or erased
-    options = train_options(scale, seed, sentiment_full, dp_config(settings) if dp else None)
+    options = train_options(settings, scale, seed, sentiment_full, dp_config(settings) if dp else None)
     say = progress or (lambda s, f: None)
     pm, metrics, split = train_profile(
         tables,
@@ -142,10 +50,14 @@ def train(
     )
     t_scorer = time.perf_counter()
     scorer_metrics = fit_scorer_bundle(
-        pm, tables, settings, scorer_options(scale, seed), lambda s, f: say(s, 0.6 + 0.38 * f)
+        pm, tables, settings, scorer_options(settings, scale, seed), lambda s, f: say(s, 0.6 + 0.38 * f)
     )
     metrics.update(scorer_metrics)
     metrics["seconds"]["scorer_and_explainers"] = time.perf_counter() - t_scorer
+    t_serving = time.perf_counter()
+    say("serving inputs: the data's snapshot and the context projection", 0.98)
+    pm.artifacts[SERVING_ARTIFACT] = ServingModel.precompute(settings, pm, data)  # `aidg serve` starts from them
+    metrics["seconds"]["serving_inputs"] = time.perf_counter() - t_serving
     params = {
         "data": str(data),
         "scale": scale,
@@ -179,12 +91,12 @@ def evaluate(
     settings: Settings, data: Path, version: str = "latest", progress: Progress | None = None
 ) -> dict[str, Any]:
     """Evaluate a registered version on the held-out merchants of ``data``: encoders, then scorer and explainers."""
-    from aidg.explain.evaluation import evaluate_scorer
-    from aidg.models.evaluation import evaluate_profile
+    from aidg.training.profile_evaluation import evaluate_profile
+    from aidg.training.scorer_evaluation import evaluate_scorer
 
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    tables, _, world = load_training_data(data)
+    tables, _, world = load_data_folder(data)
     registry = ModelRegistry(settings)
     pm = registry.load_profile(version)
     say = progress or (lambda s, f: None)
@@ -210,15 +122,16 @@ def explain(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Candidates for one merchant, scored and explained by a registered version."""
-    from aidg.explain.bundle import load_explainer
+    from aidg.explain.explainer import load_explainer
+    from aidg.features.candidates import CandidateGenerator
     from aidg.features.context import FeatureContext
-    from aidg.models.scorer_data import snapshot
-    from aidg.policy.candidates import CandidateGenerator
+    from aidg.inference.snapshot import Snapshot, snapshot
+    from aidg.store import OfflineStore
 
     t0 = time.perf_counter()
     torch.set_num_threads(1)
     say = progress or (lambda s, f: None)
-    tables, _, _ = load_training_data(data)
+    tables, _, _ = load_data_folder(data)
     registry = ModelRegistry(settings)
     pm = registry.load_profile(version)
     explainer = load_explainer(pm, settings)
@@ -230,7 +143,11 @@ def explain(
     gen = CandidateGenerator(tables["merchants"], tables["deals"], settings.candidates)
     candidates = gen.generate(str(merchant_id), when, n)
     say("merchant features and profile", 0.2)
-    snap = snapshot(pm, ctx, when, seed=int(pm.meta.get("seed", 0)))
+    stored = pm.artifacts.get(SERVING_ARTIFACT) or {}
+    if when == pd.Timestamp(pm.meta["as_of"]) and stored.get("data_hash") == OfflineStore(data).content_hash():
+        snap = Snapshot.from_bytes(stored["snapshot"], when)  # what training computed for this very folder
+    else:
+        snap = snapshot(pm, ctx, when, seed=int(pm.meta.get("seed", 0)))
     say("scoring and explaining", 0.8)
     out = explainer.explain(ctx, snap, candidates, change=change).to_dict()
     out["version"] = version if version != "latest" else registry.versions()[-1]
@@ -240,15 +157,15 @@ def explain(
 
 def arena_data(settings: Settings, data: Path, days: int = 90, version: str = "latest") -> tuple[Any, dict[str, Any]]:
     """The arena's setup (:func:`aidg.policy.arena.build_arena`) for a version's held-out merchants of a world."""
-    from aidg.explain.bundle import load_explainer
+    from aidg.explain.explainer import load_explainer
+    from aidg.features.candidates import CandidateGenerator
     from aidg.features.context import FeatureContext
-    from aidg.models.scorer_data import snapshot
-    from aidg.models.scoring import score_candidates
+    from aidg.inference.scoring import score_candidates
+    from aidg.inference.snapshot import snapshot
     from aidg.policy.arena import build_arena
-    from aidg.policy.candidates import CandidateGenerator
     from aidg.sim.oracle import Oracle
 
-    tables, _, world = load_training_data(data)
+    tables, _, world = load_data_folder(data)
     if world is None:
         raise DataError(f"{data} has no simulator truth: the arena judges policies by it; run it on `aidg simulate`")
     registry = ModelRegistry(settings)
@@ -309,7 +226,7 @@ def simulate_policy(
 ) -> dict[str, Any]:
     """The policy arena (:mod:`aidg.policy.arena`) on the held-out merchants of a simulated world."""
     from aidg.policy.arena import arena
-    from aidg.policy.peers import POLICIES
+    from aidg.policy.baselines import POLICIES
 
     if rounds < 1 or days < 1 or seeds < 1:
         raise DataError(f"rounds, days and seeds must be positive (got {rounds}, {days}, {seeds})")

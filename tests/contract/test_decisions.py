@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
+from aidg.decisionlog.log import PARTS, DecisionLog, DecisionRecord, RewardEvent
 from aidg.errors import BackendUnavailableError, ConflictError, DataError
-from aidg.store.decisions import PARTS, DecisionLog, DecisionRecord, RewardEvent
 from tests.servers import require_server
 
 PG_URL = "postgresql+psycopg://root@127.0.0.1:5432/test"

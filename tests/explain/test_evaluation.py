@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aidg.explain.evaluation import decision_metrics
-from aidg.models.scorer_training import expected_calibration_error
+from aidg.training.scorer import expected_calibration_error
+from aidg.training.scorer_evaluation import decision_metrics
 
 
 def _frame(score: np.ndarray, reward: np.ndarray, approval: np.ndarray, true_approval: np.ndarray) -> pd.DataFrame:

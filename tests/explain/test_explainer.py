@@ -16,13 +16,13 @@ import torch
 from aidg import workflows
 from aidg.errors import DataError, NotFoundError
 from aidg.explain.attribution import _forward, faithfulness, integrated_gradients
-from aidg.explain.bundle import load_explainer
+from aidg.explain.explainer import load_explainer
 from aidg.explain.whatif import what_if
+from aidg.features.candidates import CandidateGenerator
 from aidg.features.context import FeatureContext
 from aidg.features.merchant_view import MERCHANT_NAMES
-from aidg.models.scorer_data import snapshot
-from aidg.models.scoring import merchant_inputs, score_candidates
-from aidg.policy.candidates import CandidateGenerator
+from aidg.inference.scoring import merchant_inputs, score_candidates
+from aidg.inference.snapshot import snapshot
 from aidg.registry import ModelRegistry
 
 

@@ -14,7 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from aidg.config import Settings
-from aidg.models.persistence import load_profile_model
+from aidg.inference.persistence import load_profile_model
 from aidg.privacy.crypto import Cipher
 from aidg.registry import ModelRegistry
 from aidg.service import create_app

@@ -32,7 +32,7 @@ def _show(out: dict[str, Any]) -> str:
     return "\n".join(rows) + f"\nkinds: {out['failure_kinds']}\nerrors: {out['errors']}"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)
 def test_schemathesis_finds_no_failure_and_no_5xx(fuzz_app: Any, fuzz_harness: ModuleType) -> None:
     out = fuzz_harness.fuzz(fuzz_app, CASES, seed=0)
     assert out["schemathesis_failures"] == 0, _show(out)

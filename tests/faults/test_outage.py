@@ -14,7 +14,7 @@ from tests.servers import require_binary
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)
 @pytest.mark.parametrize("backend", ["redis", "postgresql"])
 def test_a_backend_killed_under_load_degrades_loses_nothing_and_recovers(trained: dict[str, Any], backend: str) -> None:
     if backend == "redis":

@@ -13,7 +13,8 @@ Which protection each test guards:
 * ``test_every_event_applied_once_...``: all of them together (claim-before-ack, reclaim of a dead
   worker's pending entries, the outbox, the Redis AOF), with one worker and with two in one group, on SQLite
   (its write lock serialises the workers) and on PostgreSQL (the lock row ``FOR UPDATE``); two workers on SQLite
-  is ``heavy`` (``make faults``, whose ``bench/faults.py`` also runs both worker counts at 100k events);
+  is ``heavy`` (``make faults``, whose ``bench/faults.py`` also runs both worker counts at 100k events), and so is one
+  worker on SQLite and the outbox pair (each over ~20 s: ``make test`` keeps two workers on PostgreSQL);
 * ``test_a_redis_that_lost_everything_...``: the outbox alone, when Redis comes back without its data;
 * ``test_without_the_outbox_...``: the outbox (events stored while the bus was down are republished);
 * ``test_acking_only_after_the_commit_...``: ack only after the decision log's commit, with the reclaim of a
@@ -61,7 +62,8 @@ def _summary(out: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize(
     ("workers", "database"),
-    [(1, "sqlite"), pytest.param(2, "sqlite", marks=pytest.mark.heavy), (2, "postgresql")],
+    [pytest.param(1, "sqlite", marks=pytest.mark.heavy), pytest.param(2, "sqlite", marks=pytest.mark.heavy),
+     (2, "postgresql")],
 )  # fmt: skip
 def test_every_event_applied_once_through_kills_and_a_redis_restart(
     bench: ModuleType, workers: int, database: str
@@ -81,6 +83,7 @@ def test_every_event_applied_once_through_kills_and_a_redis_restart(
     assert out["pending_after_s"] is not None and out["pending_after_s"] <= 60 and out["pending_final"] == 0, why
 
 
+@pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)
 def test_a_redis_that_lost_everything_is_refilled_by_the_outbox(bench: ModuleType) -> None:
     """Beyond the AOF: the restarted Redis comes back empty (stream, group and pending list gone)."""
     out = bench.run(events=3000, kills=12, workers=2, redis_restart=True, redis_lose_data=True, seed=3, **FAST,
@@ -91,6 +94,7 @@ def test_a_redis_that_lost_everything_is_refilled_by_the_outbox(bench: ModuleTyp
     assert out["posterior_matches"] and out["pending_after_s"] is not None and out["pending_after_s"] <= 60, why
 
 
+@pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)
 def test_without_the_outbox_a_redis_restart_loses_the_events_it_could_not_take(bench: ModuleType) -> None:
     out = bench.run(events=600, kills=0, workers=1, redis_restart=True, **{**FAST, "outbox": False},
                     drain_timeout_s=5, timeout_s=60)  # fmt: skip

@@ -7,7 +7,8 @@ import torch
 
 from aidg.config import RewardSettings
 from aidg.features.merchant_view import DEAL_NAMES, MERCHANT_NAMES
-from aidg.models.deal_scorer import ContextualDealScorer, MerchantTensors, ScorerConfig
+from aidg.models.deal_scorer import ContextualDealScorer
+from aidg.models.scorer_config import MerchantTensors, ScorerConfig
 from aidg.reward import composite_reward
 
 B, N, L = 3, 7, 20

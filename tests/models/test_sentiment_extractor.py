@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from aidg.errors import ConfigError, DataError
+from aidg.inference.encoding import encode_texts, predict_sentiment
 from aidg.models.sentiment_extractor import (
     LABELS,
     MODEL_SHA256,
@@ -16,8 +17,8 @@ from aidg.models.sentiment_extractor import (
     SentimentExtractor,
     default_model_path,
 )
-from aidg.models.sentiment_training import encode_texts, evaluate_sentiment, predict_sentiment, train_sentiment
 from aidg.sim import World
+from aidg.training.sentiment import evaluate_sentiment, train_sentiment
 
 HEAD_ONLY = SentimentConfig(trainable_layers=0)  # fastest setting, for tests that do not check accuracy
 

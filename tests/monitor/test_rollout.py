@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from aidg.config import Settings
+from aidg.decisionlog.log import DecisionLog
+from aidg.decisionlog.rollout import RolloutStore, ShadowRow
 from aidg.errors import ConflictError, NotFoundError
 from aidg.monitor.alerts import triggers, wilson_lower
 from aidg.monitor.gate import evaluate_gate
 from aidg.monitor.kpis import Recorder, arm_stats, feedback_kpis, totals
 from aidg.monitor.rollout import RolloutController, shares_of, unit_hash
-from aidg.store.decisions import DecisionLog
-from aidg.store.rollout_store import RolloutStore, ShadowRow
 
 
 @pytest.fixture()

@@ -63,19 +63,19 @@ def test_late_duplicate_and_out_of_order_parts_count_once() -> None:
     a = RiskAwareThompsonSampling(D)
     a.register("x", phi, 0.2, _pred(0.1))
     assert a.update_params("x", "approval", 1.0)
-    b_early = a.b.copy()
+    b_early = a.b_.copy()
     assert not a.update_params("x", "approval", 1.0)  # the same event again: nothing changes
-    assert np.array_equal(a.b, b_early)
+    assert np.array_equal(a.b_, b_early)
     a.update_params("x", "gp30_uplift", 0.4)  # GP30 lands 30 days later and corrects
     b = RiskAwareThompsonSampling(D)
     b.register("x", phi, 0.2, _pred(0.1))
     b.update_params("x", "gp30_uplift", 0.4)  # the other order
     b.update_params("x", "approval", 1.0)
-    np.testing.assert_allclose(a.b, b.b)
-    np.testing.assert_allclose(a.A, b.A)
+    np.testing.assert_allclose(a.b_, b.b_)
+    np.testing.assert_allclose(a.A_, b.A_)
     r = 0.5 * 0.4 + 0.3 * 1.0 + 0.15 * 0.1
-    np.testing.assert_allclose(a.b, phi * (r - 0.2))
-    np.testing.assert_allclose(a.A, np.eye(D) + np.outer(phi, phi))
+    np.testing.assert_allclose(a.b_, phi * (r - 0.2))
+    np.testing.assert_allclose(a.A_, np.eye(D) + np.outer(phi, phi))
 
 
 def test_a_gp30_that_never_arrives_keeps_the_scorers_prediction() -> None:
@@ -84,7 +84,7 @@ def test_a_gp30_that_never_arrives_keeps_the_scorers_prediction() -> None:
     ts.register("y", phi, 0.3, _pred(0.2))
     ts.update_params("y", "approval", 0.0)
     expected = 0.5 * 0.2 + 0.3 * 0.0 + 0.15 * 0.1  # predicted uplift and conversion stand in
-    np.testing.assert_allclose(ts.b, phi * (expected - 0.3))
+    np.testing.assert_allclose(ts.b_, phi * (expected - 0.3))
 
 
 def test_bad_events_are_refused_clearly() -> None:

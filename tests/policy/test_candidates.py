@@ -8,7 +8,7 @@ import pytest
 
 from aidg.config import CandidateSettings
 from aidg.errors import DataError, NotFoundError
-from aidg.policy.candidates import CANDIDATE_COLUMNS, CandidateGenerator
+from aidg.features.candidates import CANDIDATE_COLUMNS, CandidateGenerator
 from aidg.sim import World
 
 

@@ -9,7 +9,7 @@ import pytest
 from aidg.config import BanditSettings, GuardSettings
 from aidg.errors import DataError
 from aidg.policy.bandit import RiskAwareThompsonSampling
-from aidg.policy.decider import CURRENT, Candidates, RiskAwarePolicy
+from aidg.policy.risk_aware import CURRENT, Candidates, RiskAwarePolicy
 
 D, N = 6, 8
 
@@ -36,14 +36,14 @@ def _warm(policy: RiskAwarePolicy, rounds: int = 60) -> None:
     """Bank some budget: the gate plays the current deal until it can afford a variant."""
     c_, phi = _request()
     for t in range(rounds):
-        policy.decide(f"w{t}", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+        policy.select_action(f"w{t}", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
 
 
 def test_a_confident_policy_plays_variants_and_logs_propensity_and_type() -> None:
     p = RiskAwarePolicy(D, seed=0)
     _warm(p)
     c_, phi = _request()
-    d = p.decide("x", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    d = p.select_action("x", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
     assert d.index != CURRENT and d.why_current == ""
     assert 0 < d.pscore <= 1 and d.action_type in ("safe", "hybrid")  # explore only on the exploration share
     assert d.lcb < c_.score[d.index]
@@ -52,7 +52,7 @@ def test_a_confident_policy_plays_variants_and_logs_propensity_and_type() -> Non
 def test_the_gate_plays_the_current_deal_before_any_budget_is_banked() -> None:
     p = RiskAwarePolicy(D, seed=0)
     c_, phi = _request()
-    d = p.decide("first", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    d = p.select_action("first", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
     assert d.index == CURRENT and "conservative gate" in d.why_current and d.action_type == "current"
 
 
@@ -60,22 +60,22 @@ def test_all_variants_refused_by_the_guard_gives_the_current_deal_with_every_rea
     p = RiskAwarePolicy(D, guard=GuardSettings(high_risk_categories=("gambling",)), seed=0)
     _warm(p)
     c_, phi = _request(category="gambling")
-    d = p.decide("g", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    d = p.select_action("g", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
     assert d.index == CURRENT and d.why_current == "the safety guard refused every variant"
     assert sorted(d.refused) == list(range(N)) and all("high-risk category" in r for r in d.refused.values())
     c_, phi = _request(uplift=-0.5)  # expected GP30 under 0.8 × baseline everywhere
-    d = p.decide("u", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    d = p.select_action("u", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
     assert d.index == CURRENT and all("below 0.8 × baseline" in r for r in d.refused.values())
-    d = p.decide("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)  # a merchant who overrides too often
+    d = p.select_action("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)  # a merchant who overrides too often
     assert d.action_type != "explore" and sorted(d.refused) == [6, 7]  # throttled: no explore variants
     assert all("override rate 0.45 above 0.3: no explore variants" in r for r in d.refused.values())
     safe = RiskAwarePolicy(D, guard=GuardSettings(override_clause="safe_only"), seed=0)
     _warm(safe)
-    d = safe.decide("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)
+    d = safe.select_action("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)
     assert d.action_type == "safe" and sorted(d.refused) == list(range(4, N))
     strict = RiskAwarePolicy(D, guard=GuardSettings(override_clause="refuse"), seed=0)  # the memo's letter
     _warm(strict)
-    d = strict.decide("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)
+    d = strict.select_action("o", *_request(), 0.45, np.ones(D) / D, CURRENT_PRED)
     assert d.index == CURRENT and all("override rate 0.45 above 0.3" in r for r in d.refused.values())
 
 
@@ -83,14 +83,14 @@ def test_no_eligible_variant_gives_the_current_deal() -> None:
     p = RiskAwarePolicy(D, bandit=BanditSettings(risk_threshold=0.1), seed=0)
     _warm(p)
     c_, phi = _request(risk=0.4)
-    d = p.decide("r", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    d = p.select_action("r", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
     # the threshold bounds the risk added to the current deal's (0.02): 0.4 is far above
     assert d.index == CURRENT and d.why_current == "no allowed variant is under the risk limit" and not d.refused
     absolute = RiskAwarePolicy(D, bandit=BanditSettings(relative_risk=False), seed=0)
     _warm(absolute)
-    d = absolute.decide("a", *_request(risk=0.11), 0.1, np.ones(D) / D, {**CURRENT_PRED, "risk": 0.3})
+    d = absolute.select_action("a", *_request(risk=0.11), 0.1, np.ones(D) / D, {**CURRENT_PRED, "risk": 0.3})
     assert d.index == CURRENT and d.why_current == "no allowed variant is under the risk limit"
-    d = p.decide("b", *_request(risk=0.11), 0.1, np.ones(D) / D, {**CURRENT_PRED, "risk": 0.3})
+    d = p.select_action("b", *_request(risk=0.11), 0.1, np.ones(D) / D, {**CURRENT_PRED, "risk": 0.3})
     assert d.index != CURRENT  # relative: 0.11 adds nothing to a current deal at 0.3
 
 
@@ -99,35 +99,35 @@ def test_rewards_twice_or_out_of_order_count_once_and_a_missing_gp30_keeps_the_p
     for p in (a, b):
         _warm(p)
         c_, phi = _request()
-        p.decide("x", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+        p.select_action("x", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
     parts = [("approval", 1.0), ("override", 0.0), ("conversion", 0.12), ("gp30_uplift", 0.4)]
     for part, value in parts:
-        assert a.feedback("x", part, value)
+        assert a.update_params("x", part, value)
     for part, value in [*reversed(parts[:3]), parts[2], parts[0]]:
-        b.feedback("x", part, value)
-    assert not b.feedback("x", "conversion", 0.12)  # a repeat changes nothing
-    b.feedback("x", "gp30_uplift", 0.4)
-    assert not b.feedback("x", "gp30_uplift", 0.4)  # the GP30 again, after the decision closed
-    np.testing.assert_allclose(a.bandit.b, b.bandit.b)
-    np.testing.assert_allclose(a.bandit.A, b.bandit.A)
+        b.update_params("x", part, value)
+    assert not b.update_params("x", "conversion", 0.12)  # a repeat changes nothing
+    b.update_params("x", "gp30_uplift", 0.4)
+    assert not b.update_params("x", "gp30_uplift", 0.4)  # the GP30 again, after the decision closed
+    np.testing.assert_allclose(a.bandit.b_, b.bandit.b_)
+    np.testing.assert_allclose(a.bandit.A_, b.bandit.A_)
     assert a.gate.budget == pytest.approx(b.gate.budget)
     # a GP30 that never arrives: closing settles the gate with the scorer's prediction standing in
     c = RiskAwarePolicy(D, seed=0)
     _warm(c)
     c_, phi = _request()
-    d = c.decide("y", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
-    c.feedback("y", "approval", 0.0)
+    d = c.select_action("y", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    c.update_params("y", "approval", 0.0)
     before = c.gate.budget
     c.close("y")
-    assert c.gate.budget != before and "y" not in c.bandit.pending
+    assert c.gate.budget != before and "y" not in c.bandit.pending_
     assert d.index != CURRENT
 
 
 def test_decision_ids_are_unique() -> None:
     p = RiskAwarePolicy(D, seed=0)
-    p.decide("same", *_request(), 0.1, np.ones(D) / D, CURRENT_PRED)
+    p.select_action("same", *_request(), 0.1, np.ones(D) / D, CURRENT_PRED)
     with pytest.raises(DataError, match="already made"):
-        p.decide("same", *_request(), 0.1, np.ones(D) / D, CURRENT_PRED)
+        p.select_action("same", *_request(), 0.1, np.ones(D) / D, CURRENT_PRED)
 
 
 def test_the_batched_stream_update_equals_one_by_one() -> None:
@@ -145,8 +145,8 @@ def test_the_batched_stream_update_equals_one_by_one() -> None:
     for e in events:
         one.update_params(*e)
     assert many.update_batch(events) == 100
-    np.testing.assert_allclose(one.A, many.A)
-    np.testing.assert_allclose(one.b, many.b)
+    np.testing.assert_allclose(one.A_, many.A_)
+    np.testing.assert_allclose(one.b_, many.b_)
 
 
 def test_the_exploration_share_follows_how_explored_variants_fare() -> None:
@@ -159,11 +159,11 @@ def test_the_exploration_share_follows_how_explored_variants_fare() -> None:
         explore = Candidates(np.full(N, "explore", dtype=object), *list(vars(c).values())[1:])
         n = 0
         for t in range(200):
-            d = p.decide(f"e{t}", explore, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+            d = p.select_action(f"e{t}", explore, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
             if d.action_type == "explore":
                 n += 1
-                p.feedback(f"e{t}", "approval", approved)
-                p.feedback(f"e{t}", "override", 0.0)
+                p.update_params(f"e{t}", "approval", approved)
+                p.update_params(f"e{t}", "override", 0.0)
         assert n >= 20  # explore variants were played on the exploration share only
         return p.end_of_period()
 
@@ -176,5 +176,28 @@ def test_a_bad_event_rejects_its_batch_and_changes_nothing() -> None:
     ts.register("d", np.ones(D), 0.5, {"approval": 0.5, "conversion": 0.1, "gp30_uplift": 0.1, "override": 0.0})
     with pytest.raises(DataError, match="must be finite"):
         ts.update_batch([("d", "approval", 1.0), ("d", "gp30_uplift", float("nan"))])
-    assert not ts.pending["d"].parts and not ts.b.any()
+    assert not ts.pending_["d"].parts and not ts.b_.any()
     assert ts.update_batch([("d", "approval", 1.0)]) == 1
+
+
+def test_every_policy_speaks_one_vocabulary_and_reset_forgets_what_it_learnt() -> None:
+    """OBP's select_action / update_params (+ close), learned state with a trailing underscore, reset()."""
+    from aidg.config import Settings
+    from aidg.policy.baselines import POLICIES, make_policy
+
+    for name in POLICIES:
+        pol = make_policy(name, D, Settings(), seed=0)
+        for verb in ("select_action", "update_params", "close", "reset"):
+            assert callable(getattr(pol, verb)), (name, verb)
+    p = RiskAwarePolicy(D, seed=0)
+    _warm(p)
+    c_, phi = _request()
+    d = p.select_action("learnt", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED)
+    p.update_params("learnt", "approval", 1.0)
+    assert p.bandit.b_.any() and p.open_ and p.gate.budget != 0
+    p.reset()
+    fresh = RiskAwarePolicy(D, seed=0)
+    assert not p.bandit.b_.any() and not p.bandit.pending_ and not p.open_ and not p.closed_
+    np.testing.assert_array_equal(p.bandit.A_, fresh.bandit.A_)
+    assert p.gate.budget == fresh.gate.budget
+    assert d.index != CURRENT

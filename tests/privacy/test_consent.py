@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from aidg import workflows
 from aidg.config import Settings
+from aidg.decisionlog.log import DecisionLog
+from aidg.decisionlog.privacy import PrivacyStore
 from aidg.privacy.consent import consent_flags
 from aidg.privacy.ids import hash_id
 from aidg.service import create_app
-from aidg.store.decisions import DecisionLog
-from aidg.store.privacy_store import PrivacyStore
+from aidg.training.data import training_exclusions, without_excluded
 
 ADMIN, MM, OTHER = "admin-consent", "mm-consent", "mm-other-consent"
 
@@ -99,9 +99,9 @@ def test_training_leaves_out_merchants_without_training_consent_or_erased(tmp_pa
     store.set_consent(a, True, False)  # withdrawn through the API
     store.audit("erasure", hash_id(b, settings.privacy.id_hash_key), "test", {"phase": "done"})
     log.close()
-    excluded = set(workflows.training_exclusions(settings, merchants))
+    excluded = set(training_exclusions(settings, merchants))
     assert excluded == table_refused | {a, b}
-    tables, n = workflows.without_excluded(settings, dict(tiny_world.tables))
+    tables, n = without_excluded(settings, dict(tiny_world.tables))
     assert n == len(excluded) and not tables["deals"].merchant_id.isin(excluded).any()
     flags = consent_flags(pd.DataFrame({"merchant_id": ["x", "y"], "consent_training": [None, False]}))
     assert flags.training.to_dict() == {"x": True, "y": False} and flags.personalization.all()

@@ -18,8 +18,9 @@ from aidg.config import PrivacySettings, Settings
 from aidg.errors import ConfigError
 from aidg.privacy.crypto import ENV, MAGIC, Cipher, is_encrypted, new_key
 from aidg.sim import World
+from aidg.sim.storage import load_world, save_world
 from aidg.sim.world import TRUTH_DIR
-from aidg.store import OfflineStore, load_world, save_world
+from aidg.store import OfflineStore
 
 MERCHANT_ID = re.compile(rb"m-\d{6}")  # the simulator's merchant ids (m-000000)
 AIDG = [sys.executable, "-m", "aidg.cli"]
@@ -161,12 +162,15 @@ def test_cli_new_key_simulate_and_validate(tmp_path: Path) -> None:
 def test_model_file_manifest_and_snapshot_cache_are_encrypted(
     trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from aidg.online import serving_model as service_model
     from aidg.registry import ModelRegistry
-    from aidg.service import model as service_model
 
     key = new_key()
     settings = _keyed(tmp_path / "home", key)
-    pm = ModelRegistry(trained["settings"]).load_profile()
+    pm = ModelRegistry(trained["settings"]).load_profile(trained["report"]["version"])
+    # the version's own precomputed serving inputs live in its (encrypted) weights file; without them the service
+    # computes the snapshot and keeps it under AIDG_HOME/cache, which is what this test checks
+    assert pm.artifacts.pop(service_model.SERVING_ARTIFACT)["data_hash"]
     registry = ModelRegistry(settings)
     version = registry.register_profile(pm, {"data": str(trained["data"]), "as_of": pm.meta["as_of"]}, {})
     weights = registry.weights_path(version)

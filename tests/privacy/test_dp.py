@@ -28,7 +28,7 @@ from aidg.privacy.dp import (
     statistic_part,
 )
 from aidg.sim import World, simulate
-from aidg.store import save_world
+from aidg.sim.storage import save_world
 
 
 def _linear_problem(n_merchants: int, rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -139,11 +139,11 @@ def dp_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[World, Path]:
 
 @pytest.fixture(scope="module")
 def dp_profile(dp_world: tuple[World, Path]) -> tuple[Any, dict[str, Any], Any]:
-    from aidg.models.pipeline import train_profile
-    from aidg.workflows import dp_config, train_options
+    from aidg.training.presets import dp_config, train_options
+    from aidg.training.profile import train_profile
 
     world, _ = dp_world
-    return train_profile(world.tables, world.as_of, train_options("tiny", 0, dp=dp_config(Settings())))
+    return train_profile(world.tables, world.as_of, train_options(Settings(), "tiny", 0, dp=dp_config(Settings())))
 
 
 @pytest.mark.slow
@@ -222,19 +222,23 @@ def test_one_merchants_data_never_reaches_another_merchants_private_parts(
 def test_the_privacy_audit_reports_every_figure(
     dp_world: tuple[World, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aidg import workflows
     from aidg.compliance import audit
-    from aidg.models.branches import BranchBudget
+    from aidg.training import presets
+    from aidg.training.branches import BranchBudget
 
-    def quick_options(scale: str, seed: int, sentiment_full: bool = False, dp: DPConfig | None = None) -> Any:
-        opt = workflows.train_options(scale, seed, sentiment_full, dp)
+    def quick_options(
+        settings: Settings, scale: str, seed: int, sentiment_full: bool = False, dp: DPConfig | None = None
+    ) -> Any:
+        opt = presets.train_options(settings, scale, seed, sentiment_full, dp)
         opt.budget, opt.fusion_epochs = BranchBudget(epochs=1, per_merchant=2), 3
         return opt
 
     # the figures, not their quality: a small budget, and notes without labels (no sentiment fine-tune)
     monkeypatch.setattr(audit, "train_options", quick_options)
     monkeypatch.setattr(
-        audit, "scorer_options", lambda scale, seed: replace(workflows.scorer_options(scale, seed), epochs=2, windows=1)
+        audit,
+        "scorer_options",
+        lambda settings, scale, seed: replace(presets.scorer_options(settings, scale, seed), epochs=2, windows=1),
     )
     world, _ = dp_world
     tables = dict(world.tables)
@@ -257,12 +261,12 @@ def test_settings_give_the_dp_config_and_the_cli_refuses_bad_input(tmp_path: Pat
     import subprocess
     import sys
 
-    from aidg.workflows import dp_config, train_options
+    from aidg.training.presets import dp_config, train_options
 
     s = Settings(privacy={"dp_epsilon": 0.5, "dp_batch_merchants": 32, "dp_max_grad_norm": 2.0})
     cfg = dp_config(s)
     assert (cfg.epsilon, cfg.delta, cfg.batch_merchants, cfg.max_grad_norm) == (0.5, None, 32, 2.0)
-    assert train_options("small", 0, dp=cfg).dp == cfg and train_options("small", 0).dp is None
+    assert train_options(s, "small", 0, dp=cfg).dp == cfg and train_options(s, "small", 0).dp is None
     env = {**os.environ, "AIDG_HOME": str(tmp_path)}
     cli = [sys.executable, "-m", "aidg.cli", "audit-privacy"]
     missing = subprocess.run(

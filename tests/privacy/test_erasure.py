@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from aidg.config import Settings
-from aidg.models.persistence import load_profile_model
+from aidg.inference.persistence import load_profile_model
 from aidg.privacy.ids import hash_id
 from aidg.service import create_app
 from tests.servers import REDIS_URL, private_servers

@@ -48,11 +48,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)
 def test_a_demo_run_logs_no_raw_merchant_id(
     trained: dict[str, Any], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from aidg.demo import serve_demo
+    from aidg.demo.run import serve_demo
 
     home = Path(trained["settings"].home)
     settings = Settings(home=home, database_url=f"sqlite:///{tmp_path / 'd.sqlite'}")

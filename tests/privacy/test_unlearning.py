@@ -10,13 +10,13 @@ import numpy as np
 from aidg.compliance.erasure import Stores, residual_of
 from aidg.compliance.retention import purge_log_file, run_retention
 from aidg.config import RewardSettings, Settings, StreamSettings
+from aidg.decisionlog.log import DecisionLog, DecisionRecord, RewardEvent
+from aidg.decisionlog.privacy import PrivacyStore
+from aidg.online.worker import WORKER_LOCK, StreamWorker, posterior_name, posterior_of, reward_message
 from aidg.policy.bandit import RiskAwareThompsonSampling
 from aidg.privacy.consent import drop_merchants
-from aidg.store.decisions import DecisionLog, DecisionRecord, RewardEvent
 from aidg.store.online_memory import MemoryCacheBackend, MemoryOnlineStore
-from aidg.store.privacy_store import PrivacyStore
 from aidg.stream.memory_bus import MemoryBus
-from aidg.stream.worker import WORKER_LOCK, StreamWorker, posterior_name, posterior_of, reward_message
 from tests.stream.test_worker import _decisions, _events, _reference
 
 
@@ -45,9 +45,9 @@ def test_forgetting_a_merchant_leaves_the_posterior_it_would_have_had_without_it
     ref = _reference(kept, [e for e in events if e.decision_id in {d.decision_id for d in kept}])
     after = log.posterior(posterior_name("1"))
     assert after is not None and before is not None
-    assert not np.allclose(before.A, ref.A)  # the merchant had moved it
-    np.testing.assert_allclose(after.A, ref.A, atol=1e-10)  # ...and it is exactly as if it never had
-    np.testing.assert_allclose(after.b, ref.b, atol=1e-10)
+    assert not np.allclose(before.A, ref.A_)  # the merchant had moved it
+    np.testing.assert_allclose(after.A, ref.A_, atol=1e-10)  # ...and it is exactly as if it never had
+    np.testing.assert_allclose(after.b, ref.b_, atol=1e-10)
     assert PrivacyStore(log).decision_ids("m0") == set() and log.counts()["applied"] == len(events) - counts["events"]
     log.close()
 
@@ -105,4 +105,4 @@ def test_bandit_and_worker_share_the_residual() -> None:
     bandit.update_params(d.decision_id, "approval", 1.0)
     bandit.update_params(d.decision_id, "gp30_uplift", 0.4)
     r = residual_of(Settings())(d, {"approval": 1.0, "gp30_uplift": 0.4})
-    np.testing.assert_allclose(bandit.b, d.phi * r, atol=1e-12)
+    np.testing.assert_allclose(bandit.b_, d.phi * r, atol=1e-12)

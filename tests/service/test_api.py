@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aidg.config import Settings
+from aidg.decisionlog.log import DecisionLog
 from aidg.service import create_app
 from aidg.service.backends import Backends
-from aidg.store.decisions import DecisionLog
 from aidg.store.online_memory import MemoryCacheBackend, MemoryOnlineStore
 from aidg.stream.redis_bus import RedisBus
 

@@ -182,7 +182,7 @@ def world(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
     tmp = tmp_path_factory.mktemp("authz")
     keys: dict[str, Any] = {ADMIN: {"role": "admin"}, NO_GRANT: {"role": "mm", "merchants": []}}
     # the merchants are known only once the model is loaded: load it once, then build the app with the keys
-    from aidg.service.model import ServingModel
+    from aidg.online.serving_model import ServingModel
 
     settings = _settings(trained, tmp, keys)
     model = ServingModel(settings, Path(trained["data"]), settings.service.model_version)

@@ -126,9 +126,9 @@ def service(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
     """The real service with an admin key on 127.0.0.1, a rollout in ``ab`` and simulated traffic flowing."""
     import uvicorn
 
-    from aidg.monitor.challengers import register_variant
+    from aidg.demo.challengers import register_variant
+    from aidg.demo.traffic import SimulatedClient
     from aidg.service import create_app
-    from aidg.traffic import SimulatedClient
 
     tmp = tmp_path_factory.mktemp("dashboard")
     base = str(trained["report"].get("version") or "1")

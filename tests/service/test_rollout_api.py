@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from aidg.config import Settings
-from aidg.monitor.challengers import register_variant
+from aidg.demo.challengers import register_variant
 from aidg.service import create_app
 
 ADMIN, MM = "admin-key-for-tests", "mm-key-for-tests"

@@ -60,13 +60,13 @@ def test_no_exploration_while_a_backend_is_down(client: TestClient, monkeypatch:
     engine = client.app.state.engine  # type: ignore[attr-defined]
     mid = next(str(m) for m in engine.model.ctx.merchant_ids if engine.privacy.personalized(str(m)))
     seen: list[bool] = []
-    decide = engine.champion.policy.decide
+    select_action = engine.champion.policy.select_action
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append(bool(kwargs.get("explore", True)))
-        return decide(*args, **kwargs)
+        return select_action(*args, **kwargs)
 
-    monkeypatch.setattr(engine.champion.policy, "decide", spy)
+    monkeypatch.setattr(engine.champion.policy, "select_action", spy)
     client.post("/v1/deals/generate", json={"merchant_id": mid})
     assert seen == [True]
 

@@ -23,7 +23,7 @@ def test_small_world_personalization_is_not_a_fluke_of_one_merchant_type(small_w
     assert max(p.best_discount_counts.values()) < 0.4 * sum(p.best_discount_counts.values())
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)
 def test_full_scale_graph_is_the_memos() -> None:
     g = graph_size(simulate("full", seed=7).tables)
     assert abs(g.nodes - 50_000) <= 5_000

@@ -8,7 +8,8 @@ import pytest
 
 from aidg.errors import DataValidationError, MissingTableError
 from aidg.sim import World
-from aidg.store import OfflineStore, check_table, load_world, validate_tables
+from aidg.sim.storage import load_world
+from aidg.store import OfflineStore, check_table, validate_tables
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -24,7 +24,7 @@ AUC is reported beside (``mia_auc_by_objective``).
 
 **Utility.** ``reward_spearman``: Spearman of the scorer's composite score
 against the simulator's true expected reward over every held-out merchant's
-candidates (as :func:`aidg.explain.evaluation.decision_metrics` computes it), and
+candidates (as :func:`aidg.training.scorer_evaluation.decision_metrics` computes it), and
 ``dp_utility_cost = (spearman_nondp − spearman_dp) / |spearman_nondp|``.
 Data without the simulator's truth gets the attack but no utility figures.
 """
@@ -42,31 +42,30 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from aidg.config import Settings
-from aidg.explain.evaluation import decision_metrics
+from aidg.features.candidates import CandidateGenerator
 from aidg.features.context import FeatureContext
-from aidg.models.branches import example_losses
-from aidg.models.fitting import Progress
-from aidg.models.pipeline import (
+from aidg.inference.profile_model import ProfileModel, cutoff_seconds
+from aidg.inference.scoring import score_candidates
+from aidg.inference.snapshot import snapshot
+from aidg.progress import Progress, no_progress
+from aidg.sim.storage import load_data_folder
+from aidg.training.branches import example_losses
+from aidg.training.data import without_excluded
+from aidg.training.presets import dp_config, scorer_options, train_options
+from aidg.training.profile import (
     TrainOptions,
     branch_examples,
     downstream_examples,
     fusion_example_losses,
     train_profile,
 )
-from aidg.models.profile_model import ProfileModel, cutoff_seconds
-from aidg.models.scorer_data import snapshot
-from aidg.models.scorer_training import train_scorer
-from aidg.models.scoring import score_candidates
-from aidg.policy.candidates import CandidateGenerator
-from aidg.workflows import dp_config, load_training_data, scorer_options, train_options, without_excluded
+from aidg.training.scorer import train_scorer
+from aidg.training.scorer_evaluation import decision_metrics
 
 MIA_AUC_LIMIT = 0.55  # the privacy issue's acceptance: the DP model's attack AUC at most this
 UTILITY_COST_LIMIT = 0.05  # … and at most 5 % of the non-DP scorer's reward Spearman lost
 BRANCH_OBJECTIVES = {"deal_history": "deal", "override": "override", "sequence": "sequence"}  # → ProfileModel field
 
-
-def _noop(stage: str, fraction: float) -> None:
-    return None
 
 
 def objective_losses(pm: ProfileModel, tables: dict[str, pd.DataFrame], options: TrainOptions) -> pd.DataFrame:
@@ -135,13 +134,13 @@ def reward_spearman(
     """Train the deal scorer on ``pm``'s profiles, then its decision metrics on the held-out merchants' candidates.
 
     Returns:
-        :func:`aidg.explain.evaluation.decision_metrics`' figures (``reward_spearman`` first).
+        :func:`aidg.training.scorer_evaluation.decision_metrics`' figures (``reward_spearman`` first).
     """
     as_of = pd.Timestamp(pm.meta["as_of"])
     ctx = FeatureContext.from_tables(tables, as_of)
     tr = ctx.codes([m for m in pm.meta["train_merchants"] if m in ctx.merchant_code.index])
     te = ctx.codes([m for m in pm.meta["heldout_merchants"] if m in ctx.merchant_code.index])
-    scorer, _, _ = train_scorer(pm, ctx, tr, te, scorer_options(scale, seed), settings.reward, progress)
+    scorer, _, _ = train_scorer(pm, ctx, tr, te, scorer_options(settings, scale, seed), settings.reward, progress)
     pm.scorer = scorer
     scorer.use_reward(settings.reward)
     snap = snapshot(pm, ctx, as_of, seed=seed)
@@ -202,14 +201,14 @@ def audit_privacy(
     """
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    say = progress or _noop
-    tables, as_of, world = load_training_data(data)
+    say = progress or no_progress
+    tables, as_of, world = load_data_folder(data)
     tables, n_excluded = without_excluded(settings, tables)  # the same merchants `aidg train` may use
     seconds: dict[str, float] = {}
     runs: dict[str, dict[str, Any]] = {}
     dp_cfg = dp_config(settings)
     for i, (name, dp) in enumerate((("nondp", None), ("dp", dp_cfg))):
-        options = train_options(scale, seed, dp=dp)
+        options = train_options(settings, scale, seed, dp=dp)
         t = time.perf_counter()
         pm, metrics, split = train_profile(
             tables,

@@ -8,7 +8,7 @@ Order (each step is idempotent, so a failed erasure is finished by running it ag
 2. the event bus: every entry of the stream and its dead-letter stream that names the merchant or one of
    its decisions (``XDEL``, acknowledged in every group first);
 3. the decision log: the merchant's contribution subtracted from the bandit posteriors (exact unlearning,
-   :meth:`~aidg.store.privacy_store.PrivacyStore.forget_merchant`), then its decisions, reward events,
+   :meth:`~aidg.decisionlog.privacy.PrivacyStore.forget_merchant`), then its decisions, reward events,
    shadow records and consent row deleted;
 4. the online store (``v<version>/<merchant>``) and the embedding cache (``v<version>/<merchant>|…``);
 5. the offline tables of every data folder given (the merchant's row and everything that refers to it,
@@ -36,23 +36,24 @@ from pathlib import Path
 from typing import Any
 
 from aidg.config import Settings
+from aidg.decisionlog.log import DecisionLog, DecisionRecord
+from aidg.decisionlog.privacy import PrivacyStore
 from aidg.errors import NotFoundError
 from aidg.explain.prototypes import PrototypicalMemory
-from aidg.models.persistence import load_profile_model, save_profile_model
+from aidg.inference.persistence import load_profile_model, save_profile_model
+from aidg.online.serving_model import SERVING_ARTIFACT
+from aidg.online.worker import WORKER_LOCK, posterior_of
 from aidg.policy.bandit import join_part
 from aidg.privacy.consent import drop_merchants
 from aidg.privacy.crypto import Cipher, is_encrypted
 from aidg.privacy.ids import glob_escape, hash_id, scrub_file
+from aidg.progress import Progress
 from aidg.registry import WEIGHTS
 from aidg.sim import World
+from aidg.sim.storage import load_truth, save_truth
 from aidg.store import OfflineStore
-from aidg.store.decisions import DecisionLog, DecisionRecord
 from aidg.store.online import CacheBackend, OnlineStore
-from aidg.store.privacy_store import PrivacyStore
 from aidg.stream.bus import EventBus
-from aidg.stream.worker import WORKER_LOCK, posterior_of
-
-Progress = Callable[[str, float], None]
 
 
 @dataclass
@@ -64,6 +65,11 @@ class Stores:
     cache: CacheBackend
     bus: EventBus
     stream: str
+
+    @classmethod
+    def of(cls, backends: Any, settings: Settings) -> Stores:
+        """The stores of a service's (or the CLI's own) ``service.backends.Backends`` and the settings' stream."""
+        return cls(backends.decisions, backends.online, backends.cache, backends.bus, settings.stream.stream)
 
 
 def residual_of(settings: Settings) -> Callable[[DecisionRecord, dict[str, float]], float]:
@@ -108,7 +114,7 @@ def erase_offline(folder: Path, merchant_id: str, cipher: Cipher) -> dict[str, i
     if removed:
         store.write({t: kept[t] for t in removed})
     if (store.root / "truth").is_dir():
-        truth, meta = World.load_truth(store.root, cipher)
+        truth, meta = load_truth(store)
         changed = False
         for name, df in truth.items():
             if "merchant_id" in df.columns and (df.merchant_id.astype(str) == merchant_id).any():
@@ -116,7 +122,7 @@ def erase_offline(folder: Path, merchant_id: str, cipher: Cipher) -> dict[str, i
                 removed[f"truth/{name}"] = len(df) - len(truth[name])
                 changed = True
         if changed:
-            World(tables={}, truth=truth, meta=meta).save_truth(store.root, cipher)
+            save_truth(World(tables={}, truth=truth, meta=meta), store)
     return removed
 
 
@@ -132,8 +138,9 @@ def _scrub_meta(meta: dict[str, Any], merchant_id: str) -> int:
 
 
 def erase_models(artifacts: Path, merchant_id: str, cipher: Cipher) -> dict[str, int]:
-    """The merchant out of every registered version's weights file (meta, prototypes) and manifest."""
-    counts = {"model_files": 0, "manifests": 0, "prototypes": 0}
+    """The merchant out of every registered version's weights file (meta, prototypes, the precomputed serving
+    snapshot) and manifest."""
+    counts = {"model_files": 0, "manifests": 0, "prototypes": 0, "serving_inputs": 0}
     if not artifacts.is_dir():
         return counts
     needle = merchant_id.encode()
@@ -147,6 +154,9 @@ def erase_models(artifacts: Path, merchant_id: str, cipher: Cipher) -> dict[str,
                 pm.artifacts["prototypes"] = memory.state()
                 counts["prototypes"] += 1
                 hits += 1
+        if pm.artifacts.pop(SERVING_ARTIFACT, None) is not None:  # every merchant's precomputed snapshot rows
+            counts["serving_inputs"] += 1  # (the service computes them again from the erased data folder)
+            hits += 1
         if hits:
             save_profile_model(pm, path, cipher)
             counts["model_files"] += 1

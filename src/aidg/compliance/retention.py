@@ -24,8 +24,8 @@ from typing import Any
 
 from aidg.compliance.erasure import Stores
 from aidg.config import Settings
+from aidg.decisionlog.privacy import PrivacyStore
 from aidg.errors import DataError
-from aidg.store.privacy_store import PrivacyStore
 
 _STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})")
 

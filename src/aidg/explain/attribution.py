@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients  # type: ignore[import-untyped]
 
+from aidg.inference.scoring import MerchantInputs
 from aidg.models.deal_scorer import ContextualDealScorer
-from aidg.models.scoring import MerchantInputs
 
 IG_STEPS = 32
 
@@ -75,6 +74,8 @@ def integrated_gradients(
     scorer.eval()
     x = _filled(scorer, inp.x)
     base = scorer.merchant_encoder.x_scale.mean.unsqueeze(0)
+    from captum.attr import IntegratedGradients  # type: ignore[import-untyped]  # 0.8 s: loaded when first used
+
     ig = IntegratedGradients(_forward(scorer, inp, variant))
     with torch.enable_grad():
         attr, delta = ig.attribute(x, baselines=base, n_steps=steps, return_convergence_delta=True)

@@ -16,18 +16,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aidg.config import ExplainSettings
+from aidg.config import ExplainSettings, Settings
+from aidg.domain import DEAL_TERMS, PREDICTED
 from aidg.errors import DataError, NotFoundError
 from aidg.explain.attribution import integrated_gradients
 from aidg.explain.prototypes import PrototypicalMemory
 from aidg.explain.surrogate import RuleSurrogate
+from aidg.explain.variant_row import TopFeature, VariantRow, variant_rows
 from aidg.explain.whatif import what_if
 from aidg.features.context import FeatureContext
+from aidg.inference.profile_model import ProfileModel
+from aidg.inference.scoring import behaviour_fingerprint, merchant_inputs, score_candidates
+from aidg.inference.snapshot import Snapshot
 from aidg.models.deal_scorer import ContextualDealScorer
-from aidg.models.scorer_data import Snapshot
-from aidg.models.scoring import behaviour_fingerprint, merchant_inputs, score_candidates
 
-TERM_COLUMNS = ["discount_pct", "price", "duration_days", "category_id", "focus", "type"]
+TERM_COLUMNS = [*DEAL_TERMS, "focus", "type"]
 RULE_TERMS = [
     "discount",
     "size_x_list_price",
@@ -70,7 +73,7 @@ class Explanation:
     merchant_id: str
     at: str
     category: str
-    variants: list[dict[str, Any]]
+    variants: list[VariantRow]
     attributions: dict[int, list[dict[str, Any]]]
     rules: dict[int, str]
     similar_merchants: list[dict[str, Any]]
@@ -112,7 +115,6 @@ class Explainer:
         self.surrogate_threshold = surrogate_threshold
         self.fingerprint_mean = fingerprint_mean
         names = scorer.config.token_names
-        self.readable = [i for i, n in enumerate(names) if not n.startswith("profile[")]
         self.profile_tokens = [i for i, n in enumerate(names) if n.startswith("profile[")]
 
     def embedding(self, ctx: FeatureContext, snap: Snapshot, rows: np.ndarray) -> np.ndarray:
@@ -124,19 +126,16 @@ class Explainer:
         emb = behaviour_fingerprint(self.scorer, ctx, snap, rows)
         return emb - self.fingerprint_mean if self.fingerprint_mean is not None else emb
 
-    def attention_top(self, attention: np.ndarray, x: np.ndarray, category: str) -> tuple[list[dict[str, Any]], float]:
+    def attention_top(self, attention: np.ndarray, x: np.ndarray, category: str) -> tuple[list[TopFeature], float]:
         """Top-k readable merchant features by attention weight for one variant, and the profile's share."""
         names = self.scorer.config.token_names
-        k = self.settings.top_features
-        weights = attention[self.readable]
-        order = np.argsort(-weights)[:k]
-        top = []
-        for j in order:
-            i = self.readable[j]
+        idx, w = self.scorer.top_attention(attention[None], self.settings.top_features)
+        top: list[TopFeature] = []
+        for i, weight in zip(idx[0].tolist(), w[0].tolist(), strict=True):
             value: Any = category if names[i] == "category" else x[i]
             if isinstance(value, float | np.floating):
                 value = None if not np.isfinite(value) else round(float(value), 4)
-            top.append({"feature": names[i], "value": value, "weight": round(float(attention[i]), 4)})
+            top.append({"feature": names[i], "value": value, "weight": round(float(weight), 4)})
         return top, float(attention[self.profile_tokens].sum())
 
     def explain(
@@ -157,26 +156,15 @@ class Explainer:
         cat_code = int(snap.view.category[row])
         category = str(ctx.category_ids[cat_code]) if cat_code >= 0 else "unknown"
         order = np.argsort(-t.score.to_numpy(), kind="stable")
-        variants = []
-        for i in order:
-            top, profile_share = self.attention_top(scored.attention[i], x, category)
-            r = t.iloc[i]
-            variants.append(
-                {
-                    "variant": int(r.variant) if "variant" in t else int(i),
-                    **{c: (r[c].item() if hasattr(r[c], "item") else r[c]) for c in TERM_COLUMNS if c in t},
-                    "score": round(float(r.score), 5),
-                    "components": {
-                        "gp30_uplift": round(float(r.uplift), 5),
-                        "approval": round(float(r.approval), 5),
-                        "conversion": round(float(r.conversion), 5),
-                    },
-                    "risk": round(float(r.risk), 5),
-                    "p_override": round(float(r.p_override), 5),
-                    "top_features": top,
-                    "profile_attention_share": round(profile_share, 4),
-                }
-            )
+        tops, shares = zip(*(self.attention_top(scored.attention[i], x, category) for i in order), strict=True)
+        rows = t.iloc[order]
+        fill = {"focus": "primary", "type": "variant"}  # candidates without a focus or type column
+        terms = {c: rows[c].to_numpy() if c in t else np.full(len(rows), fill.get(c, "")) for c in TERM_COLUMNS}
+        terms["variant"] = rows.variant.to_numpy() if "variant" in t else order
+        variants = variant_rows(terms, {k: rows[k].to_numpy() for k in PREDICTED}, list(tops))
+        for row_, p_override, share in zip(variants, rows.p_override.to_numpy(), shares, strict=True):
+            row_["p_override"] = round(float(p_override), 5)
+            row_["profile_attention_share"] = round(share, 4)
         inp = merchant_inputs(ctx, snap, t)
         attributions: dict[int, list[dict[str, Any]]] = {}
         rules: dict[int, str] = {}
@@ -227,3 +215,15 @@ class Explainer:
             what_if=wi,
             notes=notes,
         )
+
+
+def load_explainer(pm: ProfileModel, settings: Settings) -> Explainer:
+    """The Explainer of a trained version (its scorer, prototypes and rule surrogate)."""
+    if pm.scorer is None:
+        raise NotFoundError("this model version has no deal scorer: retrain it with `aidg train`")
+    pm.scorer.use_reward(settings.reward)  # the weights in force now, not those at training time
+    a = pm.artifacts
+    memory = PrototypicalMemory.from_state(a["prototypes"]) if "prototypes" in a else None
+    tree = RuleSurrogate.from_bytes(a["surrogate"]) if "surrogate" in a else None
+    mean = np.asarray(a["fingerprint_mean"], np.float32) if "fingerprint_mean" in a else None
+    return Explainer(pm.scorer, memory, tree, settings.explain, a.get("surrogate_threshold"), mean)

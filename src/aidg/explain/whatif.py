@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from aidg.domain import DEAL_TERMS
 from aidg.errors import DataError
 from aidg.features.context import FeatureContext
+from aidg.inference.scoring import merchant_inputs
+from aidg.inference.snapshot import Snapshot
 from aidg.models.deal_scorer import ContextualDealScorer
-from aidg.models.scorer_data import Snapshot
-from aidg.models.scoring import merchant_inputs
 
-TERMS = ("discount_pct", "price", "duration_days", "category_id")
+TERMS = DEAL_TERMS
 REPORTED = ("score", "uplift", "risk", "approval", "conversion")
 
 

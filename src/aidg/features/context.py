@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from aidg.domain import OverrideField, OverrideType
+from aidg.domain import DEAL_TERMS, OverrideField, OverrideType
 from aidg.errors import DataError, MissingTableError
 from aidg.features.panel import EventStream, to_seconds
 
@@ -160,7 +160,7 @@ def _override_rows(tables: dict[str, pd.DataFrame], mcode: pd.Series, merchants:
             terms[c] = p[c].to_numpy()
     d = deals.reindex(ov.deal_id)
     merchant = merchant.where(merchant.notna(), pd.Series(d.merchant_id.to_numpy(dtype=object)))
-    for c in ["discount_pct", "price", "duration_days", "category_id"]:
+    for c in DEAL_TERMS:
         terms[c] = terms[c].where(terms[c].notna(), d[c].to_numpy())
     terms["approved"] = terms["approved"].where(terms["approved"].notna(), ov.deal_id.notna())
     keep = merchant.notna().to_numpy() & merchant.isin(mcode.index).to_numpy()

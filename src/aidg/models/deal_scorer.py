@@ -31,164 +31,18 @@ Shapes (:class:`MerchantTensors`): ``x`` (B, F), ``category`` (B,), ``profile``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from aidg.config import RewardSettings
+from aidg.models.deal_feature_encoder import DealFeatureEncoder
+from aidg.models.merchant_tokenizer import MerchantTokenizer
+from aidg.models.risk_adjustment import RiskAdjustmentLayer
+from aidg.models.scorer_config import ScorerConfig
 from aidg.reward import composite
-
-RISK_FEATURES = ("override_rate", "override_severity", "recent_approval_rate")
-DEAL_RISK_FEATURES = ("discount_vs_usual", "discount_vs_habitual")
-
-
-class MerchantTensors(NamedTuple):
-    """One row per merchant: what the scorer reads about it."""
-
-    x: Tensor  # (B, F) readable features (NaN: unknown)
-    category: Tensor  # (B,) primary category code
-    profile: Tensor  # (B, P) the 512-d merchant profile
-    intent: Tensor  # (B, I) the override analyzer's intent
-    memory: Tensor  # (B, L, M) the merchant's latest deals (terms and outcomes known so far)
-    memory_mask: Tensor  # (B, L) True where a deal is
-
-
-@dataclass
-class ScorerConfig:
-    merchant_names: list[str]
-    deal_names: list[str]
-    n_categories: int
-    profile_dim: int = 512
-    profile_tokens: int = 8
-    intent_dim: int = 64
-    memory_features: int = 29
-    memory_len: int = 20
-    d_model: int = 64
-    heads: int = 4
-    hidden: int = 256
-    representation_dim: int = 128
-    dropout: float = 0.1
-    reward: dict[str, float] = field(default_factory=lambda: RewardSettings().model_dump())
-
-    def __post_init__(self) -> None:
-        if self.profile_dim % self.profile_tokens:
-            raise ValueError(f"profile_dim {self.profile_dim} must split into {self.profile_tokens} equal tokens")
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model {self.d_model} must be a multiple of heads {self.heads}")
-
-    @property
-    def token_names(self) -> list[str]:
-        """Readable name of every merchant token, in attention-map order."""
-        size = self.profile_dim // self.profile_tokens
-        return [
-            *self.merchant_names,
-            "category",
-            *[f"profile[{i * size}:{(i + 1) * size}]" for i in range(self.profile_tokens)],
-        ]
-
-
-class _Standardise(nn.Module):
-    """Per-feature mean/std fitted on training rows; NaN (unknown) becomes 0 (the mean)."""
-
-    mean: Tensor
-    std: Tensor
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
-
-    def fit(self, x: Tensor) -> None:
-        x = x.float()
-        ok = torch.isfinite(x)
-        xz = torch.where(ok, x, torch.zeros_like(x))
-        n = ok.sum(0).clamp(min=1)
-        mean = xz.sum(0) / n
-        var = (torch.where(ok, x - mean, torch.zeros_like(x)) ** 2).sum(0) / n
-        self.mean.copy_(mean)
-        self.std.copy_(var.sqrt().clamp(min=1e-3))
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = (x - self.mean) / self.std
-        return torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).clamp(-8, 8)
-
-
-class DealFeatureEncoder(nn.Module):
-    """Candidate terms (B, N, D) and category codes (B, N) → (B, N, d_model)."""
-
-    def __init__(self, n_features: int, category: nn.Embedding, d_model: int, dropout: float) -> None:
-        super().__init__()
-        self.category = category
-        self.net = nn.Sequential(
-            nn.Linear(n_features + category.embedding_dim, 2 * d_model),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(2 * d_model, d_model),
-        )
-
-    def forward(self, deal: Tensor, deal_category: Tensor) -> Tensor:
-        c = self.category(deal_category.clamp(min=-1) + 1)
-        return torch.as_tensor(self.net(torch.cat([deal, c], -1)))
-
-
-class MerchantTokenizer(nn.Module):
-    """Readable features, category and profile → merchant tokens (B, T, d_model) and a context vector (B, d_model)."""
-
-    def __init__(self, cfg: ScorerConfig, category: nn.Embedding) -> None:
-        super().__init__()
-        f, d = len(cfg.merchant_names), cfg.d_model
-        self.category = category
-        self.x_scale = _Standardise(f)
-        self.p_scale = _Standardise(cfg.profile_dim)
-        self.weight = nn.Parameter(torch.randn(f, d) * 0.1)
-        self.bias = nn.Parameter(torch.randn(f, d) * 0.1)
-        self.profile_tokens = cfg.profile_tokens
-        self.profile_proj = nn.Linear(cfg.profile_dim // cfg.profile_tokens, d)
-        self.profile_pos = nn.Parameter(torch.randn(cfg.profile_tokens, d) * 0.1)
-        self.context = nn.Sequential(nn.Linear(f + d, 2 * d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(2 * d, d))
-
-    def forward(self, x: Tensor, category: Tensor, profile: Tensor) -> tuple[Tensor, Tensor]:
-        xs = self.x_scale(x)  # (B, F)
-        ps = self.p_scale(profile)  # (B, P·S)
-        feat = xs.unsqueeze(-1) * self.weight + self.bias  # (B, F, d)
-        cat = self.category(category.clamp(min=-1) + 1)  # (B, d)
-        prof = self.profile_proj(ps.view(ps.shape[0], self.profile_tokens, -1)) + self.profile_pos  # (B, P, d)
-        tokens = torch.cat([feat, cat.unsqueeze(1), prof], 1)
-        # the profile reaches the heads only through attention: fed straight into the context MLP as well,
-        # its 512 dimensions let the net memorise training merchants (held-out reward Spearman 0.77 → 0.81)
-        ctx = self.context(torch.cat([xs, cat], -1))
-        return tokens, torch.as_tensor(ctx)
-
-
-class RiskAdjustmentLayer(nn.Module):
-    """Override history + candidate → P(rep overrides it), severity of that override, risk = product (B, N)."""
-
-    x_idx: Tensor
-    d_idx: Tensor
-
-    def __init__(self, cfg: ScorerConfig) -> None:
-        super().__init__()
-        x_idx = [cfg.merchant_names.index(n) for n in RISK_FEATURES]
-        d_idx = [cfg.deal_names.index(n) for n in DEAL_RISK_FEATURES]
-        # index buffers (not lists) so they live on the model's device: no host copy inside a CUDA graph
-        self.register_buffer("x_idx", torch.tensor(x_idx), persistent=False)
-        self.register_buffer("d_idx", torch.tensor(d_idx), persistent=False)
-        self.i_scale = _Standardise(cfg.intent_dim)
-        width = cfg.intent_dim + len(x_idx)
-        self.history = nn.Sequential(nn.Linear(width, 32), nn.GELU())
-        self.override = nn.Sequential(nn.Linear(32 + 2 * len(d_idx), 32), nn.GELU(), nn.Linear(32, 1))
-        self.severity = nn.Linear(32, 1)
-
-    def forward(self, xs: Tensor, intent: Tensor, deal: Tensor) -> dict[str, Tensor]:
-        h = self.history(torch.cat([self.i_scale(intent), xs.index_select(-1, self.x_idx)], -1))  # (B, 32)
-        dv = deal.index_select(-1, self.d_idx)  # (B, N, k)
-        hn = h.unsqueeze(1).expand(-1, deal.shape[1], -1)
-        logit = self.override(torch.cat([hn, dv, dv.abs()], -1)).squeeze(-1)  # (B, N)
-        p = torch.sigmoid(logit)
-        sev = torch.sigmoid(self.severity(h)).expand_as(p)  # (B, N)
-        return {"override_logit": logit, "p_override": p, "severity": sev, "risk": p * sev}
 
 
 class ContextualDealScorer(nn.Module):
@@ -275,6 +129,21 @@ class ContextualDealScorer(nn.Module):
         self.merchant_encoder.x_scale.fit(x)
         self.merchant_encoder.p_scale.fit(profile)
         self.risk_adjuster.i_scale.fit(intent)
+
+    def readable_tokens(self) -> np.ndarray:
+        """Indices of the tokens people can read (features and category; not the profile's learned slices)."""
+        return np.array([i for i, t in enumerate(self.config.token_names) if not t.startswith("profile[")], int)
+
+    def top_attention(self, attention: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top-``k`` readable tokens of each variant by attention weight: ``attention`` (N, T) → token indices
+        (N, k) and their weights (N, k), heaviest first (the explanation's top-5)."""
+        readable = self.readable_tokens()
+        attn = attention[:, readable]
+        k = min(k, attn.shape[1])
+        idx = np.argpartition(-attn, k - 1, axis=1)[:, :k]
+        w = np.take_along_axis(attn, idx, 1)
+        order = np.argsort(-w, axis=1, kind="stable")
+        return readable[np.take_along_axis(idx, order, 1)], np.take_along_axis(w, order, 1)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

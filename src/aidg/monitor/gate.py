@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from aidg.config import Settings
+from aidg.decisionlog.rollout import ShadowRow
+from aidg.decisionlog.schema import PARTS
 from aidg.policy.ope import bootstrap_interval, dr
 from aidg.reward import composite_reward
-from aidg.store.decisions_schema import PARTS
-from aidg.store.rollout_store import ShadowRow
 
 N_BOOTSTRAP = 500
 

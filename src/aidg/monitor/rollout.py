@@ -33,9 +33,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aidg.config import Settings
+from aidg.decisionlog.rollout import RolloutRow, RolloutStore, Transition
+from aidg.decisionlog.schema import utcnow
 from aidg.errors import ConflictError, NotFoundError
-from aidg.store.decisions_schema import utcnow
-from aidg.store.rollout_store import RolloutRow, RolloutStore, Transition
 
 log = logging.getLogger("aidg.rollout")
 STATES = ("idle", "shadow", "ab", "ramp", "full", "rolled_back")

@@ -45,9 +45,9 @@ import pandas as pd
 
 from aidg.config import Settings
 from aidg.errors import DataError
-from aidg.policy.context import ContextProjector
-from aidg.policy.decider import CURRENT, Candidates
-from aidg.policy.peers import POLICIES, ArenaPolicy, make_policy, vw_lines
+from aidg.policy.baselines import POLICIES, ArenaPolicy, make_policy, vw_lines
+from aidg.policy.projector import ContextProjector
+from aidg.policy.risk_aware import CURRENT, Candidates
 
 APPROVAL_DELAY, CONVERSION_DELAY, GP30_DELAY = 0.1, 3.0, 30.0
 CONVERSION_NOISE = 0.15
@@ -171,12 +171,12 @@ def run_policy(
             if part == "close":
                 policy.close(did)
             else:
-                policy.learn(did, part, value)
+                policy.update_params(did, part, value)
         while day < int(t[j]):
             policy.end_of_period()
             day += 1
         did = f"s{seed}-{j}"
-        i, p = policy.choose(did, data.arms[m[j]])
+        i, p = policy.select_action(did, data.arms[m[j]])
         a = n if i == CURRENT else i
         chosen[j], pscore[j] = a, p
         w, mm = weeks[j], m[j]

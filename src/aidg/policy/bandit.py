@@ -115,10 +115,15 @@ class RiskAwareThompsonSampling:
         self.noise = noise
         self.risk_aware = risk_aware  # False: plain Thompson sampling (no risk filter, no × (1 − risk))
         self.n_propensity = n_propensity
-        self.A = prior_precision * np.eye(dim)
-        self.b = np.zeros(dim)
+        self.dim, self.prior_precision = dim, prior_precision
         self.rng = np.random.default_rng(seed)
-        self.pending: dict[str, _Pending] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything learnt: the prior posterior, no pending decisions (the random stream goes on)."""
+        self.A_ = self.prior_precision * np.eye(self.dim)  # learned state ends in _, as in scikit-learn
+        self.b_ = np.zeros(self.dim)
+        self.pending_: dict[str, _Pending] = {}
         self._linv: np.ndarray | None = None
         self._mean: np.ndarray | None = None
 
@@ -126,11 +131,11 @@ class RiskAwareThompsonSampling:
     def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean A⁻¹b, L⁻¹ with A = L Lᵀ), cached until the next update: sampling and bounds are then products."""
         if self._linv is None:
-            chol = np.linalg.cholesky(self.A)
+            chol = np.linalg.cholesky(self.A_)
             self._linv = np.linalg.inv(chol)  # (scipy's triangular solve measured 20× slower at this size)
             self._mean = None
         if self._mean is None:
-            self._mean = self._linv.T @ (self._linv @ self.b)
+            self._mean = self._linv.T @ (self._linv @ self.b_)
         return self._mean, self._linv
 
     def sample_weights(self, n: int) -> np.ndarray:
@@ -172,8 +177,8 @@ class RiskAwareThompsonSampling:
         n = len(score)
         if n == 0:
             raise DataError("no variants to choose from")
-        if phi.shape != (n, self.A.shape[0]) or risk.shape != (n,):
-            raise DataError(f"phi must be ({n}, {self.A.shape[0]}) and risk ({n},); got {phi.shape} and {risk.shape}")
+        if phi.shape != (n, self.A_.shape[0]) or risk.shape != (n,):
+            raise DataError(f"phi must be ({n}, {self.A_.shape[0]}) and risk ({n},); got {phi.shape} and {risk.shape}")
         ok = np.ones(n, bool) if allowed is None else np.asarray(allowed, bool)
         limit = self.settings.risk_threshold if threshold is None else threshold
         eligible = ok & (risk <= limit) if self.risk_aware else ok
@@ -199,7 +204,7 @@ class RiskAwareThompsonSampling:
         missing = [p for p in PARTS if p not in predicted]
         if missing:
             raise DataError(f"predicted parts missing for decision {decision_id}: {', '.join(missing)}")
-        self.pending[decision_id] = _Pending(np.asarray(phi, float).copy(), dict(predicted), float(score))
+        self.pending_[decision_id] = _Pending(np.asarray(phi, float).copy(), dict(predicted), float(score))
 
     def _reward(self, p: _Pending) -> float:
         v = {k: p.parts.get(k, p.predicted[k]) for k in PARTS}
@@ -212,7 +217,7 @@ class RiskAwareThompsonSampling:
             raise DataError(f"unknown reward part {part!r}; parts are {', '.join(PARTS)}")
         if not np.isfinite(value):
             raise DataError(f"reward part {part} of {decision_id} must be finite, got {value}")
-        p = self.pending.get(decision_id)
+        p = self.pending_.get(decision_id)
         if p is None:
             raise NotFoundError(f"unknown decision {decision_id!r}: register it before its rewards arrive")
         return p
@@ -228,9 +233,9 @@ class RiskAwareThompsonSampling:
     def set_posterior(self, A: np.ndarray, b: np.ndarray) -> None:
         """Replace the posterior's precision and vector (a service replica loading what the stream workers wrote)."""
         A, b = np.asarray(A, float), np.asarray(b, float)
-        if A.shape != self.A.shape or b.shape != self.b.shape:
-            raise DataError(f"posterior of shape {A.shape}/{b.shape} does not fit this bandit's {self.A.shape}")
-        self.A, self.b = A, b
+        if A.shape != self.A_.shape or b.shape != self.b_.shape:
+            raise DataError(f"posterior of shape {A.shape}/{b.shape} does not fit this bandit's {self.A_.shape}")
+        self.A_, self.b_ = A, b
         self._linv = self._mean = None
 
     def update_params(self, decision_id: str, part: str, value: float) -> bool:
@@ -240,9 +245,9 @@ class RiskAwareThompsonSampling:
         if joined is None:
             return False
         if joined[0]:
-            self.A += np.outer(p.phi, p.phi)
+            self.A_ += np.outer(p.phi, p.phi)
             self._linv = None
-        self.b += p.phi * joined[1]
+        self.b_ += p.phi * joined[1]
         self._mean = None
         return True
 
@@ -265,16 +270,16 @@ class RiskAwareThompsonSampling:
             deltas.append(joined[1])
         if first:
             f = np.stack(first)
-            self.A += f.T @ f
+            self.A_ += f.T @ f
             self._linv = None
         if rows:
-            self.b += np.stack(rows).T @ np.asarray(deltas)
+            self.b_ += np.stack(rows).T @ np.asarray(deltas)
             self._mean = None
         return len(rows)
 
     def forget(self, decision_id: str) -> None:
         """Drop a decision whose parts will not come any more (its contribution to the posterior stays)."""
-        self.pending.pop(decision_id, None)
+        self.pending_.pop(decision_id, None)
 
     def state(self) -> dict[str, Any]:
-        return {"A": self.A.tolist(), "b": self.b.tolist(), "pending": len(self.pending)}
+        return {"A": self.A_.tolist(), "b": self.b_.tolist(), "pending": len(self.pending_)}

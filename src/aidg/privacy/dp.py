@@ -55,8 +55,8 @@ import torch
 from torch import nn
 
 from aidg.errors import ConfigError, DataError
+from aidg.progress import Progress
 
-Progress = Callable[[str, float], None]
 ACCOUNTANTS = ("rdp", "prv")
 OPTIMIZERS = ("adam", "sgd")
 # Opacus' default orders stop at 63; statistics released once (rate 1) with a large noise multiplier

@@ -25,16 +25,16 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aidg.config import Settings
+from aidg.decisionlog.rollout import RolloutStore
 from aidg.errors import AIDGError, BackendUnavailableError, ConflictError, DataError, NotFoundError
+from aidg.online.serving_model import ServingModel
 from aidg.privacy.ids import install as install_redaction
 from aidg.service.backends import Backends, make_backends
 from aidg.service.engine import DealEngine
 from aidg.service.metrics import Metrics
-from aidg.service.model import ServingModel
 from aidg.service.ratelimit import RateLimit, make_limiter
 from aidg.service.responses import JSON
 from aidg.service.schemas import document_settings
-from aidg.store.rollout_store import RolloutStore
 
 log = logging.getLogger("aidg.service")
 

@@ -1,4 +1,5 @@
-"""The service's backends, chosen by settings: embedded defaults, or Redis / PostgreSQL / Kafka servers.
+"""The service's backends, chosen by settings (``AIDG_BACKENDS__STORE|LOG|BUS``, see ``BackendSettings``):
+embedded defaults, or Redis / PostgreSQL / Kafka servers, each client an install extra.
 
 | what | embedded (no server) | with a server |
 |---|---|---|
@@ -14,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aidg.config import Settings
+from aidg.decisionlog.log import DecisionLog, decision_log_url
 from aidg.errors import AIDGError
-from aidg.store.decisions import DecisionLog
+from aidg.extras import require
 from aidg.store.online import CacheBackend, OnlineStore
 from aidg.store.online_memory import MemoryCacheBackend, MemoryOnlineStore
 from aidg.stream.bus import EventBus, make_bus
@@ -59,31 +61,41 @@ class Backends:
 
 def make_backends(settings: Settings) -> Backends:
     """Build the backends the settings name (nothing is contacted beyond creating clients and tables)."""
-    if settings.redis_url:
+    kinds = settings.backend_kinds()
+    if kinds["store"] == "redis":
+        require("redis", "the redis online store and cache (AIDG_BACKENDS__STORE=redis)")
         from aidg.store.online_redis import RedisCacheBackend, RedisOnlineStore
 
+        assert settings.redis_url is not None  # Settings checks that a redis kind has its URL
         ns = settings.redis_namespace
         online: OnlineStore = RedisOnlineStore(settings.redis_url, namespace=f"{ns}:feat")
         cache: CacheBackend = RedisCacheBackend(settings.redis_url, namespace=f"{ns}:emb")
         store_kind = "redis"
     else:
         online, cache, store_kind = MemoryOnlineStore(), MemoryCacheBackend(), "memory"
-    db = settings.database_url or f"sqlite:///{settings.paths.decisions_db}"
-    if not settings.database_url:
+    if kinds["log"] == "postgres":
+        require("postgres", "the PostgreSQL decision log (AIDG_BACKENDS__LOG=postgres)")
+    db = decision_log_url(settings)
+    if db.startswith("sqlite"):
         settings.paths.home.mkdir(parents=True, exist_ok=True)
     decisions = DecisionLog(db)
     s = settings.stream
+    bus_kind = {"embedded": "memory"}.get(kinds["bus"], kinds["bus"])
+    if bus_kind in ("redis", "kafka"):
+        require(bus_kind, f"the {bus_kind} event bus (AIDG_BACKENDS__BUS={bus_kind})")
     bus = make_bus(
-        settings.redis_url, settings.kafka_bootstrap, max_deliveries=s.max_deliveries, claim_idle_ms=s.claim_idle_ms
+        settings.redis_url if bus_kind == "redis" else None,
+        settings.kafka_bootstrap if bus_kind == "kafka" else None,
+        max_deliveries=s.max_deliveries,
+        claim_idle_ms=s.claim_idle_ms,
     )
-    bus_kind = "kafka" if settings.kafka_bootstrap else "redis" if settings.redis_url else "memory"
-    kinds = {
+    described = {
         "online_store": store_kind,
         "cache": store_kind,
         "decision_log": "postgresql" if db.startswith("postgresql") else db.split(":", 1)[0],
         "event_bus": bus_kind,
     }
-    return Backends(online, cache, decisions, bus, kinds)
+    return Backends(online, cache, decisions, bus, described)
 
 
 __all__ = ["Backends", "make_backends"]

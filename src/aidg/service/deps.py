@@ -18,8 +18,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from aidg.config import ApiKey
+from aidg.decisionlog.schema import DecisionRecord
 from aidg.service.engine import DealEngine
-from aidg.store.decisions_schema import DecisionRecord
 
 DECISION_REFUSED = (
     "this API key does not cover that decision: it is another merchant's, or no decision has that id; "

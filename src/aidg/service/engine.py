@@ -2,7 +2,7 @@
 
 ``generate``: the merchant's serving bundle from the embedding cache (loaded
 from the online store on a miss) → one forward pass of the scorer →
-:class:`~aidg.policy.decider.RiskAwarePolicy` (safety guard, exploration
+:class:`~aidg.policy.risk_aware.RiskAwarePolicy` (safety guard, exploration
 share, minimum gain, risk-aware Thompson sampling, conservative gate) → the
 decision logged with its propensity and context → a ``decision`` event on
 the bus. ``feedback`` (:mod:`aidg.service.intake`): events stored in the
@@ -34,26 +34,27 @@ import numpy as np
 import pandas as pd
 
 from aidg.config import Settings
+from aidg.decisionlog.log import DecisionRecord
+from aidg.decisionlog.privacy import PrivacyStore
+from aidg.decisionlog.rollout import RolloutStore
 from aidg.errors import BackendUnavailableError, ConflictError, DataError, NotFoundError
 from aidg.features.merchant_view import MERCHANT_NAMES
 from aidg.monitor.rollout import ACTIVE, RolloutController, View
-from aidg.policy.decider import RiskAwarePolicy, predicted_parts
+from aidg.online.bundle import write_through
+from aidg.online.feature_row import FeatureRow
+from aidg.online.serving_model import ServingModel
+from aidg.online.worker import StreamWorker
+from aidg.policy.risk_aware import RiskAwarePolicy, predicted_parts
 from aidg.privacy.ids import glob_escape
 from aidg.registry import ModelRegistry
 from aidg.service.backends import Backends
 from aidg.service.intake import FeedbackIntake
-from aidg.service.model import ServingModel, refreshed_bundles
-from aidg.service.monitoring import ReplicaMonitor
-from aidg.service.privacy import NO_CONSENT, ReplicaPrivacy
+from aidg.service.replica_monitor import ReplicaMonitor
+from aidg.service.replica_privacy import NO_CONSENT, ReplicaPrivacy
 from aidg.service.safe import safe_answer
 from aidg.service.serving import Served
 from aidg.service.spill import FeedbackSpill
 from aidg.store.cache import EmbeddingCache
-from aidg.store.decisions import DecisionRecord
-from aidg.store.privacy_store import PrivacyStore
-from aidg.store.rollout_store import RolloutStore
-from aidg.stream.rows import FeatureRow
-from aidg.stream.worker import StreamWorker
 
 log = logging.getLogger("aidg.service")
 TERMS = ("discount_pct", "price", "duration_days", "category_id", "focus")
@@ -167,9 +168,7 @@ class DealEngine:
         """The stream worker updated a merchant's features: patch the bundle the decision was cached under."""
         for s in self.served():
             if payload.get("ns", s.ns) == s.ns:
-                patched = refreshed_bundles(self.backends.cache, row, payload)
-                if patched:
-                    s.cache.put(patched)
+                write_through(self.backends.cache, row, payload, s.cache.put)
 
     # -- the rollout ---------------------------------------------------------------------------
     def _rollout_changed(self, view: View) -> None:
@@ -292,7 +291,7 @@ class DealEngine:
         s, b, n, played = sc.out, sc.bundle, sc.n, sc.played
         order = np.argsort(-s["score"][:n], kind="stable")
         variants = served.variants(sc, np.append(order, played))
-        chosen = variants.pop()
+        chosen: dict[str, Any] = dict(variants.pop())  # the played row, read by key below
         response: dict[str, Any] = {
             "decision_id": decision_id,
             "merchant_id": merchant_id,

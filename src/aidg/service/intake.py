@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aidg.config import Settings
+from aidg.decisionlog.log import RewardEvent
 from aidg.errors import BackendUnavailableError, DataError
 from aidg.features.context import FIELD_SCALE
 from aidg.features.merchant_view import SEVERITY_SCALE
+from aidg.online.worker import reward_message
 from aidg.service.backends import Backends
 from aidg.service.spill import FeedbackSpill
-from aidg.store.decisions import RewardEvent
-from aidg.stream.worker import reward_message
 
 log = logging.getLogger("aidg.service")
 KIND_PART = {"approval": "approval", "override": "override", "conversion": "conversion", "gp30": "gp30_uplift"}

@@ -51,6 +51,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aidg.config import Settings
 from aidg.errors import ConfigError, redact
+from aidg.extras import require
 from aidg.service.responses import JSON
 
 log = logging.getLogger("aidg.service.ratelimit")
@@ -141,8 +142,7 @@ class RedisLimiter:
         timeout_s: float = 0.1,
         retry_s: float = 1.0,
     ) -> None:
-        import redis
-
+        redis = require("redis", "the rate limit shared in Redis")
         if burst < 1:
             raise ConfigError(f"a rate limit's burst must be at least 1 (got {burst!r})")
         self.url, self.rate, self.burst = url, rate, burst
@@ -189,12 +189,13 @@ class RedisLimiter:
 
 
 def make_limiter(settings: Settings) -> Limiter | None:
-    """The limiter the settings call for: None without API keys, Redis with ``AIDG_REDIS_URL``, else in process."""
+    """The limiter the settings call for: None without API keys, shared in Redis when the store is Redis, else in
+    process."""
     if not settings.api_keys:
         return None
     s = settings.service
     local = MemoryLimiter(s.rate_limit_per_second, s.rate_limit_burst)
-    if settings.redis_url:
+    if settings.backend_kinds()["store"] == "redis" and settings.redis_url:
         return RedisLimiter(
             settings.redis_url, s.rate_limit_per_second, s.rate_limit_burst,
             namespace=settings.redis_namespace, fallback=local,

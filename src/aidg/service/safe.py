@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aidg.explain.variant_row import variant_rows
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -23,19 +25,9 @@ def safe_answer(
     """The current deal for the merchant, unscored, with ``why`` (see the module docstring)."""
     b = served.bundle(merchant_id, n, at, degraded)
     i = b.n
-    chosen = {
-        "variant": int(b.terms["variant"][i]),
-        "discount_pct": round(float(b.terms["discount_pct"][i]), 4),
-        "price": round(float(b.terms["price"][i]), 2),
-        "duration_days": int(b.terms["duration_days"][i]),
-        "category_id": b.labels["category_id"][i],
-        "focus": b.labels["focus"][i],
-        "type": "current",
-        "score": None,
-        "components": {},
-        "risk": None,
-        "top_features": [],
-    }
+    terms = {k: b.terms[k][i : i + 1] for k in ("variant", "discount_pct", "price", "duration_days")}
+    chosen = variant_rows({**terms, "category_id": [b.labels["category_id"][i]], "focus": [b.labels["focus"][i]],
+                           "type": ["current"]})[0]  # fmt: skip
     return {
         "decision_id": None,
         "merchant_id": merchant_id,

@@ -3,7 +3,7 @@
 A replica holds one :class:`Served` for the champion and, during a rollout,
 one for the challenger. Each has its own key prefix in the online store and
 the cache (``v<version>/``), its own posterior (named by version and
-fingerprint) and its own :class:`~aidg.policy.decider.RiskAwarePolicy`. A
+fingerprint) and its own :class:`~aidg.policy.risk_aware.RiskAwarePolicy`. A
 version whose ``serving_policy`` is ``current`` is the existing system: it
 scores and explains, then plays the merchant's current deal.
 """
@@ -15,18 +15,20 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from aidg.config import Settings
+from aidg.domain import PREDICTED
 from aidg.errors import BackendUnavailableError
-from aidg.policy.decider import CURRENT, Candidates, Decision, RiskAwarePolicy
+from aidg.explain.variant_row import TopFeature, VariantRow, variant_rows
+from aidg.online.bundle import Bundle, unpack_bundle
+from aidg.online.feature_row import bundle_key
+from aidg.online.serving_model import ServingModel
+from aidg.policy.risk_aware import CURRENT, Candidates, Decision, RiskAwarePolicy
 from aidg.service.backends import Backends
-from aidg.service.model import Bundle, ServingModel, unpack_bundle
 from aidg.store.cache import EmbeddingCache
-from aidg.stream.rows import bundle_key
 
 log = logging.getLogger("aidg.service")
 
@@ -46,7 +48,7 @@ class Scored:
         return self.bundle.n
 
     def row(self, i: int) -> dict[str, float]:
-        return {k: float(self.out[k][i]) for k in ("score", "risk", "uplift", "approval", "conversion")}
+        return {k: float(self.out[k][i]) for k in PREDICTED}
 
 
 class Served:
@@ -117,55 +119,32 @@ class Served:
             s["score"][:n], s["risk"][:n], s["uplift"][:n], s["approval"][:n], s["conversion"][:n],
             np.nan_to_num(b.terms["distance"][:n]),
         )  # fmt: skip
-        current = {k: float(s[k][n]) for k in ("score", "risk", "uplift", "approval", "conversion")}
+        current = {k: float(s[k][n]) for k in PREDICTED}
         if self.current_only:
             why = "the existing system plays the merchant's current deal"
             d = Decision(CURRENT, 1.0, "current", {}, why, float("nan"))
         else:
             with self.lock:
-                d = self.policy.decide(decision_id, cands, s["phi"][:n], b.override_rate, s["phi"][n], current,
+                d = self.policy.select_action(decision_id, cands, s["phi"][:n], b.override_rate, s["phi"][n], current,
                                        explore=explore)  # fmt: skip
                 self.policy.release(decision_id)
         return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features)
 
-    def variants(self, sc: Scored, idx: np.ndarray) -> list[dict[str, Any]]:
-        """The response rows of variants ``idx`` (vectorised rounding; one dict per variant)."""
+    def variants(self, sc: Scored, idx: np.ndarray) -> list[VariantRow]:
+        """The response rows of variants ``idx`` (:func:`variant_rows`), with the guard's refusals."""
         b, s, refused = sc.bundle, sc.out, sc.decision.refused
-        t, lab = b.terms, b.labels
-        col = {
-            "variant": t["variant"][idx].astype(int).tolist(),
-            "discount_pct": np.round(t["discount_pct"][idx], 4).tolist(),
-            "price": np.round(t["price"][idx], 2).tolist(),
-            "duration_days": t["duration_days"][idx].astype(int).tolist(),
-            **{k: np.round(s[k][idx], 5).tolist() for k in ("score", "uplift", "approval", "conversion", "risk")},
-        }
         names, values = self.model.token_names, self.model.token_values(b)
         top_i, top_w = s["top_index"][idx].tolist(), np.round(s["top_weight"][idx], 4).tolist()
-        out = []
-        for k, i in enumerate(idx.tolist()):
-            v: dict[str, Any] = {
-                "variant": col["variant"][k],
-                "discount_pct": col["discount_pct"][k],
-                "price": col["price"][k],
-                "duration_days": col["duration_days"][k],
-                "category_id": lab["category_id"][i],
-                "focus": lab["focus"][i],
-                "type": lab["type"][i],
-                "score": col["score"][k],
-                "components": {
-                    "gp30_uplift": col["uplift"][k],
-                    "approval": col["approval"][k],
-                    "conversion": col["conversion"][k],
-                },
-                "risk": col["risk"][k],
-                "top_features": [
-                    {"feature": names[j], "value": values[j], "weight": w}
-                    for j, w in zip(top_i[k], top_w[k], strict=True)
-                ],
-            }
+        tops: list[list[TopFeature]] = [
+            [{"feature": names[j], "value": values[j], "weight": w} for j, w in zip(ti, tw, strict=True)]
+            for ti, tw in zip(top_i, top_w, strict=True)
+        ]
+        terms = {**{k: b.terms[k][idx] for k in ("variant", "discount_pct", "price", "duration_days")},
+                 **{k: [b.labels[k][i] for i in idx.tolist()] for k in ("category_id", "focus", "type")}}  # fmt: skip
+        out = variant_rows(terms, {k: s[k][idx] for k in PREDICTED}, tops)
+        for row, i in zip(out, idx.tolist(), strict=True):
             if i in refused:
-                v["refused"] = refused[i]
-            out.append(v)
+                row["refused"] = refused[i]
         return out
 
 

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from aidg.config import RewardSettings
+from aidg.domain import DEAL_TERMS
 from aidg.errors import NotFoundError
 from aidg.reward import composite_reward
 from aidg.sim.history import HABITS, apply_habit
 from aidg.sim.response import CategoryContext, MerchantContext, override_probability, respond
 from aidg.sim.world import World
 
-TERM_COLUMNS = ["discount_pct", "price", "duration_days", "category_id"]
+TERM_COLUMNS = list(DEAL_TERMS)
 MAX_HABIT_MAGNITUDE = 0.15
 
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from aidg.errors import MissingTableError
-from aidg.privacy.crypto import Cipher
+from aidg.progress import Progress, no_progress
 from aidg.sim.catalog import CATEGORIES, CATEGORY_PRICE, CATEGORY_WEIGHTS
 from aidg.sim.geo import city_regions, competition_counts, extra_locations, make_cities, place_merchants
 from aidg.sim.history import HABIT_FIELD, HABIT_WEIGHTS, HABITS, RepTraits, simulate_history
@@ -24,11 +19,7 @@ from aidg.sim.text import render_notes
 AS_OF = pd.Timestamp("2026-01-01")  # the world's "now": history ends here
 SIM_VERSION = "1"
 TRUTH_DIR = "truth"
-Progress = Callable[[str, float], None]
 
-
-def _no_progress(stage: str, fraction: float) -> None:
-    return None
 
 
 @dataclass
@@ -48,41 +39,8 @@ class World:
     def as_of(self) -> pd.Timestamp:
         return pd.Timestamp(str(self.meta["as_of"]))
 
-    def save_truth(self, out: Path, cipher: Cipher | None = None) -> None:
-        """Write the hidden truth and the world's metadata under ``out/truth``.
 
-        ``cipher``: encryption at rest (None: the key of the settings in the environment; see
-        :mod:`aidg.privacy.crypto`); with no key the files are plain Parquet and JSON.
-        """
-        d = Path(out) / TRUTH_DIR
-        d.mkdir(parents=True, exist_ok=True)
-        c = cipher or Cipher.from_env()
-        if c.enabled:
-            for name, df in self.truth.items():
-                buf = io.BytesIO()
-                df.to_parquet(buf, index=False)
-                c.write_bytes(d / f"{name}.parquet", buf.getvalue())
-            c.write_bytes(d / "world.json", json.dumps(self.meta, indent=2, default=str).encode())
-            return
-        for name, df in self.truth.items():
-            df.to_parquet(d / f"{name}.parquet", index=False)
-        (d / "world.json").write_text(json.dumps(self.meta, indent=2, default=str))
-
-    @staticmethod
-    def load_truth(folder: Path, cipher: Cipher | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
-        """Read what :meth:`save_truth` wrote (encrypted or not); a clear error if the folder has none."""
-        d = Path(folder) / TRUTH_DIR
-        if not (d / "world.json").exists():
-            raise MissingTableError(
-                f"{folder} has no simulator truth ({TRUTH_DIR}/world.json): the oracle needs a world "
-                "written by `aidg simulate`"
-            )
-        c = cipher or Cipher.from_env()
-        truth = {p.stem: pd.read_parquet(io.BytesIO(c.read_bytes(p))) for p in sorted(d.glob("*.parquet"))}
-        return truth, json.loads(c.read_bytes(d / "world.json"))
-
-
-def simulate(scale: str | Scale = "small", seed: int = 0, progress: Progress = _no_progress) -> World:
+def simulate(scale: str | Scale = "small", seed: int = 0, progress: Progress = no_progress) -> World:
     """Build a world, deterministically from ``seed``.
 
     >>> w = simulate("tiny", seed=1)

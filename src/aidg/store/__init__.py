@@ -3,8 +3,7 @@ decision log (each online backend behind a small interface, with an in-process d
 
 from aidg.store.arrays import pack_arrays, unpack_arrays
 from aidg.store.cache import CacheStats, EmbeddingCache
-from aidg.store.decisions import DecisionLog, DecisionRecord, Posterior, RewardEvent
-from aidg.store.offline import OfflineStore, load_world, save_world
+from aidg.store.offline import OfflineStore
 from aidg.store.online import CacheBackend, OnlineStore
 from aidg.store.online_memory import MemoryCacheBackend, MemoryOnlineStore
 from aidg.store.schema import ColumnSpec, column_specs, schema_markdown
@@ -14,21 +13,15 @@ __all__ = [
     "CacheBackend",
     "CacheStats",
     "ColumnSpec",
-    "DecisionLog",
-    "DecisionRecord",
     "EmbeddingCache",
     "MemoryCacheBackend",
     "MemoryOnlineStore",
     "OfflineStore",
     "OnlineStore",
-    "Posterior",
-    "RewardEvent",
     "check_references",
     "check_table",
     "column_specs",
-    "load_world",
     "pack_arrays",
-    "save_world",
     "schema_markdown",
     "unpack_arrays",
     "validate_tables",

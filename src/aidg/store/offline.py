@@ -14,6 +14,7 @@ under its name (DuckDB cannot read an encrypted file itself). Plain files read e
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -24,7 +25,6 @@ import pandas as pd
 from aidg.domain import TABLES
 from aidg.errors import DataValidationError, MissingTableError, NotFoundError, Problem
 from aidg.privacy.crypto import MAGIC, Cipher, is_encrypted
-from aidg.sim.world import World
 from aidg.store.validate import OnError, validate_tables
 
 MAX_SHOWN_PROBLEMS = 50
@@ -40,6 +40,32 @@ class OfflineStore:
     def __init__(self, root: str | os.PathLike[str], cipher: Cipher | None = None) -> None:
         self.root = Path(root).expanduser()
         self.cipher = cipher or Cipher.from_env()
+
+    def content_hash(self) -> str:
+        """A digest of the contract tables' files as stored (a version's precomputed serving inputs are valid for
+        the folder they were computed from, not a changed one)."""
+        h = hashlib.blake2b(digest_size=12)
+        for table in self.tables():
+            path = self.path(table)
+            assert path is not None
+            h.update(f"{path.name}|{path.stat().st_size}|".encode())
+            h.update(path.read_bytes())
+        return h.hexdigest()
+
+    def write_file(self, relative: str, data: bytes) -> None:
+        """Write a file under the folder (encrypted with the store's key, atomically), e.g. the simulator's truth."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if self.cipher.enabled:
+            self.cipher.write_bytes(path, data)
+            return
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def read_file(self, relative: str) -> bytes:
+        """A file written by :meth:`write_file` (encrypted or plain), decrypted."""
+        return self.cipher.read_bytes(self.root / relative)
 
     def encrypted(self, table: str) -> bool:
         """Whether ``table``'s file is encrypted (False when absent)."""
@@ -132,22 +158,3 @@ class OfflineStore:
             return con.execute(sql).df()
         finally:
             con.close()
-
-
-def load_world(folder: str | os.PathLike[str], cipher: Cipher | None = None) -> World:
-    """A simulated world from a folder written by ``aidg simulate`` (tables + truth), validated.
-
-    ``cipher``: as in :class:`OfflineStore` (None: the key in the environment).
-    """
-    store = OfflineStore(folder, cipher)
-    truth, meta = World.load_truth(store.root, store.cipher)
-    tables, _ = store.load(required=tuple(t for t, s in TABLES.items() if s.from_history))
-    return World(tables=tables, truth=truth, meta=meta)
-
-
-def save_world(world: World, folder: str | os.PathLike[str], cipher: Cipher | None = None) -> OfflineStore:
-    """Write a world: its public tables through the store, its truth beside them (both encrypted with a key)."""
-    store = OfflineStore(folder, cipher)
-    store.write(world.tables)
-    world.save_truth(store.root, store.cipher)
-    return store

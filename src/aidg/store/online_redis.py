@@ -17,49 +17,18 @@ during an outage, and the first call after the second finds out whether Redis is
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
 import redis.exceptions
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.retry import Retry
 
 from aidg.errors import BackendUnavailableError, ConfigError, redact
+from aidg.redis_client import UNREACHABLE, Breaker, retry_policy
 from aidg.store.online import CacheBackend, OnlineStore
 
-_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 _GLOB = str.maketrans({c: "\\" + c for c in "\\*?[]"})
-
-
-def retry_policy() -> Retry:
-    """Two retries on connection and timeout errors, jittered exponential backoff from 10 ms, capped at 100 ms."""
-    return Retry(ExponentialWithJitterBackoff(cap=0.1, base=0.01), 2,
-                 supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))  # fmt: skip
-
-
-class Breaker:
-    """Fails calls at once for ``open_s`` seconds after a failure (a circuit breaker with one probe after it)."""
-
-    def __init__(self, open_s: float = 1.0) -> None:
-        self.open_s = open_s
-        self._until = 0.0
-        self._lock = threading.Lock()
-        self.last_error = ""
-
-    def check(self) -> str | None:
-        """None when calls may go ahead, else why not (the last failure)."""
-        if time.monotonic() < self._until:
-            return self.last_error
-        return None
-
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self._until = time.monotonic() + self.open_s
-            self.last_error = str(exc)
 
 
 class _RedisClient:
@@ -92,7 +61,7 @@ class _RedisClient:
             )
         try:
             yield
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             self._breaker.failed(exc)
             raise BackendUnavailableError(
                 f"{self._what} is not reachable at {redact(self.url)} ({exc}); start Redis or unset AIDG_REDIS_URL "

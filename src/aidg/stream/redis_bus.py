@@ -17,7 +17,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aidg.errors import BackendUnavailableError, DataError, redact
-from aidg.store.online_redis import Breaker, retry_policy
+from aidg.redis_client import Breaker, retry_policy
 from aidg.stream.bus import (
     EventBus,
     Message,

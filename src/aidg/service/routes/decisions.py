@@ -10,12 +10,13 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 
+from aidg.domain import DEAL_TERMS
 from aidg.service.deps import CallerDep, EngineDep, decision_for
 from aidg.service.responses import JSON
 from aidg.service.schemas import error_responses
 
 router = APIRouter(prefix="/v1/decisions", tags=["decisions"])
-WHAT_IF_TERMS = ("discount_pct", "price", "duration_days", "category_id")
+WHAT_IF_TERMS = DEAL_TERMS
 
 
 @router.get("", responses=error_responses(401, 422, 429, 503))

@@ -83,8 +83,7 @@ async def delete_merchant(merchant_id: str, request: Request, engine: EngineDep,
     lines. Answers the audit record: the merchant's keyed hash and what was removed where, never the id."""
     require_admin(caller)
     engine.privacy.check(merchant_id)
-    b = engine.backends
-    stores = Stores(b.decisions, b.online, b.cache, b.bus, engine.settings.stream.stream)
+    stores = Stores.of(engine.backends, engine.settings)
     actor = hash_key(request.headers.get("x-api-key", "")) if caller is not None else "local"
     if merchant_id not in engine.model.ctx.merchant_code.index and not engine.privacy.store.decision_ids(merchant_id):
         raise NotFoundError(f"unknown merchant {merchant_id!r}: not in the served data nor the decision log")

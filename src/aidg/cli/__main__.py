@@ -1,0 +1,5 @@
+"""``python -m aidg.cli``."""
+
+from aidg.cli import main
+
+main()
