@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Running any trained encoder over many rows in fixed-size batches, without gradients (training and serving)."""
 
 from __future__ import annotations
 

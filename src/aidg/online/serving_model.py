@@ -57,8 +57,6 @@ SERVING_ARTIFACT = "serving"  # pm.artifacts key of ServingModel.precompute's ou
 class ServingModel:
     """A registered version ready to serve (see the module docstring)."""
 
-    _write_cache = True  # keep a computed snapshot under AIDG_HOME/cache (not while precomputing at training)
-
     def __init__(self, settings: Settings, data: Path, version: str = "latest") -> None:
         torch.set_num_threads(1)  # one BLAS thread per worker process: more oversubscribes the cores (FACTS)
         registry = ModelRegistry(settings)
@@ -77,9 +75,13 @@ class ServingModel:
         self.fingerprint = h.hexdigest()
         self.posterior_name = f"risk_aware_ts/v{self.version}-{self.fingerprint}"
 
-    def _prepare(self, settings: Settings, pm: ProfileModel, data: Path, version: str, cipher: Cipher) -> None:
-        """Everything but the registry: the data's coded tables, the snapshot, the generator, the projection."""
+    def _prepare(
+        self, settings: Settings, pm: ProfileModel, data: Path, version: str, cipher: Cipher, write_cache: bool = True
+    ) -> None:
+        """Everything but the registry: the data's coded tables, the snapshot, the generator, the projection
+        (``write_cache``: keep a computed snapshot under ``AIDG_HOME/cache``; not while precomputing at training)."""
         self.version, self.settings, self.data, self.cipher = version, settings, Path(data), cipher
+        self._write_cache = write_cache
         self.explainer: Explainer = load_explainer(pm, settings)
         self.scorer = self.explainer.scorer.eval()
         self.as_of = pd.Timestamp(pm.meta["as_of"])
@@ -116,8 +118,7 @@ class ServingModel:
         """What a version stores for serving its own data folder (:data:`SERVING_ARTIFACT`): the folder's digest, the
         snapshot (packed as the disk cache is) and the fitted projection; ``aidg train`` calls it before registering."""
         self = cls.__new__(cls)
-        self._write_cache = False
-        self._prepare(settings, pm, data, "training", Cipher.plain())
+        self._prepare(settings, pm, data, "training", Cipher.plain(), write_cache=False)
         return {"data_hash": self.data_hash, "merchants": len(self.ctx.merchant_ids),
                 "snapshot": self.snap.to_bytes(), "projector": self.projector.state()}  # fmt: skip
 
