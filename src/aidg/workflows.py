@@ -6,10 +6,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from aidg.config import Settings
+from aidg.domain import DEAL_TERMS
 from aidg.errors import DataError, NotFoundError
 from aidg.online.serving_model import SERVING_ARTIFACT, ServingModel
 from aidg.progress import Progress
@@ -198,6 +200,10 @@ def arena_data(settings: Settings, data: Path, days: int = 90, version: str = "l
     def truth_at(terms: pd.DataFrame, week: int) -> pd.DataFrame:
         return oracle.evaluate(terms.merchant_id.to_numpy(), terms, at=at + pd.Timedelta(days=7 * week + 3))
 
+    from aidg.inference.history import merchant_record
+
+    record = merchant_record(scorer, ctx, snap, tables, ids, at) if settings.posterior.enabled else None
+    latent = _latent_scores(oracle, tables, pm.meta.get("train_merchants", []), ids, cand, current, at, settings)
     arena = build_arena(
         scored.table,
         scored.representation,
@@ -208,8 +214,50 @@ def arena_data(settings: Settings, data: Path, days: int = 90, version: str = "l
         truth_at,
         days,
         legacy=legacy,
+        latent_score=latent,
+        record=record,
     )
     return arena, {"version": version if version != "latest" else registry.versions()[-1], "merchants": len(ids)}
+
+
+LATENT_TRAIN_MERCHANTS = 400  # training merchants whose deals fit the latent-informed reference
+
+
+def _latent_scores(
+    oracle: Any,
+    tables: dict[str, pd.DataFrame],
+    train_ids: list[str],
+    ids: list[str],
+    cand: pd.DataFrame,
+    current: pd.DataFrame,
+    at: pd.Timestamp,
+    settings: Settings,
+) -> np.ndarray:
+    """The ``latent_informed`` reference's predicted reward of each held-out merchant's variants and current deal
+    (merchants × (n + 1)): fitted on up to 400 training merchants' candidates and habitual deals at the as-of date,
+    the oracle's expectations as targets (:mod:`aidg.policy.latent_informed`)."""
+    from aidg.features.candidates import CandidateGenerator
+    from aidg.policy.latent_informed import LatentRewardModel, latent_features
+
+    known = set(tables["merchants"].merchant_id)
+    train = sorted(m for m in train_ids if m in known)[:LATENT_TRAIN_MERCHANTS]
+    if not train:
+        raise DataError("the version records no training merchants of this world: train it on this world")
+    gen = CandidateGenerator(tables["merchants"], tables["deals"], settings.candidates)
+    tc = gen.generate_many(train, at, settings.bandit.n_candidates)
+    tcur = oracle.baseline_deal(train).assign(merchant_id=train)
+    fit_terms = pd.concat([tc[[*DEAL_TERMS, "merchant_id"]], tcur[[*DEAL_TERMS, "merchant_id"]]], ignore_index=True)
+
+    def features(terms: pd.DataFrame) -> np.ndarray:
+        ids_ = terms.merchant_id.to_numpy(dtype=object)
+        return latent_features(oracle.traits(ids_), terms, oracle.category_index(terms.category_id))
+
+    truth = oracle.evaluate(fit_terms.merchant_id.to_numpy(dtype=object), fit_terms, at=at + pd.Timedelta(days=3))
+    model = LatentRewardModel().fit(features(fit_terms), truth.reward.to_numpy(float))
+    n = settings.bandit.n_candidates
+    pred_v = model.predict(features(cand[[*DEAL_TERMS, "merchant_id"]].reset_index(drop=True))).reshape(len(ids), n)
+    pred_c = model.predict(features(current[[*DEAL_TERMS, "merchant_id"]].reset_index(drop=True)))
+    return np.column_stack([pred_v, pred_c])
 
 
 def simulate_policy(

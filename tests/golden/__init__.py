@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
 ARENA = {"rounds": 1000, "days": 40, "seed": 3, "seeds": 3}  # tests/policy/test_arena.py's run
+REL_TOL = 0.01  # across machines (see differences)
 VOLATILE = {"seconds", "stage_seconds", "curves", "rounds_per_second"}  # timings, and the plots' series
 
 
@@ -39,8 +41,11 @@ def differences(expected: Any, got: Any, path: str = "") -> list[str]:
     if isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
         pairs = enumerate(zip(expected, got, strict=True))
         return [d for i, (e, g) in pairs for d in differences(e, g, f"{path}[{i}]")]
-    same = expected == got or (isinstance(expected, float) and isinstance(got, float) and expected != expected
-                               and got != got)  # NaN where both have NaN
+    floats = isinstance(expected, float) and isinstance(got, float)
+    same = expected == got or (floats and expected != expected and got != got)  # NaN where both have NaN
+    # two machines (same code, same wheels, one torch thread) differ in the float kernels: measured 2026-12-03, the
+    # arena's learners moved by up to 0.4 % and the evaluation by 1e-6 relative; a changed decision moves far more
+    same = same or (floats and math.isclose(expected, got, rel_tol=REL_TOL, abs_tol=1e-9))
     return [] if same else [f"{path}: {expected!r} → {got!r}"]
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aidg.config import BanditSettings, GuardSettings
+from aidg.config import BanditSettings, GuardSettings, PosteriorSettings
 from aidg.errors import DataError
 from aidg.policy.bandit import RiskAwareThompsonSampling
-from aidg.policy.risk_aware import CURRENT, Candidates, RiskAwarePolicy
+from aidg.policy.pooled import term_features
+from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms, RiskAwarePolicy
 
 D, N = 6, 8
 
@@ -201,3 +202,43 @@ def test_every_policy_speaks_one_vocabulary_and_reset_forgets_what_it_learnt() -
     np.testing.assert_array_equal(p.bandit.A_, fresh.bandit.A_)
     assert p.gate.budget == fresh.gate.budget
     assert d.index != CURRENT
+
+
+def _terms(merchant: str = "m1") -> MerchantTerms:
+    """Variants 0-3 at the current deal's terms, 4-7 at 30 points more discount and twice the package."""
+    d = np.r_[np.full(4, 0.2), np.full(4, 0.5)]
+    price = np.r_[np.full(4, 30.0), np.full(4, 60.0)]
+    psi = term_features(d, price, np.full(N, 14), np.zeros(N), (0.2, 30.0, 14.0))
+    return MerchantTerms(merchant, "food", psi, term_features(*(np.array([x]) for x in (0.2, 30.0, 14.0)),
+                                                               np.zeros(1), (0.2, 30.0, 14.0))[0])  # fmt: skip
+
+
+def test_the_posterior_guards_gp30_far_from_the_current_deal_and_says_so() -> None:
+    p = RiskAwarePolicy(D, seed=0, posterior=PosteriorSettings(delta=0.05))
+    c_, phi = _request(uplift=0.0)  # every variant predicted as good as the baseline: 20 % above the 0.8 floor
+    d = p.select_action("far", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED, terms=_terms())
+    far = [r for i, r in d.refused.items() if i >= 4]
+    assert len(far) == 4 and all("P(GP30 < 0.8 × baseline)" in r for r in far)  # uncertain far away: refused
+    assert not any(i < 4 for i in d.refused)  # at the current deal's terms the scorer is trusted that far
+
+
+def test_a_merchant_s_own_outcomes_move_its_choice_and_not_another_s() -> None:
+    settings = PosteriorSettings(caution=0.0, sample_scale=0.01, delta=0.9)  # the posterior mean chooses
+    p = RiskAwarePolicy(D, seed=0, posterior=settings)
+    p.gate.budget = 1e6  # a banked budget: the gate lets variants through
+    c_, phi = _request()
+    c_ = Candidates(**{**c_.__dict__, "score": np.r_[np.full(4, 0.9), np.full(4, 1.0)]})  # the scorer likes far
+    pick = p.select_action("m1-0", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED, terms=_terms("m1")).index
+    assert pick >= 4
+    for t in range(60):  # merchant m1's far deals flop: rejected, GP30 −60 %
+        did = f"m1-{t + 1}"
+        pick = p.select_action(did, c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED, terms=_terms("m1")).index
+        if pick < 4:
+            break
+        for part, v in (("approval", 0.0), ("gp30_uplift", -0.6)):
+            p.update_params(did, part, v)
+    assert pick < 4  # m1 has learnt the scorer is wrong about it far from its current deal
+    other = p.select_action("m2-0", c_, phi, 0.1, np.ones(D) / D, CURRENT_PRED, terms=_terms("m2"))
+    assert other.index >= 4  # m2 borrows only a little of m1's record (pooled through its category)
+    p.reset()
+    assert not p.merchants.parts["gp30_uplift"].merchants_

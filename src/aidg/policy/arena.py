@@ -46,8 +46,9 @@ import pandas as pd
 from aidg.config import Settings
 from aidg.errors import DataError
 from aidg.policy.baselines import POLICIES, ArenaPolicy, make_policy, vw_lines
+from aidg.policy.pooled import term_features
 from aidg.policy.projector import ContextProjector
-from aidg.policy.risk_aware import CURRENT, Candidates
+from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms
 
 APPROVAL_DELAY, CONVERSION_DELAY, GP30_DELAY = 0.1, 3.0, 30.0
 CONVERSION_NOISE = 0.15
@@ -66,6 +67,9 @@ class MerchantArms:
     current: dict[str, float]
     override_rate: float
     list_price: float
+    latent_score: np.ndarray | None = None  # (n + 1,) the latent-informed reference's predictions, current deal last
+    terms: MerchantTerms | None = None  # the merchant and its deals' term features (the per-merchant posterior)
+    record: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # part -> (term features, scorer's errors)
 
     @cached_property
     def vw_lines(self) -> list[str]:
@@ -95,6 +99,8 @@ def build_arena(
     days: int,
     k: int = 32,
     legacy: pd.DataFrame | None = None,
+    latent_score: np.ndarray | None = None,
+    record: pd.DataFrame | None = None,
 ) -> ArenaData:
     """Assemble the arena from scored candidates (``n`` per merchant, merchant by merchant) and truth.
 
@@ -103,6 +109,8 @@ def build_arena(
         current_scored: the current system's deal of each merchant (same order), scored.
         truth_at: (terms frame with ``merchant_id``, week) -> the oracle's expectations (one row per term).
         legacy: optionally, another reference deal per merchant (judged, never played): slot ``n + 1``.
+        latent_score: optionally (merchants, n + 1), the ``latent_informed`` reference's predicted reward of every
+            variant and the current deal (:mod:`aidg.policy.latent_informed`).
     """
     ids = list(dict.fromkeys(scored.merchant_id.astype(str)))
     n_m = len(ids)
@@ -113,12 +121,24 @@ def build_arena(
     phi = proj.transform(representation).reshape(n_m, n, -1)
     cphi = proj.transform(current_representation)
     keep = ["score", "risk", "uplift", "approval", "conversion", "p_override"]
+    by_merchant = {} if record is None else dict(iter(record.groupby(record.merchant_id.astype(str))))
     arms = []
     for j in range(n_m):
         rows = slice(j * n, (j + 1) * n)
         v = scored.iloc[rows].reset_index(drop=True)
         pred = v[keep].reset_index(drop=True)
         cur = {c: float(current_scored[c].iloc[j]) for c in keep}
+        c_row = current_scored.iloc[j]
+        c_terms = (float(c_row.discount_pct), float(c_row.price), float(c_row.duration_days))
+        psi = term_features(
+            v.discount_pct.to_numpy(float), v.price.to_numpy(float), v.duration_days.to_numpy(float),
+            (v.focus == "secondary").to_numpy() if "focus" in v else np.zeros(n), c_terms,
+        )  # fmt: skip
+        one = [np.array([x]) for x in c_terms]
+        c_psi = term_features(one[0], one[1], one[2], np.zeros(1), c_terms)
+        mterms = MerchantTerms(ids[j], str(c_row.category_id), psi, c_psi[0])
+        past = by_merchant.get(ids[j])
+        rec = None if past is None else _record(past, c_terms)
         arms.append(
             MerchantArms(
                 v,
@@ -129,6 +149,9 @@ def build_arena(
                 cur,
                 float(override_rate[j]),
                 float(list_price[j]),
+                None if latent_score is None else latent_score[j],
+                mterms,
+                rec,
             )
         )
     weeks = max(1, int(np.ceil(days / 7)))
@@ -145,6 +168,16 @@ def build_arena(
             truth[key][w, terms._m.to_numpy(), terms._slot.to_numpy()] = t[key].to_numpy(float)
     severity = truth.pop("override_severity")[0, :, 0]
     return ArenaData(ids, arms, truth, severity, days, proj.dim, n)
+
+
+def _record(past: pd.DataFrame, current: tuple[float, float, float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One merchant's record as (term features, observed − predicted) per part."""
+    out = {}
+    for part, g in past.groupby("part"):
+        psi = term_features(g.discount_pct.to_numpy(float), g.price.to_numpy(float), g.duration_days.to_numpy(float),
+                            (g.focus == "secondary").to_numpy(), current)  # fmt: skip
+        out[str(part)] = (psi, g.observed.to_numpy(float) - g.predicted.to_numpy(float))
+    return out
 
 
 def run_policy(
@@ -165,6 +198,7 @@ def run_policy(
     seq = 0
     day = 0
     tr = data.truth
+    policy.warm_start(data.arms)
     for j in range(rounds):
         while events and events[0][0] <= t[j]:
             _, _, did, part, value = heapq.heappop(events)
@@ -211,12 +245,19 @@ def summarize(data: ArenaData, run: dict[str, np.ndarray], alpha: float) -> dict
     best = tr["reward"][w, m, : n + 1].max(1)  # the best of the variants and the current deal
     gp30, cur_gp30 = tr["expected_gp30"][w, m, a], tr["expected_gp30"][w, m, n]
     cum, cum_cur = np.cumsum(reward), np.cumsum(cur_reward)  # a checkpoint after every decision (Wu et al.)
+    approval = tr["approval_prob"][w, m, a].mean()
     extra = {}
     if tr["reward"].shape[2] > n + 1:
         extra["gp30_uplift_vs_legacy"] = float(gp30.sum() / tr["expected_gp30"][w, m, n + 1].sum() - 1)
+        extra["acceptance_uplift_vs_legacy"] = float(approval / tr["approval_prob"][w, m, n + 1].mean() - 1)
+    oracle_gap = float(best.sum() - cur_reward.sum())
     return {
         **extra,
         "cumulative_reward": float(reward.sum()),
+        "oracle_cumulative_reward": float(best.sum()),
+        # the share of what a policy knowing each merchant's true response could gain over the current deals
+        "oracle_gain_share": float((reward.sum() - cur_reward.sum()) / oracle_gap) if oracle_gap > 0 else 0.0,
+        "acceptance_uplift_vs_current": float(approval / tr["approval_prob"][w, m, n].mean() - 1),
         "mean_reward": float(reward.mean()),
         "gp30_uplift_vs_current": float(gp30.sum() / cur_gp30.sum() - 1),
         "override_rate": float(tr["override_prob"][w, m, a].mean()),

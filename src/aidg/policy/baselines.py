@@ -10,6 +10,8 @@
   decision once, when its GP30 lands (or 30 days on, with the scorer's prediction
   for a GP30 that never came), as a service calling VW would.
 - ``risk_aware_ts``: ours (:class:`~aidg.policy.risk_aware.RiskAwarePolicy`).
+- ``latent_informed``: a reference, not a contender: the best variant by a model of the simulator's hidden
+  traits fitted on the training merchants (:mod:`aidg.policy.latent_informed`), the ceiling of a perfect profile.
 
 ``epsilon_greedy``, ``linucb`` and ``ts`` learn exactly as ours does (part by
 part, :class:`~aidg.policy.bandit.RiskAwareThompsonSampling` with ``risk_aware``
@@ -19,6 +21,7 @@ off), so the comparison is between ways of choosing, not ways of learning.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,9 +30,10 @@ import pandas as pd
 from aidg.config import Settings
 from aidg.errors import DataError
 from aidg.policy.bandit import RiskAwareThompsonSampling
-from aidg.policy.risk_aware import CURRENT, Candidates, RiskAwarePolicy, predicted_parts
+from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms, RiskAwarePolicy, predicted_parts
 
-POLICIES = ("current", "greedy", "epsilon_greedy", "linucb", "vw", "ts", "risk_aware_ts")
+POLICIES = ("current", "greedy", "epsilon_greedy", "linucb", "vw", "ts", "risk_aware_ts", "latent_informed")
+LEARNERS = ("greedy", "epsilon_greedy", "linucb", "vw", "ts")  # the peers ours must beat (references aside)
 
 
 class Arms(Protocol):
@@ -42,6 +46,9 @@ class Arms(Protocol):
     current_phi: np.ndarray
     current: dict[str, float]
     override_rate: float
+    latent_score: np.ndarray | None
+    terms: MerchantTerms | None
+    record: dict[str, tuple[np.ndarray, np.ndarray]] | None
 
     @property
     def vw_lines(self) -> list[str]: ...
@@ -58,6 +65,10 @@ class ArenaPolicy(ABC):
         """The chosen variant's index (or CURRENT) and its probability under the policy."""
 
     def update_params(self, decision_id: str, part: str, value: float) -> None:
+        return None
+
+    def warm_start(self, arms: Sequence[Arms]) -> None:
+        """Before the first request: what the merchants' records say (only a per-merchant learner uses it)."""
         return None
 
     def close(self, decision_id: str) -> None:
@@ -84,6 +95,18 @@ class Greedy(ArenaPolicy):
 
     def select_action(self, decision_id: str, arms: Arms) -> tuple[int, float]:
         return int(np.argmax(arms.cands.score)), 1.0
+
+
+class LatentInformed(ArenaPolicy):
+    """The diagnostic ceiling (:mod:`aidg.policy.latent_informed`): the best predicted from the hidden traits."""
+
+    name = "latent_informed"
+
+    def select_action(self, decision_id: str, arms: Arms) -> tuple[int, float]:
+        if arms.latent_score is None:
+            raise DataError("latent_informed needs the simulator's truth: the arena was built without it")
+        i = int(np.argmax(arms.latent_score))
+        return (CURRENT if i == len(arms.latent_score) - 1 else i), 1.0
 
 
 class _NeuralLinear(ArenaPolicy):
@@ -148,16 +171,30 @@ class RiskAwareTS(ArenaPolicy):
 
     def __init__(self, dim: int, settings: Settings, seed: int) -> None:
         self.policy = RiskAwarePolicy(
-            dim, settings.bandit, settings.guard, settings.exploration, settings.reward, seed=seed
-        )
+            dim, settings.bandit, settings.guard, settings.exploration, settings.reward, seed=seed,
+            posterior=settings.posterior,
+        )  # fmt: skip
         self.why_current: dict[str, int] = {}
+        self.widened: dict[str, float] = {}  # the prior's widening per part (MerchantPosterior.calibrate)
 
     def select_action(self, decision_id: str, arms: Arms) -> tuple[int, float]:
         a = arms
-        d = self.policy.select_action(decision_id, a.cands, a.phi, a.override_rate, a.current_phi, a.current)
+        d = self.policy.select_action(
+            decision_id, a.cands, a.phi, a.override_rate, a.current_phi, a.current, terms=a.terms
+        )
         if d.why_current:
             self.why_current[d.why_current] = self.why_current.get(d.why_current, 0) + 1
         return d.index, d.pscore
+
+    def warm_start(self, arms: Sequence[Arms]) -> None:
+        errors: dict[str, list[np.ndarray]] = {}
+        for a in arms:
+            for part, (_, err) in (a.record or {}).items():
+                errors.setdefault(part, []).append(err)
+        self.widened = self.policy.merchants.calibrate(errors)
+        for a in arms:
+            if a.terms is not None and a.record:
+                self.policy.merchants.warm_start(a.terms.merchant, a.terms.category, a.record)
 
     def update_params(self, decision_id: str, part: str, value: float) -> None:
         if decision_id in self.policy.bandit.pending_:
@@ -263,6 +300,8 @@ def make_policy(name: str, dim: int, settings: Settings, seed: int) -> ArenaPoli
         return RiskAwareTS(dim, settings, seed)
     if name == "vw":
         return VW(settings, seed)
+    if name == "latent_informed":
+        return LatentInformed()
     raise DataError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}")
 
 

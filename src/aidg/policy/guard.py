@@ -73,8 +73,13 @@ class SafetyGuard:
         baseline_gp30: float,
         override_rate: float,
         predicted_uplift: np.ndarray,
+        shortfall: np.ndarray | None = None,
+        delta: float = 0.05,
     ) -> GuardDecision:
-        """:meth:`check` on arrays (the per-request path): category id and type (safe/hybrid/explore) per variant."""
+        """:meth:`check` on arrays (the per-request path): category id and type (safe/hybrid/explore) per variant.
+
+        ``shortfall``: each variant's posterior P(GP30 < threshold × baseline); given, the GP30 clause refuses
+        where it exceeds ``delta`` instead of comparing the point prediction."""
         s = self.settings
         up = np.asarray(predicted_uplift, dtype=float)
         n = len(categories)
@@ -82,13 +87,17 @@ class SafetyGuard:
             raise DataError(f"{len(up)} predicted uplifts for {n} variants: give one per variant")
         if not np.isfinite(up).all() or not np.isfinite(baseline_gp30):
             raise DataError("predicted uplift and baseline GP30 must be finite")
-        expected = baseline_gp30 * (1.0 + up)
-        floor = s.baseline_threshold * baseline_gp30
         reasons: list[list[str]] = [[] for _ in range(n)]
-        for i in np.flatnonzero(expected < floor):
-            reasons[i].append(
-                f"expected GP30 {expected[i]:.2f} below {s.baseline_threshold:g} × baseline ({floor:.2f})"
-            )
+        if shortfall is not None:
+            for i in np.flatnonzero(np.asarray(shortfall) > delta):
+                reasons[i].append(f"P(GP30 < {s.baseline_threshold:g} × baseline) = {shortfall[i]:.2f} above {delta:g}")
+        else:
+            expected = baseline_gp30 * (1.0 + up)
+            floor = s.baseline_threshold * baseline_gp30
+            for i in np.flatnonzero(expected < floor):
+                reasons[i].append(
+                    f"expected GP30 {expected[i]:.2f} below {s.baseline_threshold:g} × baseline ({floor:.2f})"
+                )
         if override_rate > s.max_override_rate:
             clause = f"merchant override rate {override_rate:.2f} above {s.max_override_rate:g}"
             if s.override_clause == "refuse" or types is None:

@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from aidg.config import BanditSettings, ExplorationSettings, GuardSettings, RewardSettings
+from aidg.config import BanditSettings, ExplorationSettings, GuardSettings, PosteriorSettings, RewardSettings
 from aidg.domain import PREDICTED
 from aidg.errors import DataError
-from aidg.policy.bandit import PARTS, RiskAwareThompsonSampling
+from aidg.policy.bandit import PARTS, RiskAwareThompsonSampling, risk_adjust
 from aidg.policy.conservative import ConservativeGate
 from aidg.policy.guard import ExplorationManager, SafetyGuard
+from aidg.policy.merchant_posterior import MerchantPosterior
 
 CURRENT = -1  # Decision.index of the current system's deal
 
@@ -100,6 +101,17 @@ class Candidates:
         return {k: float(getattr(self, k)[i]) for k in PREDICTED}
 
 
+@dataclass(frozen=True)
+class MerchantTerms:
+    """Who a request is for and its deals' term features (:func:`aidg.policy.pooled.term_features`): what the
+    per-merchant posterior needs. ``psi`` (n, K) for the variants, ``current`` (K,) for the current deal."""
+
+    merchant: str
+    category: str
+    psi: np.ndarray
+    current: np.ndarray
+
+
 @dataclass
 class _Open:
     played: str  # "policy" or "baseline"
@@ -121,10 +133,13 @@ class RiskAwarePolicy:
         seed: int = 0,
         z: float = 1.96,
         min_explore_outcomes: int = 20,
+        posterior: PosteriorSettings | None = None,
     ) -> None:
         self.settings = bandit or BanditSettings()
         self.reward = reward or RewardSettings()
         self.bandit = RiskAwareThompsonSampling(dim, self.settings, self.reward, seed=seed)
+        self.posterior_settings = posterior or PosteriorSettings()
+        self.merchants = MerchantPosterior(self.posterior_settings, self.reward)
         self.guard = SafetyGuard(guard)
         self.exploration_settings = exploration or ExplorationSettings()
         self.rng = np.random.default_rng(seed + 1)
@@ -140,8 +155,9 @@ class RiskAwarePolicy:
         self.explore_outcomes_: list[bool] = []
 
     def reset(self) -> None:
-        """Forget everything learnt: the bandit's posterior, the gate's budget, the exploration ramp, open decisions."""
+        """Forget everything learnt: the posteriors, the gate's budget, the exploration ramp, open decisions."""
         self.bandit.reset()
+        self.merchants.reset()
         self._reset_own()
 
     def select_action(
@@ -153,6 +169,7 @@ class RiskAwarePolicy:
         current_phi: np.ndarray,
         current: Mapping[str, float],
         explore: bool = True,
+        terms: MerchantTerms | None = None,
     ) -> Decision:
         """Choose for one request.
 
@@ -164,12 +181,18 @@ class RiskAwarePolicy:
                 ``approval``, ``conversion``).
             explore: False keeps ``explore`` variants out whatever the exploration share (a rollout's
                 personalization arm, or while an alert holds exploration back).
+            terms: the merchant and its deals' term features; given (and ``PosteriorSettings.enabled``), the
+                choice and the GP30 clause come from the per-merchant posterior (:meth:`_select_pooled`).
         """
         if decision_id in self.open_:
             raise DataError(f"decision {decision_id!r} was already made: decision ids must be unique")
         n = len(cands.score)
         if len(phi) != n:
             raise DataError(f"{n} variants but {len(phi)} contexts")
+        if terms is not None and self.posterior_settings.enabled:
+            if terms.psi.shape[0] != n:
+                raise DataError(f"{n} variants but {terms.psi.shape[0]} term-feature rows")
+            return self._select_pooled(decision_id, cands, phi, override_rate, current_phi, current, explore, terms)
         # expected GP30 relative to the merchant's baseline, both from the same model: the scorer's errors are
         # largely merchant-wide, so the ratio to its own estimate of the current deal cancels them
         rel_uplift = (1 + cands.uplift) / max(1 + float(current["uplift"]), 1e-3) - 1
@@ -206,6 +229,64 @@ class RiskAwarePolicy:
         self._register(decision_id, phi[i], cands.row(i), "policy", explored=bool(cands.types[i] == "explore"))
         return Decision(i, choice.pscore, str(cands.types[i]), refused, "", lcb)
 
+    def _select_pooled(
+        self,
+        decision_id: str,
+        cands: Candidates,
+        phi: np.ndarray,
+        override_rate: float,
+        current_phi: np.ndarray,
+        current: Mapping[str, float],
+        explore: bool,
+        terms: MerchantTerms,
+    ) -> Decision:
+        """Guard (GP30 clause from the posterior) → exploration share → risk → Thompson sampling over the corrected
+        rewards, the current deal competing as one more arm → conservative gate."""
+        mp = self.merchants
+        post = mp.part_posteriors(terms.merchant, terms.category)
+        threshold = self.guard.settings.baseline_threshold
+        short = mp.gp30_shortfall(post, terms.psi, cands.uplift, terms.current, float(current["uplift"]), threshold)
+        verdict = self.guard.check_arrays(
+            cands.categories, cands.types, 1.0, override_rate, cands.uplift, short, self.posterior_settings.delta
+        )
+        refused = verdict.refused()
+        allowed = verdict.allowed.copy()
+        if not (explore and self.exploration.allows_exploration(float(self.rng.random()))):
+            allowed &= cands.types != "explore"
+        limit = self.settings.risk_threshold + (float(current["risk"]) if self.settings.relative_risk else 0.0)
+        eligible = allowed & (cands.risk <= limit)
+        psi = np.vstack([terms.psi, terms.current[None, :]])
+        score = np.append(cands.score, float(current["score"]))
+        mean_corr, sd_corr = mp.correction(post, psi)
+        b = float(score[-1] + mean_corr[-1])  # the current deal's expected reward
+        if not eligible.any():
+            why = "the safety guard refused every variant" if not verdict.allowed.any() else (
+                "no allowed variant is under the risk limit")  # fmt: skip
+            return self._play_current(decision_id, current_phi, current, b, refused, why, terms=terms)
+        m = self.bandit.n_propensity
+        draws = score[None, :] + mp.sample_corrections(post, psi, 1 + m, self.bandit.rng)
+        draws -= self.posterior_settings.caution * sd_corr[None, :]
+        draws = risk_adjust(draws, np.append(cands.risk, float(current["risk"]))[None, :])
+        draws[:, :-1][:, ~eligible] = -np.inf
+        winners = draws.argmax(1)
+        i = int(winners[0])
+        pscore = max(float(np.mean(winners[1:] == i)), 1.0 / (2 * m))
+        if i == n_variants(cands):
+            return self._play_current(
+                decision_id, current_phi, current, b, refused, "the current deal is the best by the posterior",
+                terms=terms, pscore=pscore,
+            )  # fmt: skip
+        lcb = float(score[i] + mean_corr[i] - self.z * sd_corr[i])
+        if not self.gate.allows(lcb, b):
+            return self._play_current(
+                decision_id, current_phi, current, b, refused, "the conservative gate: the lower bound is at risk",
+                lcb, terms=terms,
+            )  # fmt: skip
+        self.gate.record(decision_id, "policy", lcb, b)
+        self._register(decision_id, phi[i], cands.row(i), "policy", bool(cands.types[i] == "explore"))
+        mp.register(decision_id, terms.merchant, terms.category, terms.psi[i], cands.row(i))
+        return Decision(i, pscore, str(cands.types[i]), refused, "", lcb)
+
     def _play_current(
         self,
         decision_id: str,
@@ -215,10 +296,14 @@ class RiskAwarePolicy:
         refused: dict[int, str],
         why: str,
         lcb: float = float("nan"),
+        terms: MerchantTerms | None = None,
+        pscore: float = 1.0,
     ) -> Decision:
         self.gate.record(decision_id, "baseline", b, b)
         self._register(decision_id, phi, current, "baseline", explored=False)
-        return Decision(CURRENT, 1.0, "current", refused, why, lcb)
+        if terms is not None:
+            self.merchants.register(decision_id, terms.merchant, terms.category, terms.current, dict(current))
+        return Decision(CURRENT, pscore, "current", refused, why, lcb)
 
     def _register(
         self, decision_id: str, phi: np.ndarray, row: Mapping[str, float], played: str, explored: bool
@@ -230,6 +315,7 @@ class RiskAwarePolicy:
         """One reward part of a decision arrived; False when it changed nothing (a repeat)."""
         if decision_id in self.closed_:
             return False  # a repeat of a part that came before the decision closed
+        self.merchants.update_params(decision_id, part, value)
         changed = self.bandit.update_params(decision_id, part, value)
         o = self.open_.get(decision_id)
         if not changed or o is None:
@@ -246,6 +332,7 @@ class RiskAwarePolicy:
         """No more parts will come (the GP30 landed, or never will): settle the gate with the reward as known."""
         o = self.open_.pop(decision_id, None)
         p = self.bandit.pending_.pop(decision_id, None)
+        self.merchants.close(decision_id)
         if o is not None:
             self.closed_.add(decision_id)
         if o is None or p is None or o.played != "policy":
@@ -256,6 +343,7 @@ class RiskAwarePolicy:
         """Forget a decision locally: a service replica whose rewards are joined by the stream workers instead."""
         self.open_.pop(decision_id, None)
         self.bandit.pending_.pop(decision_id, None)
+        self.merchants.close(decision_id)
         self.gate.forget(decision_id)
 
     def end_of_period(self) -> float:
@@ -266,4 +354,8 @@ class RiskAwarePolicy:
         return self.exploration.rate
 
 
-__all__ = ["CURRENT", "PARTS", "Candidates", "Decision", "RiskAwarePolicy", "predicted_parts"]
+def n_variants(cands: Candidates) -> int:
+    return len(cands.score)
+
+
+__all__ = ["CURRENT", "PARTS", "Candidates", "Decision", "MerchantTerms", "RiskAwarePolicy", "predicted_parts"]

@@ -30,6 +30,11 @@ from aidg.sim.world import World
 
 TERM_COLUMNS = list(DEAL_TERMS)
 MAX_HABIT_MAGNITUDE = 0.15
+LATENT_TRAIT_FIELDS = (
+    "list_price", "quality", "elasticity", "preferred_size", "distrust", "capacity", "base_demand", "decay_days",
+    "urgency", "secondary_fit", "preferred_discount", "refund_risk", "take_rate", "season_mult", "city_demand",
+    "comp_primary", "comp_secondary", "mood",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,29 @@ class Oracle:
                 "reward": reward,
             }
         )
+
+    def traits(self, merchant_ids: Sequence[str] | pd.Series | np.ndarray) -> pd.DataFrame:
+        """Each merchant's hidden traits as the response model uses them, with its rep's habit: what a perfect
+        profile would know (the arena's ``latent_informed`` reference). Never a realised draw's noise."""
+        rows = self.rows(merchant_ids)
+        m = self._m.take(rows)
+        cols = {f: np.asarray(getattr(m, f), float) for f in LATENT_TRAIT_FIELDS}
+        return pd.DataFrame(
+            {
+                **cols,
+                "rep_override_rate": self._rep_rate[rows],
+                "rep_magnitude": self._rep_mag[rows],
+                "primary_cat": m.primary_cat.astype(np.int64),
+                "secondary_cat": m.secondary_cat.astype(np.int64),
+                "baseline_discount": self._base[rows, 0],
+                "baseline_size": self._base[rows, 1] / m.list_price,
+                "baseline_duration": self._base[rows, 2],
+            }
+        )
+
+    def category_index(self, category_ids: pd.Series) -> np.ndarray:
+        """Category ids as the response model's indices (-1 where unknown)."""
+        return np.asarray(category_ids.map(self._cat_index).fillna(-1).to_numpy(np.int64))
 
     def baseline_deal(self, merchant_ids: Sequence[str] | pd.Series | np.ndarray) -> pd.DataFrame:
         """Each merchant's habitual deal (the reference of GP30 uplift)."""

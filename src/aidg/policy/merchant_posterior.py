@@ -1,0 +1,170 @@
+"""What the bandit learns of each merchant: one pooled posterior per reward part, fed part by part.
+
+The scorer predicts every reward part of every variant. For each part that
+lands (approval and the rep's edit within hours, conversion in days, GP30 at
+30 days) the error of the scorer's prediction is learnt as a function of the
+deal's terms relative to the merchant's current deal, pooled population →
+category → merchant (:class:`~aidg.policy.pooled.PooledLinear`). So the
+approvals of a merchant's first few decisions already move what is expected
+of its next ones; its GP30s correct the uplift when they land; a merchant
+with no record gets its category's and the population's corrections, with
+their uncertainty and more the farther a variant is from its current deal.
+
+A variant's expected reward is the memo formula over the corrected parts
+(``score + Σ_part w_part · ψᵀθ_part``; the rep's edit keeps the scorer's
+prediction: its weight in the reward is 0.005). Its GP30 risk is
+``P(expected GP30 < 0.8 × the current deal's)``, Gaussian in the posterior:
+``(1 + u_v + ψ_vᵀθ) − 0.8 (1 + u_cur + ψ_curᵀθ)`` is linear in θ.
+
+Each decision's parts are applied exactly once (a repeat with the same value
+changes nothing; a corrected value moves the sums by the difference), and the
+sums commute, so the posterior does not depend on the order events arrive in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import ndtr
+
+from aidg.config import PosteriorSettings, RewardSettings
+from aidg.errors import DataError
+from aidg.policy.pooled import K, PooledLinear
+
+# reward part -> the scorer's prediction it corrects
+PART_PREDICTIONS = {"approval": "approval", "conversion": "conversion", "gp30_uplift": "uplift"}
+
+
+@dataclass
+class _Decision:
+    merchant: str
+    category: str
+    psi: np.ndarray  # (K,)
+    predicted: dict[str, float]
+    seen: dict[str, float] = field(default_factory=dict)
+
+
+class MerchantPosterior:
+    """One :class:`PooledLinear` per learnt reward part, and the open decisions whose parts are still coming."""
+
+    def __init__(self, settings: PosteriorSettings | None = None, reward: RewardSettings | None = None) -> None:
+        self.settings = s = settings or PosteriorSettings()
+        self.reward = reward or RewardSettings()
+        self.weights = {
+            "approval": self.reward.w_approval,
+            "conversion": self.reward.w_conversion,
+            "gp30_uplift": self.reward.w_gp30,
+        }
+        noise = {"approval": s.approval_noise, "conversion": s.conversion_noise, "gp30_uplift": s.gp30_noise}
+        spread = {"approval": s.approval_prior_sd, "conversion": s.conversion_prior_sd,
+                  "gp30_uplift": s.uplift_prior_sd}  # fmt: skip
+        self.parts = {}
+        for p in PART_PREDICTIONS:
+            m = np.asarray(spread[p], float)
+            self.parts[p] = PooledLinear(noise[p], (s.population_share * m, s.category_share * m, m))
+        self.open_: dict[str, _Decision] = {}
+
+    def reset(self) -> None:
+        for m in self.parts.values():
+            m.reset()
+        self.open_ = {}
+
+    # -- learning ------------------------------------------------------------------------------
+    def register(
+        self, decision_id: str, merchant: str, category: str, psi: np.ndarray, predicted: dict[str, float]
+    ) -> None:
+        """Remember a played deal's term features and the scorer's predictions until its parts land."""
+        self.open_[decision_id] = _Decision(merchant, category, np.asarray(psi, float).copy(), dict(predicted))
+
+    def update_params(self, decision_id: str, part: str, value: float) -> bool:
+        """A reward part landed; False when it changed nothing (not learnt here, unknown decision, or a repeat)."""
+        d = self.open_.get(decision_id)
+        if d is None or part not in self.parts:
+            return False
+        if not np.isfinite(value):
+            raise DataError(f"reward part {part} of {decision_id} must be finite, got {value}")
+        before = d.seen.get(part)
+        if before == value:
+            return False
+        y = value - (d.predicted[PART_PREDICTIONS[part]] if before is None else before)
+        self.parts[part].add(d.merchant, d.category, d.psi, y, first=before is None)
+        d.seen[part] = float(value)
+        return True
+
+    def calibrate(self, errors: dict[str, list[np.ndarray]]) -> dict[str, float]:
+        """Widen each part's prior when the merchants' records show larger scorer errors than the development
+        world's: the ratio of the root mean square of merchants' mean errors (those with 3 records or more) to
+        ``settings.record_error_reference``, within [1, 4]. Returns the factor per part."""
+        ref = dict(zip(PART_PREDICTIONS, self.settings.record_error_reference, strict=True))
+        out = {}
+        for part, errs in errors.items():
+            means = np.array([e.mean() for e in errs if len(e) >= 3])
+            if part not in self.parts or len(means) < 10:
+                continue
+            out[part] = float(np.clip(np.sqrt(np.mean(means**2)) / ref[part], 1.0, 4.0))
+            self.parts[part].widen(out[part])
+        return out
+
+    def warm_start(self, merchant: str, category: str, record: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """The merchant's record (:func:`aidg.inference.history.merchant_record`): per part, the term features of
+        past deals and the scorer's errors on them (observed − predicted), learnt as if they were decisions."""
+        for part, (psi, err) in record.items():
+            if part in self.parts and len(err):
+                if not np.isfinite(err).all():
+                    raise DataError(f"the record of merchant {merchant!r} holds non-finite {part} values")
+                self.parts[part].add_many(merchant, category, psi, err)
+
+    def close(self, decision_id: str) -> None:
+        """No more parts will come for this decision."""
+        self.open_.pop(decision_id, None)
+
+    # -- what is expected ----------------------------------------------------------------------
+    def irreducible_sd(self) -> float:
+        """The reward's error the term features cannot explain: the GP30 part's (``uplift_sd``, widened as its
+        prior is) × its weight."""
+        return self.weights["gp30_uplift"] * self.settings.uplift_sd * self.parts["gp30_uplift"].factor
+
+    def part_posteriors(self, merchant: str, category: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {p: m.posterior(merchant, category) for p, m in self.parts.items()}
+
+    def correction(
+        self, post: dict[str, tuple[np.ndarray, np.ndarray]], psi: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of each row's reward correction ``Σ_part w · ψᵀθ`` (parts independent)."""
+        mean = np.zeros(len(psi))
+        var = np.full(len(psi), self.irreducible_sd() ** 2)
+        for p, (m, c) in post.items():
+            w = self.weights[p]
+            mean += w * (psi @ m)
+            var += w * w * np.einsum("ij,jk,ik->i", psi, c, psi)
+        return mean, np.sqrt(var)
+
+    def sample_corrections(
+        self, post: dict[str, tuple[np.ndarray, np.ndarray]], psi: np.ndarray, draws: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """(draws, n) reward corrections of the rows of ``psi``, one posterior draw of every part's θ per row."""
+        out = np.zeros((draws, len(psi)))
+        scale = self.settings.sample_scale
+        for p, (m, c) in post.items():
+            chol = np.linalg.cholesky(c + 1e-12 * np.eye(K))
+            theta = m[None, :] + scale * rng.standard_normal((draws, K)) @ chol.T
+            out += self.weights[p] * (theta @ psi.T)
+        return out
+
+    def gp30_shortfall(
+        self,
+        post: dict[str, tuple[np.ndarray, np.ndarray]],
+        psi: np.ndarray,
+        uplift: np.ndarray,
+        current_psi: np.ndarray,
+        current_uplift: float,
+        threshold: float,
+    ) -> np.ndarray:
+        """P(expected GP30 of each row < ``threshold`` × the current deal's), from the GP30 part's posterior plus
+        the scorer's own error (``settings.uplift_sd``) on the difference."""
+        m, c = post["gp30_uplift"]
+        g = psi - threshold * current_psi[None, :]
+        mean = (1 + uplift + psi @ m) - threshold * (1 + current_uplift + current_psi @ m)
+        var = np.einsum("ij,jk,ik->i", g, c, g) + (self.settings.uplift_sd * self.parts["gp30_uplift"].factor) ** 2
+        return np.asarray(ndtr(-mean / np.sqrt(var)))
