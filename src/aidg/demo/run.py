@@ -137,7 +137,9 @@ def _print(console: Console, s: dict[str, Any]) -> None:
 
 ARENA_COLUMNS = (
     ("cumulative_reward", "cumulative reward", "{:,.0f}"),
+    ("oracle_gain_share", "share of the oracle's gain", "{:.1%}"),
     ("gp30_uplift_vs_current", "GP30 vs current", "{:+.1%}"),
+    ("acceptance_uplift_vs_legacy", "approval vs legacy", "{:+.1%}"),
     ("override_rate", "override rate", "{:.3f}"),
     ("safety_violation_rate", "safety violations", "{:.4f}"),
     ("regret_vs_oracle", "regret vs oracle", "{:,.0f}"),
@@ -161,8 +163,20 @@ def show_arena(report: dict[str, Any], console: Console, plot: Path | None = Non
         t.add_column(label, justify="right")
     for name, r in report["policies"].items():
         style = "bold green" if name == "risk_aware_ts" else None
-        t.add_row(name, *(fmt.format(r[k]) for k, _, fmt in ARENA_COLUMNS), style=style)
+        t.add_row(name, *(fmt.format(r[k]) if k in r else "–" for k, _, fmt in ARENA_COLUMNS), style=style)
     console.print(t)
+    first: dict[str, Any] = next(iter(report["policies"].values()), {})
+    if "oracle_cumulative_reward" in first:
+        console.print(
+            f"oracle (each request's truly best deal): cumulative reward {first['oracle_cumulative_reward']:,.0f}; "
+            "latent_informed is a reference that reads the simulator's hidden traits, not a contender"
+        )
+    post = report.get("posterior") or {}
+    if "interval_coverage_90" in post:
+        console.print(
+            f"risk_aware_ts's 90 % GP30 intervals (from each merchant's record, before the first decision) hold the "
+            f"true expected GP30 of {post['interval_coverage_90']:.1%} of the held-out merchants' deals"
+        )
     ours = report["policies"].get("risk_aware_ts", {})
     if ours.get("why_current"):
         console.print(

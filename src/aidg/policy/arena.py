@@ -316,7 +316,38 @@ def arena(
         res["rounds_per_second"] = round(rounds * len(seeds) / max(res["seconds"], 1e-9), 1)
         res.update(extra)
         out[name] = res
-    return {"policies": out, "curves": curves}
+    report: dict[str, Any] = {"policies": out, "curves": curves}
+    if "risk_aware_ts" in policies and settings.posterior.enabled:
+        report["posterior"] = interval_coverage(data, settings)
+    return report
+
+
+def interval_coverage(data: ArenaData, settings: Settings, z: float = 1.645) -> dict[str, Any]:
+    """Before the first decision (after the warm start from the merchants' records): the share of the held-out
+    merchants' deals (variants and current) whose true expected GP30 uplift lies in the posterior's 90 % interval,
+    and the widening of each part's prior."""
+    from aidg.policy.baselines import RiskAwareTS
+
+    pol = RiskAwareTS(data.dim, settings, 0)
+    pol.warm_start(data.arms)
+    mp = pol.policy.merchants
+    inside, width = [], []
+    truth = data.truth["expected_uplift"][0]  # the first week's expectations
+    for j, a in enumerate(data.arms):
+        if a.terms is None:
+            continue
+        post = mp.part_posteriors(a.terms.merchant, a.terms.category)
+        psi = np.vstack([a.terms.psi, a.terms.current])
+        mean, sd = mp.uplift_interval(post, psi, np.append(a.cands.uplift, a.current["uplift"]))
+        inside.append(np.abs(truth[j, : len(psi)] - mean) <= z * sd)
+        width.append(2 * z * sd)
+    if not inside:
+        return {}
+    return {
+        "interval_coverage_90": float(np.mean(np.concatenate(inside))),
+        "interval_width_90": float(np.mean(np.concatenate(width))),
+        "prior_widened": pol.widened,
+    }
 
 
 def _daily_curve(data: ArenaData, run: dict[str, np.ndarray]) -> list[float]:

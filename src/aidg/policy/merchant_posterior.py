@@ -152,6 +152,15 @@ class MerchantPosterior:
             out += self.weights[p] * (theta @ psi.T)
         return out
 
+    def uplift_interval(
+        self, post: dict[str, tuple[np.ndarray, np.ndarray]], psi: np.ndarray, uplift: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and sd of each row's expected GP30 uplift: the scorer's, corrected, with the posterior's spread and
+        the error the term features cannot explain."""
+        m, c = post["gp30_uplift"]
+        sd_rest = self.settings.uplift_sd * self.parts["gp30_uplift"].factor
+        return uplift + psi @ m, np.sqrt(np.einsum("ij,jk,ik->i", psi, c, psi) + sd_rest**2)
+
     def gp30_shortfall(
         self,
         post: dict[str, tuple[np.ndarray, np.ndarray]],
