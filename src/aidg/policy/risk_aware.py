@@ -198,13 +198,8 @@ class RiskAwarePolicy:
         rel_uplift = (1 + cands.uplift) / max(1 + float(current["uplift"]), 1e-3) - 1
         verdict = self.guard.check_arrays(cands.categories, cands.types, 1.0, override_rate, rel_uplift)
         refused = verdict.refused()
-        allowed = verdict.allowed.copy()
-        if not (explore and self.exploration.allows_exploration(float(self.rng.random()))):
-            allowed &= cands.types != "explore"
+        allowed, limit = self._screen(verdict.allowed, cands, current, explore)
         b = float(current["score"])
-        limit = self.settings.risk_threshold
-        if self.settings.relative_risk:
-            limit += float(current["risk"])  # the threshold bounds the risk added to what the merchant has today
         under = allowed & (cands.risk <= limit)
         gain = self.bandit.mean_reward(phi, cands.score) - self.bandit.mean_reward(current_phi, np.array([b]))[0]
         enough = gain >= self.settings.min_gain * cands.distance
@@ -229,6 +224,17 @@ class RiskAwarePolicy:
         self._register(decision_id, phi[i], cands.row(i), "policy", explored=bool(cands.types[i] == "explore"))
         return Decision(i, choice.pscore, str(cands.types[i]), refused, "", lcb)
 
+    def _screen(
+        self, guarded: np.ndarray, cands: Candidates, current: Mapping[str, float], explore: bool
+    ) -> tuple[np.ndarray, float]:
+        """The guard's verdict less ``explore`` variants off the exploration share, and the risk limit (the
+        threshold bounds the risk a variant adds to what the merchant has today when ``relative_risk``)."""
+        allowed = guarded.copy()
+        if not (explore and self.exploration.allows_exploration(float(self.rng.random()))):
+            allowed &= cands.types != "explore"
+        limit = self.settings.risk_threshold + (float(current["risk"]) if self.settings.relative_risk else 0.0)
+        return allowed, limit
+
     def _select_pooled(
         self,
         decision_id: str,
@@ -250,10 +256,7 @@ class RiskAwarePolicy:
             cands.categories, cands.types, 1.0, override_rate, cands.uplift, short, self.posterior_settings.delta
         )
         refused = verdict.refused()
-        allowed = verdict.allowed.copy()
-        if not (explore and self.exploration.allows_exploration(float(self.rng.random()))):
-            allowed &= cands.types != "explore"
-        limit = self.settings.risk_threshold + (float(current["risk"]) if self.settings.relative_risk else 0.0)
+        allowed, limit = self._screen(verdict.allowed, cands, current, explore)
         eligible = allowed & (cands.risk <= limit)
         psi = np.vstack([terms.psi, terms.current[None, :]])
         score = np.append(cands.score, float(current["score"]))
