@@ -87,35 +87,41 @@ class SafetyGuard:
             raise DataError(f"{len(up)} predicted uplifts for {n} variants: give one per variant")
         if not np.isfinite(up).all() or not np.isfinite(baseline_gp30):
             raise DataError("predicted uplift and baseline GP30 must be finite")
-        reasons: list[list[str]] = [[] for _ in range(n)]
+        floor = s.baseline_threshold * baseline_gp30
         if shortfall is not None:
-            for i in np.flatnonzero(np.asarray(shortfall) > delta):
-                reasons[i].append(f"P(GP30 < {s.baseline_threshold:g} × baseline) = {shortfall[i]:.2f} above {delta:g}")
+            short = np.asarray(shortfall, float)
+            low = short > delta
         else:
             expected = baseline_gp30 * (1.0 + up)
-            floor = s.baseline_threshold * baseline_gp30
-            for i in np.flatnonzero(expected < floor):
-                reasons[i].append(
-                    f"expected GP30 {expected[i]:.2f} below {s.baseline_threshold:g} × baseline ({floor:.2f})"
-                )
+            low = expected < floor
+        clause = ""
+        over = np.zeros(n, bool)
         if override_rate > s.max_override_rate:
             clause = f"merchant override rate {override_rate:.2f} above {s.max_override_rate:g}"
             if s.override_clause == "refuse" or types is None:
-                hit = np.arange(n)
+                over[:] = True
             elif s.override_clause == "safe_only":
-                hit = np.flatnonzero(types != "safe")
+                over = np.asarray(types != "safe", bool)
                 clause += ": only safe variants"
             else:
-                hit = np.flatnonzero(types == "explore")
+                over = np.asarray(types == "explore", bool)
                 clause += ": no explore variants"
-            for i in hit:
-                reasons[i].append(clause)
-        banned = set(s.high_risk_categories)
-        for j, c in enumerate(categories):
-            if c in banned:
-                reasons[j].append(f"high-risk category {c!r}")
-        text = ["; ".join(r) for r in reasons]
-        return GuardDecision(np.array([not t for t in text]), text)
+        banned = np.isin(np.asarray(categories, dtype=object), list(s.high_risk_categories))
+        text = [""] * n
+        for i in np.flatnonzero(low | over | banned):  # reasons only where a variant is refused
+            r = []
+            if low[i]:
+                r.append(
+                    f"P(GP30 < {s.baseline_threshold:g} × baseline) = {short[i]:.2f} above {delta:g}"
+                    if shortfall is not None
+                    else f"expected GP30 {expected[i]:.2f} below {s.baseline_threshold:g} × baseline ({floor:.2f})"
+                )
+            if over[i]:
+                r.append(clause)
+            if banned[i]:
+                r.append(f"high-risk category {categories[i]!r}")
+            text[i] = "; ".join(r)
+        return GuardDecision(~(low | over | banned), text)
 
 
 @dataclass

@@ -128,29 +128,35 @@ class MerchantPosterior:
     def part_posteriors(self, merchant: str, category: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {p: m.posterior(merchant, category) for p, m in self.parts.items()}
 
+    def reward_weights(self, post: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance of the reward correction's weights ``Σ_part w_part θ_part`` (parts independent): the
+        correction of a row ψ is ψᵀ of them, so one K-dimensional draw serves every part."""
+        mean = np.zeros(K)
+        cov = np.zeros((K, K))
+        for p, (m, c) in post.items():
+            w = self.weights[p]
+            mean += w * m
+            cov += (w * w) * c
+        return mean, cov
+
     def correction(
         self, post: dict[str, tuple[np.ndarray, np.ndarray]], psi: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and standard deviation of each row's reward correction ``Σ_part w · ψᵀθ`` (parts independent)."""
-        mean = np.zeros(len(psi))
-        var = np.full(len(psi), self.irreducible_sd() ** 2)
-        for p, (m, c) in post.items():
-            w = self.weights[p]
-            mean += w * (psi @ m)
-            var += w * w * np.einsum("ij,jk,ik->i", psi, c, psi)
-        return mean, np.sqrt(var)
+        """Mean and standard deviation of each row's reward correction ``Σ_part w · ψᵀθ`` (with the error the term
+        features cannot explain)."""
+        m, c = self.reward_weights(post)
+        var = np.einsum("ij,jk,ik->i", psi, c, psi) + self.irreducible_sd() ** 2
+        return psi @ m, np.sqrt(var)
 
     def sample_corrections(
         self, post: dict[str, tuple[np.ndarray, np.ndarray]], psi: np.ndarray, draws: int, rng: np.random.Generator
     ) -> np.ndarray:
-        """(draws, n) reward corrections of the rows of ``psi``, one posterior draw of every part's θ per row."""
-        out = np.zeros((draws, len(psi)))
-        scale = self.settings.sample_scale
-        for p, (m, c) in post.items():
-            chol = np.linalg.cholesky(c + 1e-12 * np.eye(K))
-            theta = m[None, :] + scale * rng.standard_normal((draws, K)) @ chol.T
-            out += self.weights[p] * (theta @ psi.T)
-        return out
+        """(draws, n) reward corrections of the rows of ``psi``: posterior draws of the combined weights, their
+        spread × ``settings.sample_scale``."""
+        m, c = self.reward_weights(post)
+        chol = np.linalg.cholesky(c + 1e-12 * np.eye(K))
+        theta = m[None, :] + self.settings.sample_scale * (rng.standard_normal((draws, K)) @ chol.T)
+        return np.asarray(theta @ psi.T)
 
     def uplift_interval(
         self, post: dict[str, tuple[np.ndarray, np.ndarray]], psi: np.ndarray, uplift: np.ndarray
