@@ -11,7 +11,8 @@ driven round by round from Python as a service would call it).
 Also printed: VW's own file driver (``-d``, no Python per round) on the same
 examples, for reference, and the stream path's posterior-update throughput
 (``update_batch`` of reward-part events in batches), goal ≥ 20k events/s on
-one core. Medians of ``--repeats`` runs.
+one core, and one decision's latency (``select_action`` alone: p50 and p95, goal p95 ≤ 1 ms). Medians of
+``--repeats`` runs.
 
     AIDG_HOME=... python bench/bandit.py --data W [--rounds 5000] [--repeats 5] [--json]
 """
@@ -63,8 +64,33 @@ def _rounds_per_s(pol: ArenaPolicy, data: ArenaData, rounds: int, seed: int) -> 
     return rounds / (time.perf_counter() - t0)
 
 
+def _ours(data: ArenaData, seed: int) -> RiskAwareTS:
+    """Ours as the arena runs it: warm-started from the merchants' records (before any timing)."""
+    pol = RiskAwareTS(data.dim, load_settings(), seed)
+    pol.warm_start(data.arms)
+    return pol
+
+
 def ours_rounds_per_s(data: ArenaData, rounds: int, seed: int) -> float:
-    return _rounds_per_s(RiskAwareTS(data.dim, load_settings(), seed), data, rounds, seed)
+    return _rounds_per_s(_ours(data, seed), data, rounds, seed)
+
+
+def decision_ms(data: ArenaData, rounds: int, seed: int) -> np.ndarray:
+    """One decision's latency (``select_action`` alone, 50 variants and the current deal) in ms, each round's
+    parts then applied untimed; the first fifth (a warming posterior) left out."""
+    pol = _ours(data, seed)
+    m, u, _ = _requests(data, rounds, seed)
+    out = np.zeros(rounds)
+    for j in range(rounds):
+        arms = data.arms[m[j]]
+        t0 = time.perf_counter()
+        i, _ = pol.select_action(f"l{j}", arms)
+        out[j] = (time.perf_counter() - t0) * 1000
+        p = arms.cands.row(i) if i >= 0 else arms.current
+        for part, value in (("approval", float(u[j] < p["approval"])), ("gp30_uplift", float(p["uplift"]))):
+            pol.update_params(f"l{j}", part, value)
+        pol.close(f"l{j}")
+    return out[rounds // 5 :]
 
 
 def vw_rounds_per_s(data: ArenaData, rounds: int, seed: int) -> float:
@@ -121,6 +147,7 @@ def run(data_dir: Path, rounds: int, repeats: int, batch: int) -> dict[str, Any]
     settings = load_settings()
     data, meta = arena_data(settings, data_dir, days=90)
     ours = [ours_rounds_per_s(data, rounds, s) for s in range(repeats)]
+    latency = np.concatenate([decision_ms(data, rounds, s) for s in range(repeats)])
     vw = [vw_rounds_per_s(data, rounds, s) for s in range(repeats)]
     driver = [vw_file_driver_rounds_per_s(data, rounds, s) for s in range(repeats)]
     stream = [stream_events_per_s(data, 40_000, batch, s) for s in range(repeats)]
@@ -135,6 +162,8 @@ def run(data_dir: Path, rounds: int, repeats: int, batch: int) -> dict[str, Any]
         "ours_rounds_per_s": round(med(ours), 1),
         "vw_rounds_per_s": round(med(vw), 1),
         "ratio_ours_over_vw": round(med(ours) / med(vw), 3),
+        "decision_ms_p50": round(float(np.percentile(latency, 50)), 3),
+        "decision_ms_p95": round(float(np.percentile(latency, 95)), 3),
         "vw_file_driver_rounds_per_s": round(med(driver), 1),
         "stream_update_events_per_s": round(med(stream), 1),
         "stream_batch": batch,

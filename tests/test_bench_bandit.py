@@ -21,3 +21,4 @@ def test_bandit_bench_measures_both_on_the_same_data(trained: dict[str, Any], mo
         assert out[key] > 0
     assert out["ratio_ours_over_vw"] == pytest.approx(out["ours_rounds_per_s"] / out["vw_rounds_per_s"], rel=1e-2)
     assert sorted(out["all"]["ours"])[1] == pytest.approx(out["ours_rounds_per_s"], rel=1e-3)  # the median of 3
+    assert 0 < out["decision_ms_p50"] <= out["decision_ms_p95"]
