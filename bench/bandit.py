@@ -145,7 +145,7 @@ def stream_events_per_s(data: ArenaData, events: int, batch: int, seed: int) -> 
 def run(data_dir: Path, rounds: int, repeats: int, batch: int) -> dict[str, Any]:
     torch.set_num_threads(1)
     settings = load_settings()
-    data, meta = arena_data(settings, data_dir, days=90)
+    data, meta = arena_data(settings, data_dir, days=90, latent_reference=False)
     ours = [ours_rounds_per_s(data, rounds, s) for s in range(repeats)]
     latency = np.concatenate([decision_ms(data, rounds, s) for s in range(repeats)])
     vw = [vw_rounds_per_s(data, rounds, s) for s in range(repeats)]

@@ -60,24 +60,19 @@ class BanditSettings(_Group):
     )
 
 
+TermSpread = tuple[float, float, float, float, float, float, float]  # one value per term feature (policy.pooled)
+
+
 class PosteriorSettings(_Group):
     """What the bandit learns per merchant (``aidg.policy.merchant_posterior``): each reward part's scorer error as
     a function of the terms, pooled population → category → merchant. Chosen on the development world (seed 2027)."""
 
-    enabled: bool = Field(
-        True,
-        description="learn per merchant and guard GP30 by the posterior; false: the global neural-linear "
-        "correction with the min_gain × distance margin (the earlier policy)",
-    )
-    # each part's spread of merchants' scorer errors per term feature (intercept, discount step, its size, size
-    # step, its size, duration step, secondary category): per-merchant least squares of the true error over the
-    # development world's held-out merchants' 51 deals; the population and category levels get a share of it
-    uplift_prior_sd: tuple[float, ...] = Field((0.083, 0.056, 0.044, 0.16, 0.084, 0.064, 0.245), min_length=7,
-                                               max_length=7, description="GP30 uplift error spread per term feature")
-    approval_prior_sd: tuple[float, ...] = Field((0.091, 0.052, 0.045, 0.015, 0.017, 0.013, 0.032), min_length=7,
-                                                 max_length=7, description="approval error spread per term feature")
-    conversion_prior_sd: tuple[float, ...] = Field((0.039, 0.016, 0.014, 0.025, 0.017, 0.005, 0.05), min_length=7,
-                                                   max_length=7, description="conversion error spread per feature")
+    enabled: bool = Field(True, description="learn per merchant, guard GP30 by the posterior (false: the earlier path)")
+    # each part's spread of merchants' scorer errors per term feature: per-merchant least squares of the true error
+    # over the development world's held-out merchants' 51 deals; the population and category levels get a share
+    uplift_prior_sd: TermSpread = Field((0.083, 0.056, 0.044, 0.16, 0.084, 0.064, 0.245), description="GP30 uplift")
+    approval_prior_sd: TermSpread = Field((0.091, 0.052, 0.045, 0.015, 0.017, 0.013, 0.032), description="approval")
+    conversion_prior_sd: TermSpread = Field((0.039, 0.016, 0.014, 0.025, 0.017, 0.005, 0.05), description="conversion")
     record_error_reference: tuple[float, float, float] = Field(
         (0.108, 0.033, 0.112),
         description="approval, conversion and GP30: the root mean square of merchants' mean scorer error over their "
@@ -90,15 +85,9 @@ class PosteriorSettings(_Group):
     conversion_noise: float = Field(0.05, gt=0, description="sd of one 3-day conversion around its expectation")
     gp30_noise: float = Field(0.35, gt=0, description="sd of one realised GP30 uplift around its expectation")
     uplift_sd: float = Field(0.1, ge=0, description="the scorer's uplift error the term features cannot explain")
-    caution: float = Field(
-        1.0, ge=0, description="each variant's sampled reward − this × its posterior sd (risk aversion: exploration "
-        "pays little when the GP30 lands 30 days late)",
-    )
+    caution: float = Field(1.0, ge=0, description="a variant's sampled reward − this × its posterior sd (aversion)")
     sample_scale: float = Field(0.5, gt=0, description="the spread of Thompson draws × this (1: plain sampling)")
-    delta: float = Field(
-        0.1, gt=0, lt=1, description="the guard's GP30 clause: refuse a variant when P(GP30 < 0.8 × the current "
-        "deal's) exceeds this",
-    )  # fmt: skip
+    delta: float = Field(0.1, gt=0, lt=1, description="the guard refuses where P(GP30 < 0.8 × current deal's) > this")
 
 
 class CandidateSettings(_Group):

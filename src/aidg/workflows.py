@@ -157,11 +157,15 @@ def explain(
     return out
 
 
-def arena_data(settings: Settings, data: Path, days: int = 90, version: str = "latest") -> tuple[Any, dict[str, Any]]:
-    """The arena's setup (:func:`aidg.policy.arena.build_arena`) for a version's held-out merchants of a world."""
+def arena_data(
+    settings: Settings, data: Path, days: int = 90, version: str = "latest", latent_reference: bool = True
+) -> tuple[Any, dict[str, Any]]:
+    """The arena's setup (:func:`aidg.policy.arena.build_arena`) for a version's held-out merchants of a world
+    (``latent_reference``: fit the ``latent_informed`` reference too)."""
     from aidg.explain.explainer import load_explainer
     from aidg.features.candidates import CandidateGenerator
     from aidg.features.context import FeatureContext
+    from aidg.inference.history import merchant_record
     from aidg.inference.scoring import score_candidates
     from aidg.inference.snapshot import snapshot
     from aidg.policy.arena import build_arena
@@ -200,10 +204,12 @@ def arena_data(settings: Settings, data: Path, days: int = 90, version: str = "l
     def truth_at(terms: pd.DataFrame, week: int) -> pd.DataFrame:
         return oracle.evaluate(terms.merchant_id.to_numpy(), terms, at=at + pd.Timedelta(days=7 * week + 3))
 
-    from aidg.inference.history import merchant_record
-
     record = merchant_record(scorer, ctx, snap, tables, ids, at) if settings.posterior.enabled else None
-    latent = _latent_scores(oracle, tables, pm.meta.get("train_merchants", []), ids, cand, current, at, settings)
+    latent = (
+        _latent_scores(oracle, tables, pm.meta.get("train_merchants", []), ids, cand, current, at, settings)
+        if latent_reference
+        else None
+    )
     arena = build_arena(
         scored.table,
         scored.representation,
@@ -282,8 +288,8 @@ def simulate_policy(
     torch.set_num_threads(1)
     say = progress or (lambda s, f: None)
     say("scoring candidates and the current deals", 0.02)
-    data_, meta = arena_data(settings, data, days, version)
     chosen = tuple(policies) if policies else POLICIES
+    data_, meta = arena_data(settings, data, days, version, latent_reference="latent_informed" in chosen)
     res = arena(
         data_,
         settings,

@@ -9,7 +9,7 @@ import pytest
 from aidg.config import BanditSettings, GuardSettings, PosteriorSettings
 from aidg.errors import DataError
 from aidg.policy.bandit import RiskAwareThompsonSampling
-from aidg.policy.pooled import term_features
+from aidg.policy.pooled import CURRENT_FEATURES, term_features
 from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms, RiskAwarePolicy
 
 D, N = 6, 8
@@ -209,8 +209,7 @@ def _terms(merchant: str = "m1") -> MerchantTerms:
     d = np.r_[np.full(4, 0.2), np.full(4, 0.5)]
     price = np.r_[np.full(4, 30.0), np.full(4, 60.0)]
     psi = term_features(d, price, np.full(N, 14), np.zeros(N), (0.2, 30.0, 14.0))
-    return MerchantTerms(merchant, "food", psi, term_features(*(np.array([x]) for x in (0.2, 30.0, 14.0)),
-                                                               np.zeros(1), (0.2, 30.0, 14.0))[0])  # fmt: skip
+    return MerchantTerms(merchant, "food", psi, CURRENT_FEATURES)
 
 
 def test_the_posterior_guards_gp30_far_from_the_current_deal_and_says_so() -> None:

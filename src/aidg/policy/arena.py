@@ -45,8 +45,8 @@ import pandas as pd
 
 from aidg.config import Settings
 from aidg.errors import DataError
-from aidg.policy.baselines import POLICIES, ArenaPolicy, make_policy, vw_lines
-from aidg.policy.pooled import term_features
+from aidg.policy.baselines import POLICIES, ArenaPolicy, RiskAwareTS, make_policy, vw_lines
+from aidg.policy.pooled import CURRENT_FEATURES, term_features
 from aidg.policy.projector import ContextProjector
 from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms
 
@@ -134,9 +134,7 @@ def build_arena(
             v.discount_pct.to_numpy(float), v.price.to_numpy(float), v.duration_days.to_numpy(float),
             (v.focus == "secondary").to_numpy() if "focus" in v else np.zeros(n), c_terms,
         )  # fmt: skip
-        one = [np.array([x]) for x in c_terms]
-        c_psi = term_features(one[0], one[1], one[2], np.zeros(1), c_terms)
-        mterms = MerchantTerms(ids[j], str(c_row.category_id), psi, c_psi[0])
+        mterms = MerchantTerms(ids[j], str(c_row.category_id), psi, CURRENT_FEATURES)
         past = by_merchant.get(ids[j])
         rec = None if past is None else _record(past, c_terms)
         arms.append(
@@ -326,8 +324,6 @@ def interval_coverage(data: ArenaData, settings: Settings, z: float = 1.645) -> 
     """Before the first decision (after the warm start from the merchants' records): the share of the held-out
     merchants' deals (variants and current) whose true expected GP30 uplift lies in the posterior's 90 % interval,
     and the widening of each part's prior."""
-    from aidg.policy.baselines import RiskAwareTS
-
     pol = RiskAwareTS(data.dim, settings, 0)
     pol.warm_start(data.arms)
     mp = pol.policy.merchants

@@ -33,7 +33,6 @@ from aidg.policy.bandit import RiskAwareThompsonSampling
 from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms, RiskAwarePolicy, predicted_parts
 
 POLICIES = ("current", "greedy", "epsilon_greedy", "linucb", "vw", "ts", "risk_aware_ts", "latent_informed")
-LEARNERS = ("greedy", "epsilon_greedy", "linucb", "vw", "ts")  # the peers ours must beat (references aside)
 
 
 class Arms(Protocol):

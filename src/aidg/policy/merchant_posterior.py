@@ -120,10 +120,13 @@ class MerchantPosterior:
         self.open_.pop(decision_id, None)
 
     # -- what is expected ----------------------------------------------------------------------
+    def uplift_rest_sd(self) -> float:
+        """The GP30 uplift error the term features cannot explain (``uplift_sd``, widened as the part's prior is)."""
+        return self.settings.uplift_sd * self.parts["gp30_uplift"].factor
+
     def irreducible_sd(self) -> float:
-        """The reward's error the term features cannot explain: the GP30 part's (``uplift_sd``, widened as its
-        prior is) × its weight."""
-        return self.weights["gp30_uplift"] * self.settings.uplift_sd * self.parts["gp30_uplift"].factor
+        """The reward's error the term features cannot explain: :meth:`uplift_rest_sd` × the GP30 weight."""
+        return self.weights["gp30_uplift"] * self.uplift_rest_sd()
 
     def part_posteriors(self, merchant: str, category: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {p: m.posterior(merchant, category) for p, m in self.parts.items()}
@@ -164,8 +167,7 @@ class MerchantPosterior:
         """Mean and sd of each row's expected GP30 uplift: the scorer's, corrected, with the posterior's spread and
         the error the term features cannot explain."""
         m, c = post["gp30_uplift"]
-        sd_rest = self.settings.uplift_sd * self.parts["gp30_uplift"].factor
-        return uplift + psi @ m, np.sqrt(np.einsum("ij,jk,ik->i", psi, c, psi) + sd_rest**2)
+        return uplift + psi @ m, np.sqrt(np.einsum("ij,jk,ik->i", psi, c, psi) + self.uplift_rest_sd() ** 2)
 
     def gp30_shortfall(
         self,
@@ -181,5 +183,5 @@ class MerchantPosterior:
         m, c = post["gp30_uplift"]
         g = psi - threshold * current_psi[None, :]
         mean = (1 + uplift + psi @ m) - threshold * (1 + current_uplift + current_psi @ m)
-        var = np.einsum("ij,jk,ik->i", g, c, g) + (self.settings.uplift_sd * self.parts["gp30_uplift"].factor) ** 2
+        var = np.einsum("ij,jk,ik->i", g, c, g) + self.uplift_rest_sd() ** 2
         return np.asarray(ndtr(-mean / np.sqrt(var)))

@@ -40,6 +40,8 @@ from aidg.errors import DataError
 TERM_FEATURES = ("intercept", "discount", "discount_abs", "size", "size_abs", "duration", "secondary")
 K = len(TERM_FEATURES)
 DISCOUNT_STEP, SIZE_STEP, DURATION_STEP = 0.1, float(np.log(1.5)), float(np.log(2.0))
+CURRENT_FEATURES = np.eye(K)[0]  # the current deal's own term features: the intercept alone (every step is 0)
+CURRENT_FEATURES.flags.writeable = False
 
 
 def term_features(
@@ -105,30 +107,23 @@ class PooledLinear:
 
     def add(self, merchant: str, category: str, psi: np.ndarray, y: float, first: bool) -> None:
         """One observation's change: ``y`` joins Σψy; ``first`` (its first value) adds ψψᵀ too."""
-        outer = np.outer(psi, psi) if first else None
-        for s in (
-            self.population_,
-            self.categories_.setdefault(category, _Stats.zero(K)),
-            self.merchants_.setdefault(merchant, _Stats.zero(K)),
-        ):
-            if outer is not None:
-                s.A += outer
-            s.b += psi * y
-        self._top = None
-        self._cat.clear()
+        self._accumulate(merchant, category, np.outer(psi, psi) if first else None, psi * y)
 
     def add_many(self, merchant: str, category: str, psi: np.ndarray, y: np.ndarray) -> None:
         """Many first observations of one merchant at once (its record: :meth:`add` for each, summed)."""
         psi = np.atleast_2d(np.asarray(psi, float))
-        if len(psi) == 0:
-            return
-        A, b = psi.T @ psi, psi.T @ np.asarray(y, float)
+        if len(psi):
+            self._accumulate(merchant, category, psi.T @ psi, psi.T @ np.asarray(y, float))
+
+    def _accumulate(self, merchant: str, category: str, A: np.ndarray | None, b: np.ndarray) -> None:
+        """Add to the sums of every level the observation reaches (the caches of the posteriors are then stale)."""
         for s in (
             self.population_,
             self.categories_.setdefault(category, _Stats.zero(K)),
             self.merchants_.setdefault(merchant, _Stats.zero(K)),
         ):
-            s.A += A
+            if A is not None:
+                s.A += A
             s.b += b
         self._top = None
         self._cat.clear()
@@ -155,8 +150,3 @@ class PooledLinear:
         if cat is None:
             cat = self._cat[category] = self._level(self.categories_.get(category), self.prior_prec[1], top)
         return self._level(self.merchants_.get(merchant), self.prior_prec[2], cat)
-
-    def observations(self, merchant: str) -> float:
-        """How much the merchant's own data weighs (the trace of Σψψᵀ's intercept: its observation count)."""
-        s = self.merchants_.get(merchant)
-        return 0.0 if s is None else float(s.A[0, 0])

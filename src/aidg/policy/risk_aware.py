@@ -270,11 +270,11 @@ class RiskAwarePolicy:
         draws = score[None, :] + mp.sample_corrections(post, psi, 1 + m, self.bandit.rng)
         draws -= self.posterior_settings.caution * sd_corr[None, :]
         draws = risk_adjust(draws, np.append(cands.risk, float(current["risk"]))[None, :])
-        draws[:, :-1][:, ~eligible] = -np.inf
+        draws[:, np.flatnonzero(~eligible)] = -np.inf  # the last column, the current deal, is always eligible
         winners = draws.argmax(1)
         i = int(winners[0])
         pscore = max(float(np.mean(winners[1:] == i)), 1.0 / (2 * m))
-        if i == n_variants(cands):
+        if i == len(cands.score):
             return self._play_current(
                 decision_id, current_phi, current, b, refused, "the current deal is the best by the posterior",
                 terms=terms, pscore=pscore,
@@ -355,10 +355,6 @@ class RiskAwarePolicy:
             self.exploration.update(float(np.mean(self.explore_outcomes_)))
             self.explore_outcomes_ = []
         return self.exploration.rate
-
-
-def n_variants(cands: Candidates) -> int:
-    return len(cands.score)
 
 
 __all__ = ["CURRENT", "PARTS", "Candidates", "Decision", "MerchantTerms", "RiskAwarePolicy", "predicted_parts"]
