@@ -158,10 +158,16 @@ def explain(
 
 
 def arena_data(
-    settings: Settings, data: Path, days: int = 90, version: str = "latest", latent_reference: bool = True
+    settings: Settings,
+    data: Path,
+    days: int = 90,
+    version: str = "latest",
+    latent_reference: bool = True,
+    records: bool = True,
 ) -> tuple[Any, dict[str, Any]]:
     """The arena's setup (:func:`aidg.policy.arena.build_arena`) for a version's held-out merchants of a world
-    (``latent_reference``: fit the ``latent_informed`` reference too)."""
+    (``latent_reference``: fit the ``latent_informed`` reference too; ``records``: score the merchants' records,
+    where ``risk_aware_ts``'s posterior starts)."""
     from aidg.explain.explainer import load_explainer
     from aidg.features.candidates import CandidateGenerator
     from aidg.features.context import FeatureContext
@@ -204,7 +210,7 @@ def arena_data(
     def truth_at(terms: pd.DataFrame, week: int) -> pd.DataFrame:
         return oracle.evaluate(terms.merchant_id.to_numpy(), terms, at=at + pd.Timedelta(days=7 * week + 3))
 
-    record = merchant_record(scorer, ctx, snap, tables, ids, at) if settings.posterior.enabled else None
+    record = merchant_record(scorer, ctx, snap, tables, ids, at) if records and settings.posterior.enabled else None
     latent = (
         _latent_scores(oracle, tables, pm.meta.get("train_merchants", []), ids, cand, current, at, settings)
         if latent_reference
@@ -289,7 +295,9 @@ def simulate_policy(
     say = progress or (lambda s, f: None)
     say("scoring candidates and the current deals", 0.02)
     chosen = tuple(policies) if policies else POLICIES
-    data_, meta = arena_data(settings, data, days, version, latent_reference="latent_informed" in chosen)
+    data_, meta = arena_data(
+        settings, data, days, version, latent_reference="latent_informed" in chosen, records="risk_aware_ts" in chosen
+    )
     res = arena(
         data_,
         settings,
