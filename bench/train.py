@@ -39,7 +39,7 @@ def graph_bench(epochs: int, device: str, seed: int = 7) -> dict[str, Any]:
 
     from aidg.features.context import FeatureContext
     from aidg.features.graph import build_graph
-    from aidg.inference.profile_model import cutoff_seconds
+    from aidg.features.panel import cutoff_seconds
     from aidg.models.merchant_graph_sage import GraphConfig, MerchantGraphSAGE
     from aidg.sim import graph_size, simulate
 

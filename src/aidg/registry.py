@@ -12,18 +12,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aidg.config import Settings
 from aidg.errors import NotFoundError
-from aidg.inference.persistence import load_profile_model, save_profile_model
-from aidg.inference.profile_model import ProfileModel
 from aidg.privacy.crypto import Cipher
+
+if TYPE_CHECKING:  # the profile encoders load with a version, not with the registry (serving needs neither)
+    from aidg.inference.profile_model import ProfileModel
 
 PROFILE_MODEL = "aidg-merchant-profile"
 WEIGHTS = "profile_model.pt"
@@ -86,6 +88,8 @@ class ModelRegistry:
 
         With an encryption key the weights file is encrypted and the manifest holds merchant counts, not ids.
         """
+        from aidg.inference.persistence import save_profile_model
+
         cipher = Cipher.from_settings(self.settings)
         with _quiet():
             mlflow = self._client()
@@ -96,6 +100,8 @@ class ModelRegistry:
                 _skip_type_hint_validation = True  # predict carries no hints on purpose: MLflow would warn
 
                 def load_context(self, context: Any) -> None:
+                    from aidg.inference.persistence import load_profile_model
+
                     self.model = load_profile_model(Path(context.artifacts["weights"]))
 
                 def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
@@ -131,6 +137,11 @@ class ModelRegistry:
             return version
 
     def versions(self) -> list[str]:
+        """The registered versions, oldest first (the local SQLite registry is read directly: a service start then
+        needs no MLflow import, ~2 s)."""
+        local = self._local_versions()
+        if local is not None:
+            return local
         with _quiet():
             mlflow = self._client()
             try:
@@ -138,6 +149,22 @@ class ModelRegistry:
             except Exception:
                 return []
             return sorted((str(v.version) for v in found), key=int)
+
+    def _local_versions(self) -> list[str] | None:
+        """The versions in the default SQLite registry read with :mod:`sqlite3` (MLflow's ``model_versions``
+        table); None when tracking is elsewhere or the table does not read as expected (MLflow is asked then)."""
+        db = self.settings.paths.home / "mlflow.db"
+        if self.settings.mlflow_uri is not None or not db.exists():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                rows = con.execute(
+                    "SELECT version FROM model_versions WHERE name = ? AND current_stage != 'Deleted_Internal'",
+                    (PROFILE_MODEL,),
+                ).fetchall()
+        except sqlite3.Error:
+            return None
+        return sorted((str(int(r[0])) for r in rows), key=int)
 
     def weights_path(self, version: str = "latest") -> Path:
         """Local path of a version's weights file (``latest`` = the newest version)."""
@@ -175,4 +202,6 @@ class ModelRegistry:
                 return None
 
     def load_profile(self, version: str = "latest") -> ProfileModel:
+        from aidg.inference.persistence import load_profile_model
+
         return load_profile_model(self.weights_path(version), Cipher.from_settings(self.settings))

@@ -13,12 +13,8 @@ import torch
 from aidg.config import Settings
 from aidg.domain import DEAL_TERMS
 from aidg.errors import DataError, NotFoundError
-from aidg.online.serving_model import SERVING_ARTIFACT, ServingModel
 from aidg.progress import Progress
 from aidg.registry import ModelRegistry
-from aidg.sim.storage import load_data_folder
-from aidg.training.data import without_excluded
-from aidg.training.presets import dp_config, scorer_options, train_options
 
 
 def train(
@@ -35,7 +31,11 @@ def train(
     ``dp``: the encoders train with differential privacy, the merchant as the unit (settings' ``privacy.dp_*``);
     the report's ``dp_epsilon`` / ``dp_delta`` are the accounted guarantee (None without ``dp``).
     """
+    from aidg.online.serving_model import SERVING_ARTIFACT, ServingModel
+    from aidg.sim.storage import load_data_folder
+    from aidg.training.data import without_excluded
     from aidg.training.explainers import fit_scorer_bundle
+    from aidg.training.presets import dp_config, scorer_options, train_options
     from aidg.training.profile import train_profile
 
     t0 = time.perf_counter()
@@ -51,14 +51,16 @@ def train(
         lambda s, f: say(f"encoders: {s}", 0.6 * f),
     )
     t_scorer = time.perf_counter()
-    scorer_metrics = fit_scorer_bundle(
+    bundle = fit_scorer_bundle(
         pm, tables, settings, scorer_options(settings, scale, seed), lambda s, f: say(s, 0.6 + 0.38 * f)
     )
-    metrics.update(scorer_metrics)
+    metrics.update(bundle.metrics)
     metrics["seconds"]["scorer_and_explainers"] = time.perf_counter() - t_scorer
     t_serving = time.perf_counter()
     say("serving inputs: the data's snapshot and the context projection", 0.98)
-    pm.artifacts[SERVING_ARTIFACT] = ServingModel.precompute(settings, pm, data)  # `aidg serve` starts from them
+    # `aidg serve` starts from them; the explainers' snapshot is the served one when every merchant trained
+    reuse = (bundle.merchant_ids, bundle.snapshot) if seed == int(pm.meta.get("seed", 0)) else None
+    pm.artifacts[SERVING_ARTIFACT] = ServingModel.precompute(settings, pm, data, reuse)
     metrics["seconds"]["serving_inputs"] = time.perf_counter() - t_serving
     params = {
         "data": str(data),
@@ -73,6 +75,10 @@ def train(
     }
     flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     version = ModelRegistry(settings).register_profile(pm, params, flat)
+    t_package = time.perf_counter()
+    say("the serving package: what `aidg serve` and `aidg explain` start from", 0.99)
+    ServingModel(settings, data, version)  # builds and writes it (aidg.online.serving_package)
+    metrics["seconds"]["serving_package"] = time.perf_counter() - t_package
     privacy = pm.meta.get("privacy") or {}
     return {
         "model": "aidg-merchant-profile",
@@ -93,6 +99,7 @@ def evaluate(
     settings: Settings, data: Path, version: str = "latest", progress: Progress | None = None
 ) -> dict[str, Any]:
     """Evaluate a registered version on the held-out merchants of ``data``: encoders, then scorer and explainers."""
+    from aidg.sim.storage import load_data_folder
     from aidg.training.profile_evaluation import evaluate_profile
     from aidg.training.scorer_evaluation import evaluate_scorer
 
@@ -123,38 +130,52 @@ def explain(
     change: tuple[int, str, Any] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Candidates for one merchant, scored and explained by a registered version."""
-    from aidg.explain.explainer import load_explainer
+    """Candidates for one merchant, scored and explained by a registered version.
+
+    At the version's as-of date (the default) it reads the version's serving package only (built once if the data
+    folder has none: :mod:`aidg.online.serving_package`); another date (``at``) recomputes the merchant's snapshot
+    from the tables and the encoders.
+    """
     from aidg.features.candidates import CandidateGenerator
-    from aidg.features.context import FeatureContext
-    from aidg.inference.snapshot import Snapshot, snapshot
-    from aidg.store import OfflineStore
+    from aidg.inference.snapshot import Snapshot
+    from aidg.online.serving_package import load_package, package_path
+    from aidg.privacy.crypto import Cipher
 
     t0 = time.perf_counter()
     torch.set_num_threads(1)
     say = progress or (lambda s, f: None)
-    tables, _, _ = load_data_folder(data)
-    registry = ModelRegistry(settings)
-    pm = registry.load_profile(version)
-    explainer = load_explainer(pm, settings)
-    when = pd.Timestamp(at) if at is not None else pd.Timestamp(pm.meta["as_of"])
-    ctx = FeatureContext.from_tables(tables, when)
+    cipher = Cipher.from_settings(settings)
+    package, stored = load_package(settings, Path(data), version, cipher)
+    if not stored and package.projector is not None:  # a version's own folder: the next explain reads it
+        package.write(package_path(settings, package.version), cipher)
+    when = pd.Timestamp(at) if at is not None else package.as_of
+    say("merchant features and profile", 0.2)
+    if when == package.as_of:
+        ctx, snap = package.context(), Snapshot.from_bytes(package.snapshot, when)
+        merchants, deals = package.tables["merchants"], package.tables["deals"]
+    else:
+        ctx, snap, merchants, deals = _features_at(settings, data, package.version, when)
     if str(merchant_id) not in ctx.merchant_code.index:
         raise NotFoundError(f"unknown merchant {merchant_id!r}: it is not in {data}/merchants")
     n = n_variants if n_variants is not None else settings.bandit.n_candidates
-    gen = CandidateGenerator(tables["merchants"], tables["deals"], settings.candidates)
-    candidates = gen.generate(str(merchant_id), when, n)
-    say("merchant features and profile", 0.2)
-    stored = pm.artifacts.get(SERVING_ARTIFACT) or {}
-    if when == pd.Timestamp(pm.meta["as_of"]) and stored.get("data_hash") == OfflineStore(data).content_hash():
-        snap = Snapshot.from_bytes(stored["snapshot"], when)  # what training computed for this very folder
-    else:
-        snap = snapshot(pm, ctx, when, seed=int(pm.meta.get("seed", 0)))
+    candidates = CandidateGenerator(merchants, deals, settings.candidates).generate(str(merchant_id), when, n)
     say("scoring and explaining", 0.8)
-    out = explainer.explain(ctx, snap, candidates, change=change).to_dict()
-    out["version"] = version if version != "latest" else registry.versions()[-1]
+    out = package.explainer(settings).explain(ctx, snap, candidates, change=change).to_dict()
+    out["version"] = package.version
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def _features_at(settings: Settings, data: Path, version: str, when: pd.Timestamp) -> tuple[Any, Any, Any, Any]:
+    """The coded tables and every merchant's snapshot at another date than the version's as-of (the encoders run)."""
+    from aidg.features.context import FeatureContext
+    from aidg.inference.snapshot import snapshot
+    from aidg.sim.storage import load_data_folder
+
+    tables, _, _ = load_data_folder(data)
+    pm = ModelRegistry(settings).load_profile(version)
+    ctx = FeatureContext.from_tables(tables, when)
+    return ctx, snapshot(pm, ctx, when, seed=int(pm.meta.get("seed", 0))), tables["merchants"], tables["deals"]
 
 
 def arena_data(
@@ -176,6 +197,7 @@ def arena_data(
     from aidg.inference.snapshot import snapshot
     from aidg.policy.arena import build_arena
     from aidg.sim.oracle import Oracle
+    from aidg.sim.storage import load_data_folder
 
     tables, _, world = load_data_folder(data)
     if world is None:
@@ -286,7 +308,7 @@ def simulate_policy(
 ) -> dict[str, Any]:
     """The policy arena (:mod:`aidg.policy.arena`) on the held-out merchants of a simulated world."""
     from aidg.policy.arena import arena
-    from aidg.policy.baselines import POLICIES
+    from aidg.policy.names import POLICIES
 
     if rounds < 1 or days < 1 or seeds < 1:
         raise DataError(f"rounds, days and seeds must be positive (got {rounds}, {days}, {seeds})")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,6 +145,44 @@ def test_bytes_round_trip(fitted: RuleSurrogate) -> None:
     assert back.n_leaves == fitted.n_leaves
     with pytest.raises(DataError, match="not a saved RuleSurrogate"):
         RuleSurrogate.from_bytes(b"garbage")
+
+
+def test_a_read_back_surrogate_walks_each_row_to_the_leaf_scikit_learn_takes(fitted: RuleSurrogate) -> None:
+    """rule_for walks the tree's split arrays, not scikit-learn: the same leaf as ``apply`` for every row, values
+    exactly on the thresholds included (the encoding refuses missing values, so none reach the tree)."""
+    back = RuleSurrogate.from_bytes(fitted.to_bytes())
+    X, _, _ = _world(2000, seed=6)
+    t = fitted._fitted().tree_
+    on_split = X.iloc[:200].copy()  # exactly on a threshold (float32, as scikit-learn compares)
+    cols = [c for c in fitted._columns if fitted._kinds[c] == "numeric" and X[c].dtype.kind == "f"]
+    for j, c in enumerate(cols):
+        index = [i for i, f in enumerate(fitted._features) if f.column == c]
+        th = t.threshold[np.isin(t.feature, index)]
+        if len(th):
+            on_split.iloc[j :: len(cols), on_split.columns.get_loc(c)] = np.float32(th[0])
+    rows = pd.concat([X, on_split], ignore_index=True)
+    tree = fitted._fitted()
+    leaves = tree.apply(fitted._encode_for_tree(rows))
+    for i in range(len(rows)):
+        assert back.rule_for(rows.iloc[[i]]) is back._leaf_rules[int(leaves[i])]
+
+
+def test_reading_a_surrogate_back_imports_no_scikit_learn(fitted: RuleSurrogate, tmp_path: Path) -> None:
+    (tmp_path / "s.bin").write_bytes(fitted.to_bytes())
+    X, _, _ = _world(3, seed=7)
+    X.to_pickle(tmp_path / "x.pkl")
+    code = (
+        "import sys, pandas as pd\n"
+        "from pathlib import Path\n"
+        "from aidg.explain.surrogate import RuleSurrogate\n"
+        f"s = RuleSurrogate.from_bytes(Path({str(tmp_path / 's.bin')!r}).read_bytes())\n"
+        f"x = pd.read_pickle({str(tmp_path / 'x.pkl')!r})\n"
+        "print(s.rule_for(x.iloc[[0]]).text(), len(s.rules()))\n"
+        "assert 'sklearn' not in sys.modules, 'scikit-learn was imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("IF ") or out.stdout.startswith("ALWAYS")
 
 
 def test_rule_text() -> None:

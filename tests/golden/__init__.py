@@ -10,6 +10,11 @@ from typing import Any
 HERE = Path(__file__).parent
 ARENA = {"rounds": 1000, "days": 40, "seed": 3, "seeds": 3}  # tests/policy/test_arena.py's run
 REL_TOL = 0.01  # across machines (see differences)
+# the arena's sampling learners choose by random draws over the scores: a score that moves by 1e-6 between machines
+# flips some of their choices, and the tiny world's 1,000 rounds show it (measured: 'ts' moved 1.1 % from the
+# machine that pinned the golden to the next one, with the same code); a refactor that changes decisions moves
+# every policy, the deterministic ones at 1 %
+SAMPLING_TOL = {"/policies/ts/": 0.05, "/policies/epsilon_greedy/": 0.05, "/policies/linucb/": 0.05}
 VOLATILE = {"seconds", "stage_seconds", "curves", "rounds_per_second"}  # timings, and the plots' series
 
 
@@ -45,7 +50,8 @@ def differences(expected: Any, got: Any, path: str = "") -> list[str]:
     same = expected == got or (floats and expected != expected and got != got)  # NaN where both have NaN
     # two machines (same code, same wheels, one torch thread) differ in the float kernels: measured 2026-12-03, the
     # arena's learners moved by up to 0.4 % and the evaluation by 1e-6 relative; a changed decision moves far more
-    same = same or (floats and math.isclose(expected, got, rel_tol=REL_TOL, abs_tol=1e-9))
+    tol = next((t for prefix, t in SAMPLING_TOL.items() if path.startswith(prefix)), REL_TOL)
+    same = same or (floats and math.isclose(expected, got, rel_tol=tol, abs_tol=1e-9))
     return [] if same else [f"{path}: {expected!r} → {got!r}"]
 
 

@@ -163,13 +163,14 @@ def test_model_file_manifest_and_snapshot_cache_are_encrypted(
     trained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from aidg.online import serving_model as service_model
+    from aidg.online import serving_package
     from aidg.registry import ModelRegistry
 
     key = new_key()
     settings = _keyed(tmp_path / "home", key)
     pm = ModelRegistry(trained["settings"]).load_profile(trained["report"]["version"])
     # the version's own precomputed serving inputs live in its (encrypted) weights file; without them the service
-    # computes the snapshot and keeps it under AIDG_HOME/cache, which is what this test checks
+    # computes the snapshot and keeps it in the serving package under AIDG_HOME/cache, which this test checks
     pm.artifacts.pop(service_model.SERVING_ARTIFACT, None)
     registry = ModelRegistry(settings)
     version = registry.register_profile(pm, {"data": str(trained["data"]), "as_of": pm.meta["as_of"]}, {})
@@ -188,17 +189,17 @@ def test_model_file_manifest_and_snapshot_cache_are_encrypted(
     with pytest.raises(ConfigError, match=f"set {ENV} to the key that wrote it"):
         ModelRegistry(Settings(home=tmp_path / "home")).load_profile(version)
 
-    # the serving snapshot cache (every merchant's scorer inputs) under AIDG_HOME/cache
+    # the serving package (every merchant's scorer inputs, the merchants table) under AIDG_HOME/cache
     served = service_model.ServingModel(settings, trained["data"], version)
-    caches = list(settings.paths.cache.glob("snapshot-v*.bin"))
+    caches = list(settings.paths.cache.glob("serving-v*.bin"))
     assert len(caches) == 1
     blob = caches[0].read_bytes()
     assert blob.startswith(MAGIC) and MERCHANT_ID.search(blob) is None
 
     def no_recompute(*a: object, **k: object) -> None:
-        raise AssertionError("the encrypted snapshot cache was not read back")
+        raise AssertionError("the encrypted serving package was not read back")
 
-    monkeypatch.setattr(service_model, "snapshot", no_recompute)
+    monkeypatch.setattr(serving_package, "build_package", no_recompute)
     again = service_model.ServingModel(settings, trained["data"], version)
     assert (again.snap.profile == served.snap.profile).all()
     assert again.fingerprint == served.fingerprint

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from aidg.cli.common import JsonOpt, app, cli_settings, emit, progress_bar, user_errors, wide_console
-from aidg.policy.baselines import POLICIES as POLICY_NAMES
+from aidg.policy.names import POLICIES as POLICY_NAMES
 
 
 @app.command("simulate-policy")

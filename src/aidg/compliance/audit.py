@@ -44,7 +44,8 @@ from sklearn.metrics import roc_auc_score
 from aidg.config import Settings
 from aidg.features.candidates import CandidateGenerator
 from aidg.features.context import FeatureContext
-from aidg.inference.profile_model import ProfileModel, cutoff_seconds
+from aidg.features.panel import cutoff_seconds
+from aidg.inference.profile_model import ProfileModel
 from aidg.inference.scoring import score_candidates
 from aidg.inference.snapshot import snapshot
 from aidg.progress import Progress, no_progress

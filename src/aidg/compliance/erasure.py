@@ -16,7 +16,7 @@ Order (each step is idempotent, so a failed erasure is finished by running it ag
 6. every registered model version: the ids in its manifest and weights file's metadata, and its
    prototypes (medoids and embeddings) — the weights themselves are DP-trained (``aidg train --dp``) or
    must be retrained without the merchant, which training does by itself (it leaves erased hashes out);
-7. the serving snapshots under ``AIDG_HOME/cache`` (rebuilt from the erased data at the next start);
+7. the serving packages under ``AIDG_HOME/cache`` (rebuilt from the erased data at the next start);
 8. the log files under ``AIDG_HOME/logs``: the hash (and the raw id, should any have slipped through)
    replaced by ``[erased]``;
 9. steps 2–4 once more, for anything a worker wrote while the sweep ran, then the audit record
@@ -40,8 +40,7 @@ from aidg.decisionlog.log import DecisionLog, DecisionRecord
 from aidg.decisionlog.privacy import PrivacyStore
 from aidg.errors import NotFoundError
 from aidg.explain.prototypes import PrototypicalMemory
-from aidg.inference.persistence import load_profile_model, save_profile_model
-from aidg.online.serving_model import SERVING_ARTIFACT
+from aidg.online.serving_package import SERVING_ARTIFACT
 from aidg.online.worker import WORKER_LOCK, posterior_of
 from aidg.policy.bandit import join_part
 from aidg.privacy.consent import drop_merchants
@@ -140,6 +139,8 @@ def _scrub_meta(meta: dict[str, Any], merchant_id: str) -> int:
 def erase_models(artifacts: Path, merchant_id: str, cipher: Cipher) -> dict[str, int]:
     """The merchant out of every registered version's weights file (meta, prototypes, the precomputed serving
     snapshot) and manifest."""
+    from aidg.inference.persistence import load_profile_model, save_profile_model  # the encoders: only here
+
     counts = {"model_files": 0, "manifests": 0, "prototypes": 0, "serving_inputs": 0}
     if not artifacts.is_dir():
         return counts
@@ -216,7 +217,8 @@ def erase_merchant(
             counts[f"offline/{table}"] = counts.get(f"offline/{table}", 0) + n
     say("registered models", 0.6)
     counts.update(erase_models(settings.paths.home / "mlartifacts", merchant_id, cipher))
-    snapshots = sorted(settings.paths.cache.glob("snapshot-*")) if settings.paths.cache.is_dir() else []
+    cache = settings.paths.cache  # the serving packages (aidg.online.serving_package) and older snapshot files
+    snapshots = sorted([*cache.glob("serving-*"), *cache.glob("snapshot-*")]) if cache.is_dir() else []
     for p in snapshots:
         p.unlink(missing_ok=True)
     counts["serving_snapshots"] = len(snapshots)

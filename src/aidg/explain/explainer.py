@@ -11,7 +11,7 @@ its category (prototypical memory over behaviour fingerprints).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,10 +25,12 @@ from aidg.explain.surrogate import RuleSurrogate
 from aidg.explain.variant_row import TopFeature, VariantRow, variant_rows
 from aidg.explain.whatif import what_if
 from aidg.features.context import FeatureContext
-from aidg.inference.profile_model import ProfileModel
 from aidg.inference.scoring import behaviour_fingerprint, merchant_inputs, score_candidates
 from aidg.inference.snapshot import Snapshot
 from aidg.models.deal_scorer import ContextualDealScorer
+
+if TYPE_CHECKING:
+    from aidg.inference.profile_model import ProfileModel
 
 TERM_COLUMNS = [*DEAL_TERMS, "focus", "type"]
 RULE_TERMS = [
@@ -116,6 +118,15 @@ class Explainer:
         self.fingerprint_mean = fingerprint_mean
         names = scorer.config.token_names
         self.profile_tokens = [i for i, n in enumerate(names) if n.startswith("profile[")]
+
+    @classmethod
+    def from_artifacts(cls, scorer: ContextualDealScorer, a: dict[str, Any], settings: Settings) -> Explainer:
+        """A version's Explainer from its scorer and stored artifacts (prototypes, rule surrogate, their scales)."""
+        scorer.use_reward(settings.reward)  # the weights in force now, not those at training time
+        memory = PrototypicalMemory.from_state(a["prototypes"]) if "prototypes" in a else None
+        tree = RuleSurrogate.from_bytes(a["surrogate"]) if "surrogate" in a else None
+        mean = np.asarray(a["fingerprint_mean"], np.float32) if "fingerprint_mean" in a else None
+        return cls(scorer, memory, tree, settings.explain, a.get("surrogate_threshold"), mean)
 
     def embedding(self, ctx: FeatureContext, snap: Snapshot, rows: np.ndarray) -> np.ndarray:
         """The prototypes' embedding: behaviour fingerprints centred on the training merchants' mean.
@@ -221,9 +232,4 @@ def load_explainer(pm: ProfileModel, settings: Settings) -> Explainer:
     """The Explainer of a trained version (its scorer, prototypes and rule surrogate)."""
     if pm.scorer is None:
         raise NotFoundError("this model version has no deal scorer: retrain it with `aidg train`")
-    pm.scorer.use_reward(settings.reward)  # the weights in force now, not those at training time
-    a = pm.artifacts
-    memory = PrototypicalMemory.from_state(a["prototypes"]) if "prototypes" in a else None
-    tree = RuleSurrogate.from_bytes(a["surrogate"]) if "surrogate" in a else None
-    mean = np.asarray(a["fingerprint_mean"], np.float32) if "fingerprint_mean" in a else None
-    return Explainer(pm.scorer, memory, tree, settings.explain, a.get("surrogate_threshold"), mean)
+    return Explainer.from_artifacts(pm.scorer, pm.artifacts, settings)

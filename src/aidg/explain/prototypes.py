@@ -33,9 +33,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from aidg.errors import DataError, NotFoundError
 
@@ -145,6 +142,10 @@ class PrototypicalMemory:
         n = x.shape[0]
         if n <= self.k:
             return list(range(n))
+        from sklearn.cluster import KMeans  # at fitting only: reading prototypes back needs no scikit-learn
+        from sklearn.exceptions import ConvergenceWarning
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
         km = KMeans(n_clusters=self.k, n_init=3, random_state=self.seed)
         # one thread (OpenMP and BLAS): a category is small (~0.15 s for 1,000 × 512-d), and spinning threads
         # slow down many times over on a busy machine

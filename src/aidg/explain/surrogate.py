@@ -38,13 +38,15 @@ from __future__ import annotations
 import math
 import pickle
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.tree import DecisionTreeClassifier
 
 from aidg.errors import DataError
+
+if TYPE_CHECKING:
+    from sklearn.tree import DecisionTreeClassifier
 
 _Kind = Literal["numeric", "bool", "onehot"]
 
@@ -129,6 +131,37 @@ def _as_labels(labels: np.ndarray, n: int) -> np.ndarray:
     raise DataError(f"labels must be bool (True = the scorer recommends) or 0/1, got dtype {y.dtype}")
 
 
+@dataclass(frozen=True)
+class _Nodes:
+    """A fitted scikit-learn tree's splits as arrays, walked as its ``apply`` walks them (float32 features, NaN to
+    the side the tree learnt for missing values)."""
+
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    missing_left: np.ndarray
+
+    @classmethod
+    def of(cls, tree: Any) -> _Nodes:
+        t = tree.tree_
+        n = int(t.node_count)
+        missing = getattr(t, "missing_go_to_left", None)
+        return cls(np.asarray(t.children_left).copy(), np.asarray(t.children_right).copy(),
+                   np.asarray(t.feature).copy(), np.asarray(t.threshold, np.float64).copy(),
+                   np.asarray(missing, bool).copy() if missing is not None else np.zeros(n, bool))  # fmt: skip
+
+    def leaf(self, z: np.ndarray) -> int:
+        """The leaf node one encoded row ends in."""
+        x = np.asarray(z, dtype=np.float32)
+        node = 0
+        while self.left[node] != self.right[node]:
+            v = x[int(self.feature[node])]
+            go_left = bool(self.missing_left[node]) if np.isnan(v) else float(v) <= float(self.threshold[node])
+            node = int(self.left[node] if go_left else self.right[node])
+        return node
+
+
 class RuleSurrogate:
     """A decision tree fitted to the scorer's recommend / do-not-recommend labels, read as rules.
 
@@ -162,6 +195,8 @@ class RuleSurrogate:
         self.negative = negative
         self.simplify = bool(simplify)
         self._tree: DecisionTreeClassifier | None = None
+        self._tree_bytes: bytes | None = None  # the tree as read back, unpickled when first needed
+        self._nodes: _Nodes | None = None  # the tree's splits as arrays: what rule_for walks
         self._columns: list[str] = []
         self._kinds: dict[str, _Kind] = {}
         self._levels: dict[str, list[str]] = {}
@@ -252,15 +287,19 @@ class RuleSurrogate:
         if Z.shape[1] == 0:
             # only categoricals with no value at all: the tree has nothing to split on
             Z = np.zeros((len(X), 1), dtype=np.float64)
+        from sklearn.tree import DecisionTreeClassifier  # at fitting (and predict), not to read rules back
+
         tree = DecisionTreeClassifier(
             max_leaf_nodes=self.max_leaves, min_samples_leaf=self.min_samples_leaf, random_state=self.seed
         )
         tree.fit(Z, y)
-        self._tree = tree
+        self._tree, self._tree_bytes, self._nodes = tree, None, _Nodes.of(tree)
         self._leaf_rules = self._extract_rules()
         return self
 
     def _fitted(self) -> DecisionTreeClassifier:
+        if self._tree is None and self._tree_bytes is not None:
+            self._tree = pickle.loads(self._tree_bytes)  # scikit-learn loads here, not when the surrogate is read
         if self._tree is None:
             raise DataError("the rule surrogate is not fitted: call fit first")
         return self._tree
@@ -377,7 +416,8 @@ class RuleSurrogate:
 
     def rules(self) -> list[Rule]:
         """One rule per leaf (per merged subtree with ``simplify``), the best supported first."""
-        self._fitted()
+        if not self._leaf_rules:
+            self._fitted()
         unique: dict[int, Rule] = {}
         for node in sorted(self._leaf_rules):  # tree order breaks ties in support
             rule = self._leaf_rules[node]
@@ -386,7 +426,8 @@ class RuleSurrogate:
 
     def rule_for(self, row: pd.DataFrame | pd.Series) -> Rule:
         """The rule of the leaf that decides this one row (the path the row takes through the tree)."""
-        tree = self._fitted()
+        if self._nodes is None:
+            self._fitted()
         if isinstance(row, pd.Series):
             frame = row.to_frame().T
         elif isinstance(row, pd.DataFrame):
@@ -395,8 +436,8 @@ class RuleSurrogate:
             raise DataError(f"rule_for takes one row as a pandas Series or 1-row DataFrame, got {type(row).__name__}")
         if len(frame) != 1:
             raise DataError(f"rule_for explains one row at a time, got {len(frame)} rows; pass X.iloc[[i]]")
-        leaf = int(np.asarray(tree.apply(self._encode_for_tree(frame)))[0])
-        return self._leaf_rules[leaf]
+        nodes = self._nodes if self._nodes is not None else _Nodes.of(self._fitted())
+        return self._leaf_rules[nodes.leaf(self._encode_for_tree(frame)[0])]
 
     # ------------------------------------------------------------------ persistence
 
@@ -404,6 +445,23 @@ class RuleSurrogate:
         """The fitted surrogate as bytes (pickle: load only bytes you wrote yourself)."""
         self._fitted()
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The scikit-learn tree pickled as bytes inside: reading a surrogate back to explain (rules, rule_for)
+        imports no scikit-learn (0.7 s of each `aidg explain`); predict and fidelity unpickle it when called."""
+        state = self.__dict__.copy()
+        tree = state.pop("_tree")
+        if tree is not None:
+            state["_tree_bytes"] = pickle.dumps(tree, protocol=pickle.HIGHEST_PROTOCOL)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        tree = state.pop("_tree", None)  # a surrogate pickled before the bytes: the tree itself
+        self.__dict__.update(state)
+        self._tree = tree
+        self._tree_bytes = state.get("_tree_bytes")
+        if state.get("_nodes") is None:
+            self._nodes = _Nodes.of(tree) if tree is not None else None
 
     @staticmethod
     def from_bytes(b: bytes) -> RuleSurrogate:

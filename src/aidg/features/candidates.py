@@ -82,12 +82,26 @@ class CandidateGenerator:
         )
         d["merchant_id"] = d.merchant_id.astype(str)
         self.deals = d.sort_values("started_at", kind="stable")
-        self._by_merchant = {k: v for k, v in self.deals.groupby("merchant_id", sort=False)}
+        # each merchant's deals, found when first asked for (grouping all 2,000 merchants' up front costs 0.25 s
+        # that a one-merchant explanation does not need)
+        ids = self.deals.merchant_id.to_numpy(dtype=object)
+        self._order = np.argsort(ids, kind="stable")
+        self._sorted_ids = ids[self._order]
+        self._by_merchant: dict[str, pd.DataFrame | None] = {}
+
+    def _history(self, merchant_id: str) -> pd.DataFrame | None:
+        """The merchant's deals in start order (None: it ran none)."""
+        if merchant_id not in self._by_merchant:
+            lo = int(np.searchsorted(self._sorted_ids, merchant_id, "left"))
+            hi = int(np.searchsorted(self._sorted_ids, merchant_id, "right"))
+            rows = self._order[lo:hi]  # positions in start order (the stable sort keeps it within a merchant)
+            self._by_merchant[merchant_id] = self.deals.iloc[rows] if hi > lo else None
+        return self._by_merchant[merchant_id]
 
     def anchor(self, merchant_id: str, at: pd.Timestamp) -> tuple[float, float, float, str]:
         """(discount, price, duration, category) of the deal that worked best lately, else the habitual deal."""
         m = self.merchants.loc[str(merchant_id)]
-        hist = self._by_merchant.get(merchant_id)
+        hist = self._history(merchant_id)
         if hist is not None:
             known = hist[(hist.known_at < at) & hist.uplift.notna()].tail(ANCHOR_DEALS)
             if len(known):

@@ -24,6 +24,11 @@ def to_seconds(ts: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:
     return out
 
 
+def cutoff_seconds(at: pd.Timestamp | str) -> int:
+    """A date as :func:`to_seconds` codes it (what is known before it is what happened before this second)."""
+    return int(to_seconds(np.array([pd.Timestamp(at)], dtype="datetime64[ns]"))[0])
+
+
 class EventStream:
     """Events of many merchants, sorted by (merchant code, time in seconds)."""
 

@@ -33,7 +33,7 @@ from torch import nn
 from aidg.features.context import FeatureContext
 from aidg.features.geo import geo_features
 from aidg.features.graph import build_graph, merchant_static
-from aidg.features.panel import to_seconds
+from aidg.features.panel import cutoff_seconds
 from aidg.features.sequences import deal_sequences, event_sequences
 from aidg.features.summary import SUMMARY_NAMES, history_summary
 from aidg.features.text import latest_notes, readable_mask
@@ -49,10 +49,6 @@ from aidg.models.sentiment_extractor import SentimentExtractor
 from aidg.models.sequence_encoder import EventSequenceEncoder
 
 NOTES_PER_MERCHANT = 3  # latest notes averaged into the sentiment branch
-
-
-def cutoff_seconds(at: pd.Timestamp | str) -> int:
-    return int(to_seconds(np.array([pd.Timestamp(at)], dtype="datetime64[ns]"))[0])
 
 
 @dataclass

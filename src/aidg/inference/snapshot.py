@@ -18,6 +18,7 @@ Nothing here reads the simulator's truth.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,11 +27,13 @@ import torch
 from aidg.errors import DataError
 from aidg.features.context import FIELD_SCALE, UPLIFT_CLIP, FeatureContext
 from aidg.features.merchant_view import MERCHANT_NAMES, SEVERITY_SCALE, MerchantView, deal_view, merchant_view
-from aidg.features.panel import to_seconds
+from aidg.features.panel import cutoff_seconds, to_seconds
 from aidg.features.sequences import deal_sequences
-from aidg.inference.profile_model import ProfileModel, cutoff_seconds
 from aidg.models.scorer_config import MerchantTensors
 from aidg.store.arrays import pack_arrays, unpack_arrays
+
+if TYPE_CHECKING:  # the encoders (PyTorch Geometric, the text encoder): not loaded to read a snapshot
+    from aidg.inference.profile_model import ProfileModel
 
 MEMORY_LEN = 20  # latest deals the scorer's deal memory reads
 SNAPSHOT_ARRAYS = ("numeric", "category", "secondary", "profile", "intent", "memory", "memory_mask")

@@ -1,9 +1,10 @@
 """What the service serves: one registered version, its merchants' online features, and per-request scoring.
 
-:class:`ServingModel` loads a version (encoders, scorer, explainers) and the
-data folder it serves, computes every merchant's snapshot once (saved under
-``AIDG_HOME/cache`` so a restart or a second worker process reads it back in
-a second) and materialises it into the online store (:class:`FeatureRow`).
+:class:`ServingModel` starts from the version's serving package (:mod:`aidg.online.serving_package`: the scorer,
+the explainers, every merchant's snapshot, the context projection and the few tables the candidate generator
+reads, in one file) and materialises the snapshot into the online store (:class:`FeatureRow`). It never reads the
+registry's weights file or the training tables when the package was made for the data folder served; otherwise it
+builds the package once and writes it for the next start.
 
 A request's work is split where the memo's cache goes (§1.3):
 
@@ -19,39 +20,35 @@ A request's work is split where the memo's cache goes (§1.3):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from aidg.config import Settings
-from aidg.errors import ConfigError, DataError, NotFoundError
-from aidg.explain.explainer import Explainer, load_explainer
+from aidg.domain import SCORER_OUTPUTS as OUTPUTS
+from aidg.errors import DataError, NotFoundError
+from aidg.explain.explainer import Explainer
 from aidg.features.candidates import CandidateGenerator
-from aidg.features.context import FeatureContext
-from aidg.features.merchant_view import MERCHANT_NAMES, MerchantView, deal_view, override_counts
-from aidg.inference.persistence import load_profile_model
-from aidg.inference.profile_model import ProfileModel, cutoff_seconds
-from aidg.inference.scoring import OUTPUTS
-from aidg.inference.snapshot import Snapshot, snapshot
+from aidg.features.merchant_view import MERCHANT_NAMES, MerchantView, deal_view
+from aidg.inference.snapshot import Snapshot
 from aidg.online.bundle import Bundle, pack_bundle, unpack_bundle
 from aidg.online.feature_row import FeatureRow
+from aidg.online.serving_package import SERVING_ARTIFACT, ServingPackage, load_package, package_of, package_path
 from aidg.policy.projector import ContextProjector
-from aidg.privacy.crypto import Cipher, is_encrypted
-from aidg.registry import ModelRegistry
-from aidg.sim.storage import load_data_folder
-from aidg.store.arrays import unpack_arrays
+from aidg.privacy.crypto import Cipher
 from aidg.store.offline import OfflineStore
 from aidg.store.online import OnlineStore
+
+if TYPE_CHECKING:
+    from aidg.inference.profile_model import ProfileModel
 
 log = logging.getLogger("aidg.service")
 PROJECTOR_MERCHANTS = 200  # training merchants whose variants fit the bandit's context projection
 PROBE_MERCHANTS = 20  # merchants scored at load when the projection comes with the version (non-finite → refused)
-SERVING_ARTIFACT = "serving"  # pm.artifacts key of ServingModel.precompute's output
 
 
 class ServingModel:
@@ -59,102 +56,64 @@ class ServingModel:
 
     def __init__(self, settings: Settings, data: Path, version: str = "latest") -> None:
         torch.set_num_threads(1)  # one BLAS thread per worker process: more oversubscribes the cores (FACTS)
-        registry = ModelRegistry(settings)
-        versions = registry.versions()
-        if not versions:
-            raise NotFoundError("no trained model yet: run `aidg train --data DIR` (or `aidg demo`) first")
-        version = versions[-1] if version == "latest" else version
-        weights = registry.weights_path(version)
         cipher = Cipher.from_settings(settings)
-        self._prepare(settings, load_profile_model(weights, cipher), data, version, cipher)
-        # what is served, the same on every replica: the trained weights and the merchants served at the as-of date
-        # (a shared Redis or database may hold another deployment's rows and posterior)
-        # (of the decrypted weights: re-encrypting them in a key rotation keeps the fingerprint and the posterior)
-        h = hashlib.blake2b(self.cipher.read_bytes(weights), digest_size=8)
-        h.update(f"{self.as_of}|{'|'.join(map(str, self.ctx.merchant_ids))}".encode())
-        self.fingerprint = h.hexdigest()
-        self.posterior_name = f"risk_aware_ts/v{self.version}-{self.fingerprint}"
+        package, stored = load_package(settings, Path(data), version, cipher)
+        self._prepare(settings, package, Path(data), cipher)
+        if not stored:  # built now from the registry and the tables: the next start reads it
+            package.projector = self.projector.state()
+            package.write(package_path(settings, package.version), cipher)
 
-    def _prepare(
-        self, settings: Settings, pm: ProfileModel, data: Path, version: str, cipher: Cipher, write_cache: bool = True
-    ) -> None:
-        """Everything but the registry: the data's coded tables, the snapshot, the generator, the projection
-        (``write_cache``: keep a computed snapshot under ``AIDG_HOME/cache``; not while precomputing at training)."""
-        self.version, self.settings, self.data, self.cipher = version, settings, Path(data), cipher
-        self._write_cache = write_cache
-        self.explainer: Explainer = load_explainer(pm, settings)
-        self.scorer = self.explainer.scorer.eval()
-        self.as_of = pd.Timestamp(pm.meta["as_of"])
-        self.tables, _, _ = load_data_folder(data)
-        self.ctx = FeatureContext.from_tables(self.tables, self.as_of)
-        # a version precomputes its data folder's snapshot and projection at training (training.serving_inputs):
-        # used when the served folder is that folder, unchanged; otherwise computed here
-        stored = pm.artifacts.get(SERVING_ARTIFACT) or {}
-        self.data_hash = OfflineStore(data, cipher).content_hash()
-        self.precomputed = stored.get("data_hash") == self.data_hash and stored.get("merchants") == len(
-            self.ctx.merchant_ids
+    def _prepare(self, settings: Settings, package: ServingPackage, data: Path, cipher: Cipher) -> None:
+        """The scorer, explainers, snapshot, candidate generator and projection of ``package`` (the projection
+        fitted now when the package does not carry one)."""
+        self.package, self.version, self.settings, self.data, self.cipher = (
+            package,
+            package.version,
+            settings,
+            data,
+            cipher,
         )
-        self.snap = self._snapshot(pm, data, stored.get("snapshot") if self.precomputed else None)
-        self.merchants = self.tables["merchants"].reset_index(drop=True)
-        self.generator = CandidateGenerator(self.merchants, self.tables["deals"], settings.candidates)
+        self.explainer: Explainer = package.explainer(settings)
+        self.scorer = self.explainer.scorer
+        self.as_of = package.as_of
+        self.ctx = package.context()
+        self.snap = Snapshot.from_bytes(package.snapshot, self.as_of)
+        self.merchants = package.tables["merchants"].reset_index(drop=True)
+        self.generator = CandidateGenerator(self.merchants, package.tables["deals"], settings.candidates)
         names = self.scorer.config.token_names
         self.token_names = names
         self.x_index = {t: MERCHANT_NAMES.index(t) for t in names if t in MERCHANT_NAMES}
-        self.n_prop, self.n_over = override_counts(self.ctx, cutoff_seconds(self.as_of))
+        self.n_prop, self.n_over = package.proposals, package.overrides
+        self.fingerprint = package.fingerprint
+        self.posterior_name = f"risk_aware_ts/v{self.version}-{self.fingerprint}"
         self._compiled: tuple[int, Any] = (0, None)  # (deals per request, compiled scorer) once compile() ran
-        train = pm.meta.get("train_merchants", [])
-        if self.precomputed and stored.get("projector"):
+        train = package.meta.get("train_merchants", [])
+        self.precomputed = package.projector is not None  # training computed the snapshot and projection
+        if package.projector is not None:
             self._probe(train, PROBE_MERCHANTS)
-            self.projector = ContextProjector.from_state(stored["projector"])
+            self.projector = ContextProjector.from_state(package.projector)
         else:
             self.projector = ContextProjector().fit(self._probe(train, PROJECTOR_MERCHANTS))
         # online rows and cached bundles of this version live under their own key prefix, so a champion and a
         # challenger share one Redis; "current": the existing system (always the merchant's current deal)
         self.namespace = f"v{self.version}/"
-        self.serving_policy = str(pm.meta.get("serving_policy", "risk_aware_ts"))
+        self.serving_policy = str(package.meta.get("serving_policy", "risk_aware_ts"))
 
     @classmethod
-    def precompute(cls, settings: Settings, pm: ProfileModel, data: Path) -> dict[str, Any]:
+    def precompute(
+        cls, settings: Settings, pm: ProfileModel, data: Path, reuse: tuple[list[str], Snapshot] | None = None
+    ) -> dict[str, Any]:
         """What a version stores for serving its own data folder (:data:`SERVING_ARTIFACT`): the folder's digest, the
-        snapshot (packed as the disk cache is) and the fitted projection; ``aidg train`` calls it before registering."""
+        snapshot and the fitted projection; ``aidg train`` calls it before registering. ``reuse``: a snapshot at the
+        as-of date already computed (merchant ids of its rows, snapshot), used when it covers the same merchants."""
         self = cls.__new__(cls)
-        self._prepare(settings, pm, data, "training", Cipher.plain(), write_cache=False)
-        return {"data_hash": self.data_hash, "merchants": len(self.ctx.merchant_ids),
-                "snapshot": self.snap.to_bytes(), "projector": self.projector.state()}  # fmt: skip
+        data_hash = OfflineStore(data, Cipher.plain()).content_hash()
+        package = package_of(pm, data, "training", data_hash, reuse=reuse)
+        self._prepare(settings, package, Path(data), Cipher.plain())
+        return {"data_hash": data_hash, "merchants": len(self.ctx.merchant_ids),
+                "snapshot": self.package.snapshot, "projector": self.projector.state()}  # fmt: skip
 
     # -- start-up ------------------------------------------------------------------------------
-    def _snapshot(self, pm: ProfileModel, data: Path, stored: bytes | None) -> Snapshot:
-        """Every merchant's scorer inputs at the as-of date: the version's own when it precomputed this folder's,
-        else computed once per (version, data) and kept on disk."""
-        if stored is not None:
-            return Snapshot.from_bytes(stored, self.as_of)
-        tag = hashlib.blake2b(str(Path(data).resolve()).encode(), digest_size=6).hexdigest()
-        # a derived version (demo.challengers) keeps its base's encoders, hence its base's snapshot
-        encoders = str((pm.meta.get("derived") or {}).get("base_version", self.version))
-        path = self.settings.paths.cache / f"snapshot-v{encoders}-{tag}.bin"
-        if path.exists():
-            try:  # encrypted at rest with a key; a file of another key, or plain while a key is set: recomputed
-                raw = path.read_bytes()
-                if is_encrypted(raw) != self.cipher.enabled:
-                    raise DataError(f"{path} is {'plain' if self.cipher.enabled else 'encrypted'}")
-                packed = self.cipher.decrypt_bytes(raw, source=str(path))
-                if unpack_arrays(packed)[0].get("merchants") == len(self.ctx.merchant_ids):
-                    return Snapshot.from_bytes(packed, self.as_of)
-            except (DataError, ConfigError) as exc:
-                log.warning("recomputing the snapshot cache (%s)", exc)  # a damaged cache file is recomputed
-        snap = snapshot(pm, self.ctx, self.as_of, seed=int(pm.meta.get("seed", 0)))
-        if not self._write_cache:
-            return snap
-        packed = snap.to_bytes()
-        if self.cipher.enabled:  # every merchant's scorer inputs: merchant data
-            self.cipher.write_bytes(path, packed)
-            return snap
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(self)}")
-        tmp.write_bytes(packed)
-        tmp.replace(path)
-        return snap
-
     def _probe(self, train_merchants: list[str], n: int) -> np.ndarray:
         """Score the first ``n`` training merchants' variants: their representations (the projection's data), and a
         refusal when any output is not finite (finite weights can still overflow: such a version never serves)."""

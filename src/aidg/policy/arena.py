@@ -45,7 +45,8 @@ import pandas as pd
 
 from aidg.config import Settings
 from aidg.errors import DataError
-from aidg.policy.baselines import POLICIES, ArenaPolicy, RiskAwareTS, make_policy, vw_lines
+from aidg.policy.baselines import ArenaPolicy, RiskAwareTS, make_policy, vw_lines
+from aidg.policy.names import POLICIES
 from aidg.policy.pooled import CURRENT_FEATURES, term_features
 from aidg.policy.projector import ContextProjector
 from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms

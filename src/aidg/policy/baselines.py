@@ -30,9 +30,8 @@ import pandas as pd
 from aidg.config import Settings
 from aidg.errors import DataError
 from aidg.policy.bandit import RiskAwareThompsonSampling
+from aidg.policy.names import POLICIES
 from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms, RiskAwarePolicy, predicted_parts
-
-POLICIES = ("current", "greedy", "epsilon_greedy", "linucb", "vw", "ts", "risk_aware_ts", "latent_informed")
 
 
 class Arms(Protocol):

@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 from aidg.errors import DataError
 
@@ -38,51 +37,54 @@ class ContextProjector:
         if k < 1:
             raise DataError(f"the projection needs at least one component, got k={k}")
         self.k = k
-        self._pca: PCA | None = None
+        # the fitted PCA's mean, components and their variances (plain arrays: serving reads them back without
+        # importing scikit-learn)
+        self._pca: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._w: np.ndarray | None = None  # (features, k): whitening and 1/√k in one matrix
 
     @property
     def dim(self) -> int:
-        return 1 + (self._pca.n_components_ if self._pca is not None else self.k)
+        return 1 + (len(self._pca[1]) if self._pca is not None else self.k)
 
     def fit(self, representation: np.ndarray) -> ContextProjector:
+        from sklearn.decomposition import PCA  # at fitting only: a stored projection reads back without it
+
         rep = np.asarray(representation, np.float64)
         if rep.ndim != 2 or len(rep) < 2:
             raise DataError(f"fit the projection on a (rows, features) array with 2+ rows, got shape {rep.shape}")
         if not np.isfinite(rep).all():
             raise DataError("the representation holds non-finite values: the scorer is broken")
         k = min(self.k, rep.shape[1], len(rep) - 1)
-        self._pca = PCA(n_components=k, whiten=True, random_state=0).fit(rep)
+        pca = PCA(n_components=k, whiten=True, random_state=0).fit(rep)
+        self._pca = (pca.mean_, pca.components_, pca.explained_variance_)
         self._w = None
         return self
 
-    def state(self) -> dict[str, Any]:
-        """The fitted projection as plain arrays (what a model version stores; :meth:`from_state` reads it)."""
+    def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self._pca is None:
             raise DataError("the context projection is not fitted: call fit() on representations first")
-        p = self._pca
-        return {"k": self.k, "mean": p.mean_.tolist(), "components": p.components_.tolist(),
-                "explained_variance": p.explained_variance_.tolist()}  # fmt: skip
+        return self._pca
+
+    def state(self) -> dict[str, Any]:
+        """The fitted projection as plain arrays (what a model version stores; :meth:`from_state` reads it)."""
+        mean, components, variance = self._fitted()
+        return {"k": self.k, "mean": mean.tolist(), "components": components.tolist(),
+                "explained_variance": variance.tolist()}  # fmt: skip
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ContextProjector:
         """A projection fitted elsewhere (:meth:`state`); it transforms exactly as the fitted one did."""
         out = cls(int(state["k"]))
-        pca = PCA(n_components=len(state["components"]), whiten=True)
-        pca.mean_ = np.asarray(state["mean"], np.float64)
-        pca.components_ = np.asarray(state["components"], np.float64)
-        pca.explained_variance_ = np.asarray(state["explained_variance"], np.float64)
-        pca.n_components_ = len(pca.components_)
-        out._pca = pca
+        names = ("mean", "components", "explained_variance")
+        mean, components, variance = (np.asarray(state[k], np.float64) for k in names)
+        out._pca = (mean, components, variance)
         return out
 
     def transform(self, representation: np.ndarray) -> np.ndarray:
-        if self._pca is None:
-            raise DataError("the context projection is not fitted: call fit() on representations first")
+        mean, components, variance = self._fitted()
         rep = np.asarray(representation, np.float64)
         if self._w is None:  # sklearn's whitened transform as one matrix: its per-call checks cost ~1 ms a request
-            p = self._pca
-            self._w = (p.components_ / np.sqrt(p.explained_variance_)[:, None]).T / np.sqrt(p.n_components_)
-        z = (rep.reshape(-1, rep.shape[-1]) - self._pca.mean_) @ self._w
+            self._w = (components / np.sqrt(variance)[:, None]).T / np.sqrt(len(components))
+        z = (rep.reshape(-1, rep.shape[-1]) - mean) @ self._w
         out = np.concatenate([np.ones((len(z), 1)), z], 1)
         return out.reshape(*rep.shape[:-1], out.shape[1])

@@ -11,7 +11,7 @@ holds all of it; :func:`load_explainer` rebuilds the Explainer from it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -65,14 +65,23 @@ def fit_surrogate(
     return tree, threshold, tree.fidelity(frame, labels)
 
 
+class ScorerBundle(NamedTuple):
+    """What fitting the scorer bundle reports: its metrics, and the as-of snapshot the explainers were fitted on
+    (with the merchant ids of its rows: serving reuses it when it serves the same merchants)."""
+
+    metrics: dict[str, Any]
+    snapshot: Snapshot
+    merchant_ids: list[str]
+
+
 def fit_scorer_bundle(
     pm: ProfileModel,
     tables: dict[str, pd.DataFrame],
     settings: Settings,
     options: ScorerOptions,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Train the scorer, baseline and explainers into ``pm``; returns their metrics."""
+) -> ScorerBundle:
+    """Train the scorer, baseline and explainers into ``pm``; returns their metrics and the as-of snapshot."""
     say = progress or no_progress
     ctx = FeatureContext.from_tables(tables, pd.Timestamp(pm.meta["as_of"]))
     tr = ctx.codes([m for m in pm.meta["train_merchants"] if m in ctx.merchant_code.index])
@@ -98,7 +107,7 @@ def fit_scorer_bundle(
     }
     metrics.update({"surrogate_train_fidelity": fidelity, "surrogate_leaves": tree.n_leaves})
     say("scorer bundle done", 1.0)
-    return metrics
+    return ScorerBundle(metrics, snap, [str(m) for m in ctx.merchant_ids])
 
 
 def load_baseline(pm: ProfileModel) -> GBMBaseline | None:

@@ -50,10 +50,11 @@ from torch import nn
 
 from aidg.features.context import FeatureContext
 from aidg.features.graph import build_graph
+from aidg.features.panel import cutoff_seconds
 from aidg.features.split import MerchantSplit, split_merchants
 from aidg.features.summary import SUMMARY_NAMES
 from aidg.inference.batches import predict_batches
-from aidg.inference.profile_model import ProfileModel, cutoff_seconds, static_names
+from aidg.inference.profile_model import ProfileModel, static_names
 from aidg.models.heads import MLPHead
 from aidg.models.merchant_graph_sage import GraphConfig, MerchantGraphSAGE
 from aidg.models.merchant_profile_encoder import MerchantProfileEncoder, ProfileConfig

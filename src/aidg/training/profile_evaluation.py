@@ -14,10 +14,11 @@ from sklearn.preprocessing import StandardScaler
 from aidg.domain import DEAL_TERMS
 from aidg.features.context import OVERRIDE_TYPES, FeatureContext
 from aidg.features.geo import city_embeddings, region_silhouette
+from aidg.features.panel import cutoff_seconds
 from aidg.features.sequences import override_sequences
 from aidg.inference.batches import predict_batches
 from aidg.inference.encoding import encode_overrides
-from aidg.inference.profile_model import ProfileModel, _primary_locations, cutoff_seconds
+from aidg.inference.profile_model import ProfileModel, _primary_locations
 from aidg.progress import Progress, no_progress
 from aidg.training.examples import Examples, override_examples
 from aidg.training.profile import downstream_examples, predict_uplift, train_fusion
