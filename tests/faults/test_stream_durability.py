@@ -23,6 +23,9 @@ Which protection each test guards:
 * ``test_idempotent_claims_...``: ``Tx.claim`` marking each event applied once (else redeliveries and
   outbox republishes are double counted) — and that the posterior and KPI checks catch it.
 
+The last two run with the protection in place in ``make test``; their runs with it removed (which must lose or
+double-count events) are ``heavy``.
+
 Each protection test runs the same setup with the protection (it passes) and without it (the check fails).
 """
 
@@ -104,7 +107,8 @@ def test_without_the_outbox_a_redis_restart_loses_the_events_it_could_not_take(b
     assert out["pending_after_s"] is None, why  # the harness's "quiet" check never passes: they stay unapplied
 
 
-@pytest.mark.parametrize("fault", ["none", "ack_before_commit"])
+# the protection removed (the run must then lose events) is the slower half: make faults / make test-all
+@pytest.mark.parametrize("fault", ["none", pytest.param("ack_before_commit", marks=pytest.mark.heavy)])
 def test_acking_only_after_the_commit_is_what_keeps_a_killed_batch(bench: ModuleType, fault: str) -> None:
     """Outbox off, so only the ack order and the reclaim of a dead worker's pending entries can save a batch.
 
@@ -120,7 +124,7 @@ def test_acking_only_after_the_commit_is_what_keeps_a_killed_batch(bench: Module
         assert out["events_applied"] <= out["events_produced"] - 200, why  # a whole batch acked, never committed
 
 
-@pytest.mark.parametrize("fault", ["none", "no_dedupe"])
+@pytest.mark.parametrize("fault", ["none", pytest.param("no_dedupe", marks=pytest.mark.heavy)])
 def test_idempotent_claims_are_what_keeps_redeliveries_from_counting_twice(bench: ModuleType, fault: str) -> None:
     """Redeliveries on purpose: every event produced first, two slow workers (2 ms per event, 0.4 s a batch)
     reclaiming each other's entries after 100 ms, and an outbox republishing every unapplied event (still in

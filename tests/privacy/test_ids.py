@@ -52,7 +52,7 @@ def _free_port() -> int:
 def test_a_demo_run_logs_no_raw_merchant_id(
     trained: dict[str, Any], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from aidg.demo.run import serve_demo
+    from aidg.demo.serving import serve_demo
 
     home = Path(trained["settings"].home)
     settings = Settings(home=home, database_url=f"sqlite:///{tmp_path / 'd.sqlite'}")

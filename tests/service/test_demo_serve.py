@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aidg.config import Settings
-from aidg.demo.run import serve_demo
+from aidg.demo.serving import serve_demo
 
 
 def _free_port() -> int:
