@@ -88,6 +88,25 @@ def test_integrated_gradients_are_complete(env: dict[str, Any]) -> None:
     assert d_top >= 0 and d_rand >= 0
 
 
+def test_integrated_gradients_are_captums(env: dict[str, Any]) -> None:
+    """The attributions computed here are Captum's IntegratedGradients' (Gauss–Legendre, 32 steps), to float
+    precision, for several variants of a merchant."""
+    from captum.attr import IntegratedGradients  # type: ignore[import-untyped]
+
+    scorer = env["explainer"].scorer
+    inp = merchant_inputs(env["ctx"], env["snap"], env["cand"])
+    x = torch.where(torch.isfinite(inp.x), inp.x, scorer.merchant_encoder.x_scale.mean)
+    base = scorer.merchant_encoder.x_scale.mean.unsqueeze(0)
+    for variant in (0, 3, 7):
+        ours = integrated_gradients(scorer, inp, variant)
+        with torch.enable_grad():
+            ref, delta = IntegratedGradients(_forward(scorer, inp, variant)).attribute(
+                x, baselines=base, n_steps=32, return_convergence_delta=True
+            )
+        np.testing.assert_allclose(ours.attributions, ref[0].detach().numpy(), rtol=1e-5, atol=1e-8)
+        assert ours.convergence_delta == pytest.approx(float(delta.abs().max()), abs=1e-6)
+
+
 def test_what_if_moves_with_the_term_and_refuses_nonsense(env: dict[str, Any]) -> None:
     scorer, ctx, snap, cand = env["explainer"].scorer, env["ctx"], env["snap"], env["cand"]
     same = what_if(scorer, ctx, snap, cand.iloc[0], "discount_pct", float(cand.discount_pct.iloc[0]))
