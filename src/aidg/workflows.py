@@ -112,11 +112,24 @@ def evaluate(
     out = evaluate_profile(pm, tables, truth_world=world, progress=lambda s, f: say(f"encoders: {s}", 0.6 * f))
     if pm.scorer is not None:
         out.update(
-            evaluate_scorer(pm, tables, settings, truth_world=world, progress=lambda s, f: say(s, 0.6 + 0.4 * f))
+            evaluate_scorer(pm, tables, settings, truth_world=world, progress=lambda s, f: say(s, 0.6 + 0.38 * f))
         )
+        if world is not None and settings.posterior.enabled:
+            out.update(_posterior_coverage(settings, data, version, say))
     out["version"] = version if version != "latest" else registry.versions()[-1]
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
+
+
+def _posterior_coverage(settings: Settings, data: Path, version: str, say: Progress) -> dict[str, Any]:
+    """The decision posterior's 90 % intervals of the held-out merchants' true expected GP30 uplift, before its first
+    decision (warm-started from each merchant's record): ``interval_coverage_90``, ``interval_width_90`` and how
+    much each part's prior was widened (:func:`aidg.policy.arena.interval_coverage`, the arena's ``posterior``)."""
+    from aidg.policy.arena import interval_coverage
+
+    say("the decision posterior's 90 % intervals against the truth", 0.98)
+    arena, _ = arena_data(settings, data, days=7, version=version, latent_reference=False, records=True)
+    return interval_coverage(arena, settings)
 
 
 def explain(

@@ -63,6 +63,9 @@ def test_evaluate_reports_the_issue_keys(trained: dict[str, Any]) -> None:
     assert out["scorer_vs_baseline"]["gbm"]["reward_spearman"] != out["reward_spearman"]
     assert set(out["ablation"]) >= {"none", "deal_history", "override_intent", "sentiment", "geo", "graph", "sequence"}
     assert out["override_type_macro_f1"] > out["override_majority_macro_f1"]
+    # the decision issue's: the posterior's 90 % intervals against the truth, before its first decision
+    assert 0 <= out["interval_coverage_90"] <= 1 and out["interval_width_90"] > 0
+    assert set(out["prior_widened"]) == {"approval", "conversion", "gp30_uplift"}
 
 
 def test_cold_start_merchant_gets_a_profile(trained: dict[str, Any]) -> None:
