@@ -166,14 +166,19 @@ class ModelRegistry:
             return None
         return sorted((str(int(r[0])) for r in rows), key=int)
 
-    def weights_path(self, version: str = "latest") -> Path:
-        """Local path of a version's weights file (``latest`` = the newest version)."""
+    def resolve(self, version: str = "latest") -> str:
+        """``latest`` → the newest registered version; any other name checked against the registry."""
         versions = self.versions()
         if not versions:
-            raise NotFoundError("no trained merchant-profile model yet: run `aidg train --data DIR` first")
+            raise NotFoundError("no trained model yet: run `aidg train --data DIR` (or `aidg demo`) first")
         v = versions[-1] if version == "latest" else version
         if v not in versions:
             raise NotFoundError(f"no model version {version!r}; versions: {', '.join(versions)}")
+        return v
+
+    def weights_path(self, version: str = "latest") -> Path:
+        """Local path of a version's weights file (``latest`` = the newest version)."""
+        v = self.resolve(version)
         with _quiet():
             mlflow = self._client()
             path = Path(mlflow.artifacts.download_artifacts(f"models:/{PROFILE_MODEL}/{v}"))

@@ -32,6 +32,7 @@ def train(
     the report's ``dp_epsilon`` / ``dp_delta`` are the accounted guarantee (None without ``dp``).
     """
     from aidg.online.serving_model import SERVING_ARTIFACT, ServingModel
+    from aidg.privacy.crypto import Cipher
     from aidg.sim.storage import load_data_folder
     from aidg.training.data import without_excluded
     from aidg.training.explainers import fit_scorer_bundle
@@ -60,7 +61,8 @@ def train(
     say("serving inputs: the data's snapshot and the context projection", 0.98)
     # `aidg serve` starts from them; the explainers' snapshot is the served one when every merchant trained
     reuse = (bundle.merchant_ids, bundle.snapshot) if seed == int(pm.meta.get("seed", 0)) else None
-    pm.artifacts[SERVING_ARTIFACT] = ServingModel.precompute(settings, pm, data, reuse)
+    served = ServingModel.for_training(settings, pm, data, reuse)
+    pm.artifacts[SERVING_ARTIFACT] = served.inputs()
     metrics["seconds"]["serving_inputs"] = time.perf_counter() - t_serving
     params = {
         "data": str(data),
@@ -77,7 +79,7 @@ def train(
     version = ModelRegistry(settings).register_profile(pm, params, flat)
     t_package = time.perf_counter()
     say("the serving package: what `aidg serve` and `aidg explain` start from", 0.99)
-    ServingModel(settings, data, version)  # builds and writes it (aidg.online.serving_package)
+    served.package.publish(settings, version, Cipher.from_settings(settings))  # what serve and explain start from
     metrics["seconds"]["serving_package"] = time.perf_counter() - t_package
     privacy = pm.meta.get("privacy") or {}
     return {
@@ -151,7 +153,7 @@ def explain(
     """
     from aidg.features.candidates import CandidateGenerator
     from aidg.inference.snapshot import Snapshot
-    from aidg.online.serving_package import load_package, package_path
+    from aidg.online.serving_package import load_package
     from aidg.privacy.crypto import Cipher
 
     t0 = time.perf_counter()
@@ -160,7 +162,7 @@ def explain(
     cipher = Cipher.from_settings(settings)
     package, stored = load_package(settings, Path(data), version, cipher)
     if not stored and package.projector is not None:  # a version's own folder: the next explain reads it
-        package.write(package_path(settings, package.version), cipher)
+        package.save(settings, cipher)
     when = pd.Timestamp(at) if at is not None else package.as_of
     say("merchant features and profile", 0.2)
     if when == package.as_of:

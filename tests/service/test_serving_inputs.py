@@ -77,6 +77,26 @@ def test_training_reuses_the_explainers_snapshot_byte_for_byte(
         sm.ServingModel.precompute(settings, pm, data, fewer)
 
 
+def test_training_publishes_the_package_a_start_would_build(
+    carried: tuple[Settings, Path, str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``aidg train`` publishes the package it built before registering (no second build): the same fingerprint
+    and inputs as building it from the registry and the tables, and a start reads it."""
+    from aidg.privacy.crypto import Cipher
+
+    settings, data, version, stored = carried
+    pm = ModelRegistry(settings).load_profile(version)
+    trained_model = sm.ServingModel.for_training(settings, pm, data)
+    trained_model.package.publish(settings, version, Cipher.plain())
+    built = sp.build_package(settings, data, version, Cipher.plain(), stored["data_hash"])
+    assert trained_model.package.fingerprint == built.fingerprint and trained_model.package.version == version
+    assert trained_model.package.snapshot == built.snapshot == stored["snapshot"]
+    with monkeypatch.context() as m:
+        m.setattr(sp, "build_package", _refuse)
+        served = sm.ServingModel(settings, data, version)
+    assert served.fingerprint == built.fingerprint and served.projector.state() == stored["projector"]
+
+
 def test_a_start_from_the_package_reads_neither_the_registry_weights_nor_the_tables(
     carried: tuple[Settings, Path, str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -133,32 +133,27 @@ def _as_labels(labels: np.ndarray, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Nodes:
-    """A fitted scikit-learn tree's splits as arrays, walked as its ``apply`` walks them (float32 features, NaN to
-    the side the tree learnt for missing values)."""
+    """A fitted scikit-learn tree's splits as arrays, walked as its ``apply`` walks them (float32 features against
+    the thresholds; the encoding refuses missing values, so none reach the tree)."""
 
     left: np.ndarray
     right: np.ndarray
     feature: np.ndarray
     threshold: np.ndarray
-    missing_left: np.ndarray
 
     @classmethod
     def of(cls, tree: Any) -> _Nodes:
         t = tree.tree_
-        n = int(t.node_count)
-        missing = getattr(t, "missing_go_to_left", None)
-        return cls(np.asarray(t.children_left).copy(), np.asarray(t.children_right).copy(),
-                   np.asarray(t.feature).copy(), np.asarray(t.threshold, np.float64).copy(),
-                   np.asarray(missing, bool).copy() if missing is not None else np.zeros(n, bool))  # fmt: skip
+        return cls(np.array(t.children_left), np.array(t.children_right), np.array(t.feature),
+                   np.array(t.threshold, np.float64))  # fmt: skip
 
     def leaf(self, z: np.ndarray) -> int:
         """The leaf node one encoded row ends in."""
         x = np.asarray(z, dtype=np.float32)
         node = 0
         while self.left[node] != self.right[node]:
-            v = x[int(self.feature[node])]
-            go_left = bool(self.missing_left[node]) if np.isnan(v) else float(v) <= float(self.threshold[node])
-            node = int(self.left[node] if go_left else self.right[node])
+            left = float(x[int(self.feature[node])]) <= float(self.threshold[node])
+            node = int(self.left[node] if left else self.right[node])
         return node
 
 
@@ -426,8 +421,7 @@ class RuleSurrogate:
 
     def rule_for(self, row: pd.DataFrame | pd.Series) -> Rule:
         """The rule of the leaf that decides this one row (the path the row takes through the tree)."""
-        if self._nodes is None:
-            self._fitted()
+        nodes = self._nodes if self._nodes is not None else _Nodes.of(self._fitted())
         if isinstance(row, pd.Series):
             frame = row.to_frame().T
         elif isinstance(row, pd.DataFrame):
@@ -436,7 +430,6 @@ class RuleSurrogate:
             raise DataError(f"rule_for takes one row as a pandas Series or 1-row DataFrame, got {type(row).__name__}")
         if len(frame) != 1:
             raise DataError(f"rule_for explains one row at a time, got {len(frame)} rows; pass X.iloc[[i]]")
-        nodes = self._nodes if self._nodes is not None else _Nodes.of(self._fitted())
         return self._leaf_rules[nodes.leaf(self._encode_for_tree(frame)[0])]
 
     # ------------------------------------------------------------------ persistence

@@ -37,7 +37,7 @@ from aidg.features.merchant_view import MERCHANT_NAMES, MerchantView, deal_view
 from aidg.inference.snapshot import Snapshot
 from aidg.online.bundle import Bundle, pack_bundle, unpack_bundle
 from aidg.online.feature_row import FeatureRow
-from aidg.online.serving_package import SERVING_ARTIFACT, ServingPackage, load_package, package_of, package_path
+from aidg.online.serving_package import SERVING_ARTIFACT, ServingPackage, load_package, package_of
 from aidg.policy.projector import ContextProjector
 from aidg.privacy.crypto import Cipher
 from aidg.store.offline import OfflineStore
@@ -60,19 +60,13 @@ class ServingModel:
         package, stored = load_package(settings, Path(data), version, cipher)
         self._prepare(settings, package, Path(data), cipher)
         if not stored:  # built now from the registry and the tables: the next start reads it
-            package.projector = self.projector.state()
-            package.write(package_path(settings, package.version), cipher)
+            package.save(settings, cipher)
 
     def _prepare(self, settings: Settings, package: ServingPackage, data: Path, cipher: Cipher) -> None:
         """The scorer, explainers, snapshot, candidate generator and projection of ``package`` (the projection
         fitted now when the package does not carry one)."""
-        self.package, self.version, self.settings, self.data, self.cipher = (
-            package,
-            package.version,
-            settings,
-            data,
-            cipher,
-        )
+        self.package, self.version = package, package.version
+        self.settings, self.data, self.cipher = settings, data, cipher
         self.explainer: Explainer = package.explainer(settings)
         self.scorer = self.explainer.scorer
         self.as_of = package.as_of
@@ -92,26 +86,39 @@ class ServingModel:
         if package.projector is not None:
             self._probe(train, PROBE_MERCHANTS)
             self.projector = ContextProjector.from_state(package.projector)
-        else:
+        else:  # fitted now, and kept in the package
             self.projector = ContextProjector().fit(self._probe(train, PROJECTOR_MERCHANTS))
+            package.projector = self.projector.state()
         # online rows and cached bundles of this version live under their own key prefix, so a champion and a
         # challenger share one Redis; "current": the existing system (always the merchant's current deal)
         self.namespace = f"v{self.version}/"
         self.serving_policy = str(package.meta.get("serving_policy", "risk_aware_ts"))
 
     @classmethod
+    def for_training(
+        cls, settings: Settings, pm: ProfileModel, data: Path, reuse: tuple[list[str], Snapshot] | None = None
+    ) -> ServingModel:
+        """The model training serves its own data folder with, before the version is registered: its package holds
+        the snapshot and the fitted projection (:meth:`inputs`), published once the version has a number
+        (:meth:`aidg.online.serving_package.ServingPackage.publish`). ``reuse``: a snapshot at the as-of date already
+        computed (merchant ids of its rows, snapshot), used when it covers the same merchants."""
+        self = cls.__new__(cls)
+        data_hash = OfflineStore(data, Cipher.plain()).content_hash()
+        self._prepare(settings, package_of(pm, data, "training", data_hash, reuse=reuse), Path(data), Cipher.plain())
+        return self
+
+    def inputs(self) -> dict[str, Any]:
+        """What a version stores for serving its own data folder (:data:`SERVING_ARTIFACT`): the folder's digest,
+        the snapshot and the fitted projection (a package is rebuilt from them when it is lost)."""
+        return {"data_hash": self.package.data_hash, "merchants": len(self.ctx.merchant_ids),
+                "snapshot": self.package.snapshot, "projector": self.projector.state()}  # fmt: skip
+
+    @classmethod
     def precompute(
         cls, settings: Settings, pm: ProfileModel, data: Path, reuse: tuple[list[str], Snapshot] | None = None
     ) -> dict[str, Any]:
-        """What a version stores for serving its own data folder (:data:`SERVING_ARTIFACT`): the folder's digest, the
-        snapshot and the fitted projection; ``aidg train`` calls it before registering. ``reuse``: a snapshot at the
-        as-of date already computed (merchant ids of its rows, snapshot), used when it covers the same merchants."""
-        self = cls.__new__(cls)
-        data_hash = OfflineStore(data, Cipher.plain()).content_hash()
-        package = package_of(pm, data, "training", data_hash, reuse=reuse)
-        self._prepare(settings, package, Path(data), Cipher.plain())
-        return {"data_hash": data_hash, "merchants": len(self.ctx.merchant_ids),
-                "snapshot": self.package.snapshot, "projector": self.projector.state()}  # fmt: skip
+        """:meth:`inputs` of :meth:`for_training` (what ``aidg train`` stores in the version)."""
+        return cls.for_training(settings, pm, data, reuse).inputs()
 
     # -- start-up ------------------------------------------------------------------------------
     def _probe(self, train_merchants: list[str], n: int) -> np.ndarray:

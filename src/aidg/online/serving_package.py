@@ -86,11 +86,22 @@ class ServingPackage:
     def explainer(self, settings: Settings) -> Explainer:
         return Explainer.from_artifacts(self.scorer(), self.explain, settings)
 
+    def publish(self, settings: Settings, version: str, cipher: Cipher) -> Path:
+        """This package (built at training, before the version had a number) as registered ``version``'s: its
+        fingerprint from the registered weights, written where a start looks for it."""
+        from aidg.registry import ModelRegistry
+
+        weights = cipher.read_bytes(ModelRegistry(settings).weights_path(version))
+        self.version = version
+        self.fingerprint = _fingerprint(weights, self.as_of, self.tables["merchants"].merchant_id)
+        return self.save(settings, cipher)
+
     # -- the file -----------------------------------------------------------------------------
-    def write(self, path: Path, cipher: Cipher) -> Path:
+    def save(self, settings: Settings, cipher: Cipher) -> Path:
+        """Write the package where a start of its version looks for it (:func:`package_path`)."""
         buf = io.BytesIO()
         torch.save({"format": FORMAT, **self.__dict__}, buf)
-        return cipher.write_bytes(path, buf.getvalue())
+        return cipher.write_bytes(package_path(settings, self.version), buf.getvalue())
 
     @classmethod
     def read(cls, path: Path, cipher: Cipher) -> ServingPackage | None:
@@ -111,27 +122,15 @@ def package_path(settings: Settings, version: str) -> Path:
     return settings.paths.cache / f"serving-v{version}.bin"
 
 
-def resolve_version(settings: Settings, version: str) -> str:
-    """``latest`` → the newest registered version; any other name is checked against the registry."""
-    from aidg.registry import ModelRegistry
-
-    versions = ModelRegistry(settings).versions()
-    if not versions:
-        raise NotFoundError("no trained model yet: run `aidg train --data DIR` (or `aidg demo`) first")
-    if version == "latest":
-        return versions[-1]
-    if version not in versions:
-        raise NotFoundError(f"no model version {version!r}; versions: {', '.join(versions)}")
-    return version
-
-
 def load_package(settings: Settings, data: Path, version: str, cipher: Cipher) -> tuple[ServingPackage, bool]:
     """The serving package of ``version`` for ``data``: the stored one when it was made for this folder, else one
     built from the registry and the tables (the slow path; the caller writes it once it is complete).
 
     Returns the package and whether it was read (False: built now).
     """
-    version = resolve_version(settings, version)
+    from aidg.registry import ModelRegistry
+
+    version = ModelRegistry(settings).resolve(version)
     data_hash = OfflineStore(data, cipher).content_hash()
     stored = ServingPackage.read(package_path(settings, version), cipher)
     if stored is not None and stored.data_hash == data_hash:
@@ -146,6 +145,15 @@ def build_package(settings: Settings, data: Path, version: str, cipher: Cipher, 
 
     weights = ModelRegistry(settings).weights_path(version)
     return package_of(load_profile_model(weights, cipher), data, version, data_hash, cipher.read_bytes(weights))
+
+
+def _fingerprint(weights: bytes, as_of: pd.Timestamp, merchant_ids: Any) -> str:
+    """What is served, the same on every replica: the trained weights and the merchants served at the as-of date
+    (a shared Redis or database may hold another deployment's rows and posterior). Of the decrypted weights, so
+    re-encrypting them in a key rotation keeps the fingerprint and the posterior."""
+    h = hashlib.blake2b(weights, digest_size=8)
+    h.update(f"{as_of}|{'|'.join(map(str, merchant_ids))}".encode())
+    return h.hexdigest()
 
 
 def _explain_artifacts(artifacts: dict[str, Any]) -> dict[str, Any]:
@@ -190,15 +198,10 @@ def package_of(
     else:
         snap = snapshot(pm, ctx, as_of, seed=int(pm.meta.get("seed", 0))).to_bytes()
     n_prop, n_over = override_counts(ctx, cutoff_seconds(as_of))
-    # what is served, the same on every replica: the trained weights and the merchants served at the as-of date
-    # (a shared Redis or database may hold another deployment's rows and posterior); of the decrypted weights, so
-    # re-encrypting them in a key rotation keeps the fingerprint and the posterior
-    h = hashlib.blake2b(weights, digest_size=8)
-    h.update(f"{as_of}|{'|'.join(map(str, ctx.merchant_ids))}".encode())
     deals = tables["deals"]
     return ServingPackage(
         version=version,
-        fingerprint=h.hexdigest(),
+        fingerprint=_fingerprint(weights, as_of, ctx.merchant_ids),
         data_hash=data_hash,
         meta=pm.meta,
         scorer_config=pm.scorer.config.__dict__.copy(),
