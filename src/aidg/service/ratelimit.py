@@ -251,7 +251,8 @@ class RateLimit:
             f"wait {wait:.3g} s (Retry-After) and send more slowly, or ask the operator for a higher limit "
             "(AIDG_SERVICE__RATE_LIMIT_PER_SECOND, AIDG_SERVICE__RATE_LIMIT_BURST)"
         )
-        detail = {"retry_after_s": round(wait, 3), "limit_per_second": lim.rate, "burst": lim.burst}
+        # rounded up to the millisecond: a wait under 0.5 ms must not read as "retry after 0 s"
+        detail = {"retry_after_s": math.ceil(wait * 1000) / 1000, "limit_per_second": lim.rate, "burst": lim.burst}
         return JSON(
             {"error": "rate_limited", "message": msg, "detail": detail},
             status_code=429,
