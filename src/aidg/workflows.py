@@ -200,14 +200,16 @@ def arena_data(
     version: str = "latest",
     latent_reference: bool = True,
     records: bool = True,
+    drop: frozenset[str] = frozenset(),
 ) -> tuple[Any, dict[str, Any]]:
     """The arena's setup (:func:`aidg.policy.arena.build_arena`) for a version's held-out merchants of a world
     (``latent_reference``: fit the ``latent_informed`` reference too; ``records``: score the merchants' records,
-    where ``risk_aware_ts``'s posterior starts)."""
+    where ``risk_aware_ts``'s posterior starts; ``drop``: profile branches switched off for every merchant, the
+    decision ablation)."""
     from aidg.explain.explainer import load_explainer
     from aidg.features.candidates import CandidateGenerator
     from aidg.features.context import FeatureContext
-    from aidg.inference.history import merchant_record
+    from aidg.inference.history import merchant_record, scorer_predict
     from aidg.inference.scoring import score_candidates
     from aidg.inference.snapshot import snapshot
     from aidg.policy.arena import build_arena
@@ -219,6 +221,10 @@ def arena_data(
         raise DataError(f"{data} has no simulator truth: the arena judges policies by it; run it on `aidg simulate`")
     registry = ModelRegistry(settings)
     pm = registry.load_profile(version)
+    branches = list(pm.fusion.config.branches)
+    unknown = sorted(set(drop) - set(branches))
+    if unknown:
+        raise DataError(f"unknown profile branches {', '.join(unknown)}; choose from {', '.join(branches)}")
     scorer = load_explainer(pm, settings).scorer
     at = pd.Timestamp(pm.meta["as_of"])
     ctx = FeatureContext.from_tables(tables, at)
@@ -236,7 +242,7 @@ def arena_data(
     current["focus"] = "primary"
     current["distance"] = 0.0
     legacy = oracle.current_system_deal(ids, at).assign(merchant_id=ids)
-    snap = snapshot(pm, ctx, at, seed=int(pm.meta.get("seed", 0)))
+    snap = snapshot(pm, ctx, at, seed=int(pm.meta.get("seed", 0)), drop=frozenset(drop))
     scored = score_candidates(scorer, ctx, snap, cand)
     scored_current = score_candidates(scorer, ctx, snap, current[cand.columns])
     rows = ctx.merchant_code.loc[ids].to_numpy()
@@ -247,7 +253,11 @@ def arena_data(
     def truth_at(terms: pd.DataFrame, week: int) -> pd.DataFrame:
         return oracle.evaluate(terms.merchant_id.to_numpy(), terms, at=at + pd.Timedelta(days=7 * week + 3))
 
-    record = merchant_record(scorer, ctx, snap, tables, ids, at) if records and settings.posterior.enabled else None
+    record = (
+        merchant_record(scorer_predict(scorer, ctx, snap), tables, ids, at)
+        if records and settings.posterior.enabled
+        else None
+    )
     latent = (
         _latent_scores(oracle, tables, pm.meta.get("train_merchants", []), ids, cand, current, at, settings)
         if latent_reference
@@ -319,9 +329,11 @@ def simulate_policy(
     seeds: int = 1,
     policies: tuple[str, ...] | None = None,
     version: str = "latest",
+    without: tuple[str, ...] = (),
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The policy arena (:mod:`aidg.policy.arena`) on the held-out merchants of a simulated world."""
+    """The policy arena (:mod:`aidg.policy.arena`) on the held-out merchants of a simulated world (``without``:
+    profile branches switched off for every merchant, as the decision ablation does)."""
     from aidg.policy.arena import arena
     from aidg.policy.names import POLICIES
 
@@ -333,8 +345,9 @@ def simulate_policy(
     say("scoring candidates and the current deals", 0.02)
     chosen = tuple(policies) if policies else POLICIES
     data_, meta = arena_data(
-        settings, data, days, version, latent_reference="latent_informed" in chosen, records="risk_aware_ts" in chosen
-    )
+        settings, data, days, version, latent_reference="latent_informed" in chosen, records="risk_aware_ts" in chosen,
+        drop=frozenset(without),
+    )  # fmt: skip
     res = arena(
         data_,
         settings,
@@ -351,6 +364,7 @@ def simulate_policy(
             "first_seed": seed,
             "variants": data_.n_variants,
             "context_dim": data_.dim,
+            "without_branches": sorted(without),
             **meta,
             "seconds": round(time.perf_counter() - t0, 2),
         }

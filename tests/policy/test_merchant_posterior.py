@@ -96,3 +96,16 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(DataError, match="finite"):
         mp.update_params("d", "approval", float("nan"))
     assert not mp.update_params("unknown", "approval", 1.0)
+
+
+def test_forgetting_a_merchant_leaves_the_posterior_it_would_have_had_without_it() -> None:
+    rng = np.random.default_rng(3)
+    events = _events(rng, 60)
+    mp = _posterior(events)
+    without = _posterior([e for e in events if e[1] != "m2"])
+    assert mp.forget("m2") and not mp.forget("m2")  # a second erasure finds nothing
+    for m, c in (("m0", "c0"), ("m1", "c1"), ("m2", "c0"), ("m5", "c1")):
+        for part, (mean, cov) in mp.part_posteriors(m, c).items():
+            ref_mean, ref_cov = without.part_posteriors(m, c)[part]
+            np.testing.assert_allclose(mean, ref_mean, atol=1e-9)
+            np.testing.assert_allclose(cov, ref_cov, atol=1e-9)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from aidg.explain.explainer import load_explainer
 from aidg.features.context import FeatureContext
-from aidg.inference.history import RECORD_COLUMNS, merchant_record
+from aidg.inference.history import RECORD_COLUMNS, merchant_record, scorer_predict
 from aidg.inference.snapshot import snapshot
 from aidg.registry import ModelRegistry
 from aidg.sim.storage import load_data_folder
@@ -24,7 +24,7 @@ def test_the_record_holds_only_outcomes_known_at_the_as_of_date(trained: dict[st
     ctx = FeatureContext.from_tables(tables, at)
     snap = snapshot(pm, ctx, at, seed=int(pm.meta.get("seed", 0)))
     ids = list(pm.meta["heldout_merchants"])[:5]
-    rec = merchant_record(scorer, ctx, snap, tables, ids, at)
+    rec = merchant_record(scorer_predict(scorer, ctx, snap), tables, ids, at)
     assert list(rec.columns) == RECORD_COLUMNS and set(rec.merchant_id) <= set(ids)
     assert set(rec.part) == {"approval", "conversion", "gp30_uplift"}
     assert np.isfinite(rec[["observed", "predicted"]].to_numpy(float)).all()
@@ -36,4 +36,4 @@ def test_the_record_holds_only_outcomes_known_at_the_as_of_date(trained: dict[st
     # the predictions are the scorer's for those terms: a proposal's approval is a probability
     assert rec[rec.part == "approval"].predicted.between(0, 1).all()
     # an earlier as-of date sees a shorter record
-    assert len(merchant_record(scorer, ctx, snap, tables, ids, at - pd.Timedelta(days=120))) < len(rec)
+    assert len(merchant_record(scorer_predict(scorer, ctx, snap), tables, ids, at - pd.Timedelta(days=120))) < len(rec)

@@ -223,3 +223,26 @@ def test_a_backend_down_is_named_by_readyz_and_answers_degraded(
         r = c.post("/v1/feedback", json=event)
         assert r.status_code == 200 and r.json()["accepted"] == 1 and r.json()["degraded"] is True
         assert backends.decisions.unapplied()  # stored: the outbox republishes it when the bus is back
+
+
+def test_the_service_decides_with_the_per_merchant_posterior_started_from_the_records(
+    client: TestClient, merchant: str
+) -> None:
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    served = engine.champion
+    records = served.model.package.records
+    assert len(records) and set(records.part) == {"approval", "conversion", "gp30_uplift"}
+    post = served.policy.merchants
+    with_record = set(records.merchant_id.astype(str)) & set(post.parts["gp30_uplift"].merchants_)
+    assert with_record  # the replica's posterior starts from the package's records
+    m = next(x for x in sorted(with_record) if x != merchant and engine.privacy.personalized(x))
+    seen = set()
+    for _ in range(6):
+        out = _generate(client, m)
+        seen.add(out["why_current"] or "")
+    # the posterior path's reasons (no minimum-gain margin): a variant, or the current deal by the posterior / gate
+    assert not any("by enough for its distance" in w for w in seen)
+    # an erasure takes the merchant out of the replica's posterior and the package it starts from
+    engine.forget(m)
+    assert m not in post.parts["gp30_uplift"].merchants_
+    assert m not in set(served.model.package.records.merchant_id.astype(str))

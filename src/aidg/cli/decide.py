@@ -22,6 +22,10 @@ def simulate_policy(
         str | None, typer.Option(help="Comma-separated subset of: " + ", ".join(POLICY_NAMES) + " (default: all).")
     ] = None,
     version: Annotated[str, typer.Option(help="Model version, or 'latest'.")] = "latest",
+    without_branch: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated profile branches to switch off for every merchant (the decision ablation)."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The policy arena: run deal policies through simulated time with delayed rewards, judged by the oracle."""
@@ -40,6 +44,7 @@ def simulate_policy(
             seeds=seeds,
             policies=chosen,
             version=version,
+            without=tuple(b.strip() for b in without_branch.split(",") if b.strip()) if without_branch else (),
             progress=update,
         )
     if json_out:

@@ -14,6 +14,8 @@ with nothing. Only outcomes known at the as-of date count.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -23,19 +25,24 @@ from aidg.inference.scoring import score_candidates
 from aidg.inference.snapshot import Snapshot
 from aidg.models.deal_scorer import ContextualDealScorer
 
+Predict = Callable[[pd.DataFrame], pd.DataFrame]  # candidate terms -> the same rows with approval, conversion, uplift
 RECORD_COLUMNS = ["merchant_id", "discount_pct", "price", "duration_days", "focus", "part", "observed", "predicted"]
 
 
+def scorer_predict(scorer: ContextualDealScorer, ctx: FeatureContext, snap: Snapshot) -> Predict:
+    """The scorer as a :data:`Predict` (its outputs at the snapshot's date)."""
+    return lambda terms: score_candidates(scorer, ctx, snap, terms).table
+
+
 def merchant_record(
-    scorer: ContextualDealScorer,
-    ctx: FeatureContext,
-    snap: Snapshot,
+    predict: Predict,
     tables: dict[str, pd.DataFrame],
     merchant_ids: list[str],
     as_of: pd.Timestamp,
 ) -> pd.DataFrame:
-    """Observed outcomes of the merchants' past proposals and deals beside the scorer's predictions for their terms
-    (columns :data:`RECORD_COLUMNS`; ``part`` is ``approval``, ``conversion`` or ``gp30_uplift``)."""
+    """Observed outcomes of the merchants' past proposals and deals beside a predictor's predictions for their terms
+    (:func:`scorer_predict`, or the gradient-boosted baseline's; columns :data:`RECORD_COLUMNS`; ``part`` is
+    ``approval``, ``conversion`` or ``gp30_uplift``)."""
     ids = set(merchant_ids)
     primary = tables["merchants"].set_index("merchant_id").category_id
     props = tables["proposals"]
@@ -49,7 +56,7 @@ def merchant_record(
     past["focus"] = np.where(past.category_id.to_numpy() == primary.reindex(past.merchant_id).to_numpy(),
                              "primary", "secondary")  # fmt: skip
     past = past.assign(variant=np.arange(len(past)), type="safe", distance=0.0)
-    scored = score_candidates(scorer, ctx, snap, past[CANDIDATE_COLUMNS]).table
+    scored = predict(past[CANDIDATE_COLUMNS])
     n_p = len(props)
     base = scored[["merchant_id", "discount_pct", "price", "duration_days", "focus"]]
     parts = [

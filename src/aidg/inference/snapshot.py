@@ -82,9 +82,15 @@ class Snapshot:
 
 
 def snapshot(
-    pm: ProfileModel, ctx: FeatureContext, at: pd.Timestamp | str, seed: int = 0, memory_len: int = MEMORY_LEN
+    pm: ProfileModel,
+    ctx: FeatureContext,
+    at: pd.Timestamp | str,
+    seed: int = 0,
+    memory_len: int = MEMORY_LEN,
+    drop: frozenset[str] = frozenset(),
 ) -> Snapshot:
-    """Compute every merchant's readable features, profile, override intent and deal memory as of ``at``."""
+    """Compute every merchant's readable features, profile, override intent and deal memory as of ``at``
+    (``drop``: profile branches switched off, as for a merchant missing them: the decision ablation's)."""
     readable: dict[str, np.ndarray] = {}
     parts = pm.compute_parts(ctx, at, seed=seed, readable=readable)
     view = merchant_view(ctx, at, readable.get("mood"))
@@ -93,7 +99,7 @@ def snapshot(
     return Snapshot(
         pd.Timestamp(at),
         view,
-        pm.profiles(parts),
+        pm.profiles(parts, drop),
         parts["override_intent"].astype(np.float32),
         mem.x.astype(np.float32),
         mem.mask,

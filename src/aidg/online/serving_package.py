@@ -5,8 +5,10 @@ It holds what serving one data folder with one registered version needs, and not
 - the deal scorer (its config and weights) and the explainers' state (prototypes, rule surrogate);
 - the version's metadata (as-of date, seed, training merchants, serving policy);
 - for the data folder it serves (by the digest of its tables): every merchant's snapshot, the bandit's context
-  projection, the override counts, and the three tables the candidate generator and the explanations read
-  (merchants, categories, and the deals' terms and outcomes).
+  projection, the override counts, the three tables the candidate generator and the explanations read
+  (merchants, categories, and the deals' terms and outcomes), and every merchant's record (its past outcomes
+  beside the scorer's predictions, :func:`aidg.inference.history.merchant_record`), where the decision
+  posterior starts.
 
 ``aidg train`` writes it beside the registered version, under ``AIDG_HOME/cache/serving-v<version>.bin``
 (encrypted at rest with the key, as the weights are: it holds merchant data). A start that finds none, or one made
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from aidg.inference.snapshot import Snapshot
 
 log = logging.getLogger("aidg.service")
-FORMAT = "aidg-serving-1"
+FORMAT = "aidg-serving-2"  # 2: with the merchants' records
 SERVING_ARTIFACT = "serving"  # pm.artifacts key of the snapshot and projection training computed for its folder
 PACKAGE_TABLES = ("merchants", "categories")  # kept whole
 DEAL_COLUMNS = ("merchant_id", "category_id", "started_at", "discount_pct", "price", "duration_days",
@@ -68,6 +70,7 @@ class ServingPackage:
     tables: dict[str, pd.DataFrame]
     proposals: np.ndarray  # per merchant code: legacy proposals answered before the as-of date
     overrides: np.ndarray  # … and of those, edited by the rep
+    records: pd.DataFrame  # aidg.inference.history.RECORD_COLUMNS: every merchant's record at the as-of date
 
     @property
     def as_of(self) -> pd.Timestamp:
@@ -181,7 +184,8 @@ def package_of(
     weights file, for the fingerprint; ``reuse``: an as-of snapshot already computed (its rows' merchant ids, the
     snapshot), taken when its merchants are the folder's."""
     from aidg.features.merchant_view import override_counts
-    from aidg.inference.snapshot import snapshot
+    from aidg.inference.history import merchant_record, scorer_predict
+    from aidg.inference.snapshot import Snapshot, snapshot
     from aidg.sim.storage import load_data_folder
 
     if pm.scorer is None:
@@ -198,6 +202,8 @@ def package_of(
     else:
         snap = snapshot(pm, ctx, as_of, seed=int(pm.meta.get("seed", 0))).to_bytes()
     n_prop, n_over = override_counts(ctx, cutoff_seconds(as_of))
+    ids = [str(m) for m in ctx.merchant_ids]
+    records = merchant_record(scorer_predict(pm.scorer, ctx, Snapshot.from_bytes(snap, as_of)), tables, ids, as_of)
     deals = tables["deals"]
     return ServingPackage(
         version=version,
@@ -215,6 +221,7 @@ def package_of(
         },
         proposals=np.asarray(n_prop),
         overrides=np.asarray(n_over),
+        records=records,
     )
 
 

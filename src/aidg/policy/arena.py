@@ -47,8 +47,9 @@ from aidg.config import Settings
 from aidg.errors import DataError
 from aidg.policy.baselines import ArenaPolicy, RiskAwareTS, make_policy, vw_lines
 from aidg.policy.names import POLICIES
-from aidg.policy.pooled import CURRENT_FEATURES, term_features
+from aidg.policy.pooled import CURRENT_FEATURES
 from aidg.policy.projector import ContextProjector
+from aidg.policy.response_model import deal_features, record_of
 from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms
 
 APPROVAL_DELAY, CONVERSION_DELAY, GP30_DELAY = 0.1, 3.0, 30.0
@@ -131,13 +132,9 @@ def build_arena(
         cur = {c: float(current_scored[c].iloc[j]) for c in keep}
         c_row = current_scored.iloc[j]
         c_terms = (float(c_row.discount_pct), float(c_row.price), float(c_row.duration_days))
-        psi = term_features(
-            v.discount_pct.to_numpy(float), v.price.to_numpy(float), v.duration_days.to_numpy(float),
-            (v.focus == "secondary").to_numpy() if "focus" in v else np.zeros(n), c_terms,
-        )  # fmt: skip
-        mterms = MerchantTerms(ids[j], str(c_row.category_id), psi, CURRENT_FEATURES)
+        mterms = MerchantTerms(ids[j], str(c_row.category_id), deal_features(v, c_terms), CURRENT_FEATURES)
         past = by_merchant.get(ids[j])
-        rec = None if past is None else _record(past, c_terms)
+        rec = None if past is None else record_of(past, c_terms)
         arms.append(
             MerchantArms(
                 v,
@@ -167,16 +164,6 @@ def build_arena(
             truth[key][w, terms._m.to_numpy(), terms._slot.to_numpy()] = t[key].to_numpy(float)
     severity = truth.pop("override_severity")[0, :, 0]
     return ArenaData(ids, arms, truth, severity, days, proj.dim, n)
-
-
-def _record(past: pd.DataFrame, current: tuple[float, float, float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """One merchant's record as (term features, observed − predicted) per part."""
-    out = {}
-    for part, g in past.groupby("part"):
-        psi = term_features(g.discount_pct.to_numpy(float), g.price.to_numpy(float), g.duration_days.to_numpy(float),
-                            (g.focus == "secondary").to_numpy(), current)  # fmt: skip
-        out[str(part)] = (psi, g.observed.to_numpy(float) - g.predicted.to_numpy(float))
-    return out
 
 
 def run_policy(

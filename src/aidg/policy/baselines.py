@@ -185,14 +185,9 @@ class RiskAwareTS(ArenaPolicy):
         return d.index, d.pscore
 
     def warm_start(self, arms: Sequence[Arms]) -> None:
-        errors: dict[str, list[np.ndarray]] = {}
-        for a in arms:
-            for part, (_, err) in (a.record or {}).items():
-                errors.setdefault(part, []).append(err)
-        self.widened = self.policy.merchants.calibrate(errors)
-        for a in arms:
-            if a.terms is not None and a.record:
-                self.policy.merchants.warm_start(a.terms.merchant, a.terms.category, a.record)
+        mp = self.policy.merchants
+        mp.warm_start_many([(a.terms.merchant, a.terms.category, a.record) for a in arms if a.terms and a.record])
+        self.widened = mp.widened
 
     def update_params(self, decision_id: str, part: str, value: float) -> None:
         if decision_id in self.policy.bandit.pending_:

@@ -64,6 +64,7 @@ class MerchantPosterior:
             m = np.asarray(spread[p], float)
             self.parts[p] = PooledLinear(noise[p], (s.population_share * m, s.category_share * m, m))
         self.open_: dict[str, _Decision] = {}
+        self.widened: dict[str, float] = {}  # the prior's widening per part (calibrate)
 
     def reset(self) -> None:
         for m in self.parts.values():
@@ -104,6 +105,7 @@ class MerchantPosterior:
                 continue
             out[part] = float(np.clip(np.sqrt(np.mean(means**2)) / ref[part], 1.0, 4.0))
             self.parts[part].widen(out[part])
+        self.widened = out
         return out
 
     def warm_start(self, merchant: str, category: str, record: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -114,6 +116,23 @@ class MerchantPosterior:
                 if not np.isfinite(err).all():
                     raise DataError(f"the record of merchant {merchant!r} holds non-finite {part} values")
                 self.parts[part].add_many(merchant, category, psi, err)
+
+    def warm_start_many(self, records: list[tuple[str, str, dict[str, tuple[np.ndarray, np.ndarray]]]]) -> None:
+        """Every merchant's record, (merchant, category, record) each: the priors widened by the records' errors
+        (:meth:`calibrate`), then each record learnt (:meth:`warm_start`)."""
+        errors: dict[str, list[np.ndarray]] = {}
+        for _, _, rec in records:
+            for part, (_, err) in rec.items():
+                errors.setdefault(part, []).append(err)
+        self.calibrate(errors)
+        for merchant, category, rec in records:
+            if rec:
+                self.warm_start(merchant, category, rec)
+
+    def forget(self, merchant: str) -> bool:
+        """An erasure: the merchant's record and outcomes leave every part and level, its open decisions go."""
+        self.open_ = {k: d for k, d in self.open_.items() if d.merchant != merchant}
+        return any([m.forget(merchant) for m in self.parts.values()])
 
     def close(self, decision_id: str) -> None:
         """No more parts will come for this decision."""

@@ -102,6 +102,7 @@ class PooledLinear:
         self.population_ = _Stats.zero(K)
         self.categories_: dict[str, _Stats] = {}
         self.merchants_: dict[str, _Stats] = {}
+        self.category_of_: dict[str, str] = {}
         self._top = None
         self._cat = {}
 
@@ -117,6 +118,7 @@ class PooledLinear:
 
     def _accumulate(self, merchant: str, category: str, A: np.ndarray | None, b: np.ndarray) -> None:
         """Add to the sums of every level the observation reaches (the caches of the posteriors are then stale)."""
+        self.category_of_.setdefault(merchant, category)
         for s in (
             self.population_,
             self.categories_.setdefault(category, _Stats.zero(K)),
@@ -127,6 +129,19 @@ class PooledLinear:
             s.b += b
         self._top = None
         self._cat.clear()
+
+    def forget(self, merchant: str) -> bool:
+        """Take a merchant's observations out of every level (an erasure); False when it had none."""
+        own = self.merchants_.pop(merchant, None)
+        category = self.category_of_.pop(merchant, None)
+        if own is None or category is None:
+            return False
+        for s in (self.population_, self.categories_[category]):
+            s.A -= own.A
+            s.b -= own.b
+        self._top = None
+        self._cat.clear()
+        return True
 
     def _level(
         self, s: _Stats | None, prior_prec: np.ndarray, above: tuple[np.ndarray, np.ndarray]

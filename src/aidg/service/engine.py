@@ -402,7 +402,7 @@ class DealEngine:
 
     def forget(self, merchant_id: str) -> int:
         """This replica's part of an erasure: refuse the merchant from now on, drop it from the in-process
-        caches and the explainers' prototypes; returns the cache entries removed."""
+        caches, the explainers' prototypes and the decision posterior; returns the cache entries removed."""
         self.privacy.forget(merchant_id)
         removed = 0
         for s in self.served():
@@ -411,6 +411,10 @@ class DealEngine:
             memory = s.model.explainer.memory
             if memory is not None:
                 memory.remove(merchant_id)
+            with s.lock:  # its record and outcomes leave the decision posterior (and the package it starts from)
+                s.policy.merchants.forget(merchant_id)
+            rec = s.model.package.records
+            s.model.package.records = rec[rec.merchant_id.astype(str) != merchant_id]
         return removed
 
     def profile(self, merchant_id: str, embedding: bool = False) -> dict[str, Any]:

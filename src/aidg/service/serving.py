@@ -26,7 +26,9 @@ from aidg.explain.variant_row import TopFeature, VariantRow, variant_rows
 from aidg.online.bundle import Bundle, unpack_bundle
 from aidg.online.feature_row import bundle_key
 from aidg.online.serving_model import ServingModel
-from aidg.policy.risk_aware import CURRENT, Candidates, Decision, RiskAwarePolicy
+from aidg.policy.pooled import CURRENT_FEATURES, term_features
+from aidg.policy.response_model import current_deals, current_terms, merchant_records
+from aidg.policy.risk_aware import CURRENT, Candidates, Decision, MerchantTerms, RiskAwarePolicy
 from aidg.service.backends import Backends
 from aidg.store.cache import EmbeddingCache
 
@@ -67,8 +69,15 @@ class Served:
         )
         self.policy = RiskAwarePolicy(
             model.projector.dim, settings.bandit, settings.guard, settings.exploration, settings.reward,
-            seed=int.from_bytes(uuid.uuid4().bytes[:4], "little"),
+            seed=int.from_bytes(uuid.uuid4().bytes[:4], "little"), posterior=settings.posterior,
         )  # fmt: skip
+        # the per-merchant posterior starts from every merchant's record (aidg.policy.response_model); each request
+        # passes its variants' term features relative to the merchant's current (habitual) deal
+        current = current_terms(model.merchants, model.merchants.merchant_id)
+        self.current_deals = current_deals(current)
+        self.categories = current.category_id.astype(str).to_dict()
+        if settings.posterior.enabled:
+            self.policy.merchants.warm_start_many(merchant_records(model.package.records, current))
         self.current_only = model.serving_policy == "current"
         self.posterior_version = -1
         self.lock = threading.Lock()  # the policy's state: decisions vs. the posterior reload
@@ -120,13 +129,18 @@ class Served:
             np.nan_to_num(b.terms["distance"][:n]),
         )  # fmt: skip
         current = {k: float(s[k][n]) for k in PREDICTED}
+        terms = None
+        if self.settings.posterior.enabled:
+            psi = term_features(b.terms["discount_pct"][:n], b.terms["price"][:n], b.terms["duration_days"][:n],
+                                np.asarray(b.labels["focus"][:n]) == "secondary", self.current_deals[merchant_id])
+            terms = MerchantTerms(merchant_id, self.categories[merchant_id], psi, CURRENT_FEATURES)  # fmt: skip
         if self.current_only:
             why = "the existing system plays the merchant's current deal"
             d = Decision(CURRENT, 1.0, "current", {}, why, float("nan"))
         else:
             with self.lock:
                 d = self.policy.select_action(decision_id, cands, s["phi"][:n], b.override_rate, s["phi"][n], current,
-                                       explore=explore)  # fmt: skip
+                                              explore=explore, terms=terms)  # fmt: skip
                 self.policy.release(decision_id)
         return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features)
 

@@ -2,7 +2,12 @@
 
 Every held-out merchant gets its candidates at the as-of date; the oracle (the
 simulator's truth, never seen in training) gives each candidate's true
-expected reward and approval probability. Keys (``aidg evaluate --json``):
+expected reward and approval probability. The decision figures are those of
+the response model decisions are made with: the scorer's predictions
+corrected by each merchant's own record before its first decision
+(:mod:`aidg.policy.response_model`, the per-merchant posterior's mean);
+``scorer_alone`` holds the same figures for the scorer's raw predictions.
+Keys (``aidg evaluate --json``):
 
 - ``reward_spearman``: Spearman of the predicted composite score against the true
   expected reward, over all candidates of all held-out merchants (pooled);
@@ -18,7 +23,9 @@ expected reward and approval probability. Keys (``aidg evaluate --json``):
   mean |Δscore| removing the top-5 IG features ÷ mean |Δscore| removing 5 random ones;
 - ``prototype_type_agreement``: share of each held-out merchant's 5 most similar
   training merchants with the same latent personality type (needs the truth);
-- ``scorer_vs_baseline``: the same decision metrics for the gradient-boosted baseline.
+- ``scorer_vs_baseline``: the same decision metrics for the gradient-boosted baseline, corrected by the same
+  per-merchant posterior from its own errors on the records (``gbm``, beside ``ours``), and both raw
+  (``gbm_alone``, ``ours_alone``).
 """
 
 from __future__ import annotations
@@ -35,11 +42,14 @@ from aidg.explain.attribution import faithfulness, integrated_gradients
 from aidg.explain.explainer import load_explainer, rule_frame
 from aidg.features.candidates import CandidateGenerator
 from aidg.features.context import FeatureContext
+from aidg.inference.history import Predict, merchant_record, scorer_predict
 from aidg.inference.profile_model import ProfileModel
 from aidg.inference.scoring import merchant_inputs, score_candidates
-from aidg.inference.snapshot import candidate_features, snapshot
+from aidg.inference.snapshot import Snapshot, candidate_features, snapshot
+from aidg.policy.response_model import corrected, current_terms
 from aidg.progress import Progress, no_progress
 from aidg.training.explainers import load_baseline
+from aidg.training.gbm_baseline import GBMBaseline
 from aidg.training.scorer import expected_calibration_error
 
 FAITHFULNESS_MERCHANTS = 200
@@ -59,6 +69,38 @@ def decision_metrics(frame: pd.DataFrame) -> dict[str, float]:
     out["reward_spearman_within_merchant"] = float(np.nanmean(sp)) if sp else float("nan")
     out["approval_ece"] = expected_calibration_error(frame.approval.to_numpy(), frame.true_approval.to_numpy())
     return out
+
+
+def _response_metrics(
+    frame: pd.DataFrame,
+    predicted: pd.DataFrame,
+    predict: Predict,
+    current: pd.DataFrame,
+    tables: dict[str, pd.DataFrame],
+    ids: list[str],
+    as_of: pd.Timestamp,
+    settings: Settings,
+) -> dict[str, float]:
+    """:func:`decision_metrics` of a predictor corrected by each merchant's record (the response model,
+    :func:`aidg.policy.response_model.corrected`); ``frame``: the candidates with the truth; ``predicted``: the
+    same rows with the predictor's outputs; ``predict``: the predictor, for the records."""
+    record = merchant_record(predict, tables, ids, as_of)
+    resp = corrected(predicted, current, record, settings)
+    out = decision_metrics(frame.assign(score=resp.score.to_numpy(), approval=resp.approval.to_numpy()))
+    out["record_merchants"] = int(record.merchant_id.nunique()) if len(record) else 0
+    return out
+
+
+def _gbm_predict(baseline: GBMBaseline, ctx: FeatureContext, snap: Snapshot) -> Predict:
+    """The gradient-boosted baseline as a :data:`~aidg.inference.history.Predict`."""
+
+    def predict(terms: pd.DataFrame) -> pd.DataFrame:
+        rows, feats, codes = candidate_features(ctx, snap, terms)
+        pred = baseline.predict(snap.tensors(rows), feats, codes)
+        keep = ("score", "approval", "conversion", "uplift")
+        return terms.reset_index(drop=True).assign(**{k: pred[k] for k in keep})
+
+    return predict
 
 
 def evaluate_scorer(
@@ -95,15 +137,23 @@ def evaluate_scorer(
         say("scorer: oracle", 0.4)
         truth = Oracle(truth_world, settings.reward).evaluate(t.merchant_id.to_numpy(), t, at=as_of)
         frame = t.assign(true_reward=truth.reward.to_numpy(), true_approval=truth.approval_prob.to_numpy())
-        ours = decision_metrics(frame)
+        ids = [str(ctx.merchant_ids[c]) for c in te]
+        current = current_terms(tables["merchants"], ids)
+        say("scorer: the merchants' records", 0.45)
+        alone = decision_metrics(frame)
+        ours = _response_metrics(frame, frame, scorer_predict(scorer, ctx, snap), current, tables, ids, as_of, settings)
         out.update(ours)
+        out["scorer_alone"] = alone
         if baseline is not None:
-            rows, feats, codes = candidate_features(ctx, snap, t)
-            pred = baseline.predict(snap.tensors(rows), feats, codes)
-            b = decision_metrics(frame.assign(score=pred["score"], approval=pred["approval"]))
+            gbm = _gbm_predict(baseline, ctx, snap)
+            g = gbm(t)
+            b_alone = decision_metrics(frame.assign(score=g.score.to_numpy(), approval=g.approval.to_numpy()))
+            b = _response_metrics(frame, g, gbm, current, tables, ids, as_of, settings)
             out["scorer_vs_baseline"] = {
                 "ours": ours,
                 "gbm": b,
+                "ours_alone": alone,
+                "gbm_alone": b_alone,
                 "ours_beats_gbm_on_reward_spearman": bool(ours["reward_spearman"] > b["reward_spearman"]),
             }
         say("prototypes", 0.55)

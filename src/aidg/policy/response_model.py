@@ -1,0 +1,123 @@
+"""The response model decisions are made with: a predictor's outputs corrected per merchant by its own record.
+
+A predictor (the scorer, or the gradient-boosted baseline for comparison)
+predicts each reward part of each deal. Before a merchant's first AIDG
+decision its record (:func:`aidg.inference.history.merchant_record`: past
+approvals, conversions and GP30s beside the predictor's predictions for the
+same terms) already says where the predictor errs for that merchant. The
+per-merchant posterior (:class:`~aidg.policy.merchant_posterior.MerchantPosterior`,
+pooled population → category → merchant) learns those errors as a function of
+the terms relative to the merchant's current deal; its mean corrects every
+variant's parts and composite score, its spread gives the interval of the
+expected GP30 uplift. This is what ``risk_aware_ts`` starts from in the arena
+and what ``aidg evaluate`` reports as the response model.
+
+The current deal of a merchant is its habitual deal (the merchants table's
+``baseline_*`` terms), the reference of GP30 uplift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from aidg.config import Settings
+from aidg.errors import DataError
+from aidg.policy.merchant_posterior import MerchantPosterior
+from aidg.policy.pooled import term_features
+
+Record = dict[str, tuple[np.ndarray, np.ndarray]]  # part -> (term features, predictor's errors)
+
+
+def current_terms(merchants: pd.DataFrame, ids: Iterable[str]) -> pd.DataFrame:
+    """Each merchant's current (habitual) deal: ``category_id``, ``discount_pct``, ``price``, ``duration_days``,
+    indexed by ``merchant_id``."""
+    m = merchants.assign(merchant_id=merchants.merchant_id.astype(str)).set_index("merchant_id")
+    ids = [str(i) for i in ids]
+    missing = [i for i in ids if i not in m.index]
+    if missing:
+        raise DataError(f"merchant {missing[0]!r} is not in the merchants table")
+    m = m.loc[ids]
+    return pd.DataFrame(
+        {
+            "category_id": m.category_id.astype(str).to_numpy(),
+            "discount_pct": m.baseline_discount_pct.to_numpy(float),
+            "price": m.baseline_price.to_numpy(float),
+            "duration_days": m.baseline_duration_days.to_numpy(float),
+        },
+        index=pd.Index(ids, name="merchant_id"),
+    )
+
+
+def deal_features(deals: pd.DataFrame, current: tuple[float, float, float]) -> np.ndarray:
+    """Term features (:func:`~aidg.policy.pooled.term_features`) of one merchant's deals (``discount_pct``,
+    ``price``, ``duration_days``, optional ``focus``) relative to its current deal."""
+    secondary = (deals.focus == "secondary").to_numpy() if "focus" in deals else np.zeros(len(deals), bool)
+    return term_features(deals.discount_pct.to_numpy(float), deals.price.to_numpy(float),
+                         deals.duration_days.to_numpy(float), secondary, current)  # fmt: skip
+
+
+def record_of(past: pd.DataFrame, current: tuple[float, float, float]) -> Record:
+    """One merchant's record frame (``part``, terms, ``observed``, ``predicted``) as term features and errors."""
+    return {
+        str(part): (deal_features(g, current), g.observed.to_numpy(float) - g.predicted.to_numpy(float))
+        for part, g in past.groupby("part")
+    }
+
+
+def current_deals(current: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
+    """merchant -> its current deal's (discount, price, days), from :func:`current_terms`."""
+    terms = current[["discount_pct", "price", "duration_days"]].to_numpy(float)
+    return {str(m): (float(d), float(p), float(t)) for m, (d, p, t) in zip(current.index, terms, strict=True)}
+
+
+def merchant_records(record: pd.DataFrame | None, current: pd.DataFrame) -> list[tuple[str, str, Record]]:
+    """(merchant, category, record) of each merchant of ``current`` (:func:`current_terms`) with a record in
+    ``record`` (:func:`~aidg.inference.history.merchant_record`'s frame; None: none)."""
+    if record is None or record.empty:
+        return []
+    cur, cats = current_deals(current), current.category_id.astype(str).to_dict()
+    groups = ((str(m), g) for m, g in record.groupby(record.merchant_id.astype(str), sort=False))
+    return [(m, cats[m], record_of(g, cur[m])) for m, g in groups if m in cur]
+
+
+def warmed_posterior(settings: Settings, records: Iterable[tuple[str, str, Record]]) -> MerchantPosterior:
+    """A posterior warm-started from (merchant, category, record) triples: each part's prior widened by the
+    records' errors (:meth:`~aidg.policy.merchant_posterior.MerchantPosterior.calibrate`), then every record
+    learnt. ``posterior.widened`` holds the widening per part."""
+    post = MerchantPosterior(settings.posterior, settings.reward)
+    post.warm_start_many(list(records))
+    return post
+
+
+def corrected(
+    scored: pd.DataFrame, current: pd.DataFrame, record: pd.DataFrame | None, settings: Settings
+) -> pd.DataFrame:
+    """``scored`` (one row per deal: ``merchant_id``, terms, and the predictor's ``score``, ``approval``,
+    ``conversion``, ``uplift``) with those columns corrected by each merchant's posterior, plus ``uplift_sd``
+    (the expected GP30 uplift's posterior sd). ``current``: :func:`current_terms`; ``record``: the predictor's
+    :func:`~aidg.inference.history.merchant_record` (None or empty: population and category priors only)."""
+    ids = list(dict.fromkeys(scored.merchant_id.astype(str)))
+    cur = current_deals(current.loc[ids])
+    cats = current.category_id.astype(str).to_dict()
+    post = warmed_posterior(settings, merchant_records(record, current.loc[ids]))
+    out = scored.reset_index(drop=True).copy()
+    for col in ("score", "approval", "conversion", "uplift"):
+        out[col] = out[col].astype(float)
+    out["uplift_sd"] = np.nan
+    for key, idx in out.groupby(out.merchant_id.astype(str), sort=False).indices.items():
+        m, rows = str(key), out.iloc[idx]
+        psi = deal_features(rows, cur[m])
+        parts = post.part_posteriors(m, cats[m])
+        shift, _ = post.correction(parts, psi)
+        mean, sd = post.uplift_interval(parts, psi, rows.uplift.to_numpy(float))
+        out.loc[out.index[idx], "score"] = rows.score.to_numpy(float) + shift
+        out.loc[out.index[idx], "uplift"] = mean
+        out.loc[out.index[idx], "uplift_sd"] = sd
+        out.loc[out.index[idx], "approval"] = np.clip(rows.approval.to_numpy(float) + psi @ parts["approval"][0], 0, 1)
+        out.loc[out.index[idx], "conversion"] = np.clip(
+            rows.conversion.to_numpy(float) + psi @ parts["conversion"][0], 0, 1
+        )
+    return out
