@@ -211,14 +211,15 @@ def show_models(training: dict[str, Any], evaluation: dict[str, Any], console: C
         ),
         ("city embeddings vs hidden regions, silhouette", e.get("geo_region_silhouette"), "> 0.1 is structure"),
         (
-            "deal scorer: Spearman of score vs true expected reward",
+            "response model (scorer + each merchant's record): Spearman vs true expected reward",
             e.get("reward_spearman"),
-            f"gradient-boosted baseline {nested(e, 'scorer_vs_baseline', 'gbm', 'reward_spearman'):.3f}",
+            f"GBM + records {nested(e, 'scorer_vs_baseline', 'gbm', 'reward_spearman'):.3f}; "
+            f"scorer alone {nested(e, 'scorer_alone', 'reward_spearman'):.3f}",
         ),
         (
-            "deal scorer: NDCG@5 of each merchant's 50 variants",
+            "response model: NDCG@5 of each merchant's 50 variants",
             e.get("ndcg_at_5"),
-            f"baseline {nested(e, 'scorer_vs_baseline', 'gbm', 'ndcg_at_5'):.3f}",
+            f"GBM + records {nested(e, 'scorer_vs_baseline', 'gbm', 'ndcg_at_5'):.3f}",
         ),
         ("approval probability, calibration error (ECE)", e.get("approval_ece"), "goal ≤ 0.05"),
         (
