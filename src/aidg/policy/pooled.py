@@ -52,9 +52,22 @@ def term_features(
     current: tuple[float, float, float],
 ) -> np.ndarray:
     """(n, K) term features of n deals of one merchant relative to its current deal ``(discount, price, days)``."""
-    d0, p0, t0 = current
-    if p0 <= 0 or t0 <= 0:
-        raise DataError(f"the current deal needs a positive price and duration, got {p0} and {t0}")
+    return term_features_rows(discount, price, duration, secondary, *current)
+
+
+def term_features_rows(
+    discount: np.ndarray,
+    price: np.ndarray,
+    duration: np.ndarray,
+    secondary: np.ndarray,
+    d0: np.ndarray | float,
+    p0: np.ndarray | float,
+    t0: np.ndarray | float,
+) -> np.ndarray:
+    """:func:`term_features` with each row's own current deal ``(d0, p0, t0)`` (arrays, or scalars for all)."""
+    p0, t0 = np.asarray(p0, float), np.asarray(t0, float)
+    if (p0 <= 0).any() or (t0 <= 0).any():
+        raise DataError(f"the current deal needs a positive price and duration, got {p0.min()} and {t0.min()}")
     dd = (np.asarray(discount, float) - d0) / DISCOUNT_STEP
     ds = np.log(np.maximum(np.asarray(price, float), 1e-6) / p0) / SIZE_STEP
     dt = np.log(np.maximum(np.asarray(duration, float), 1.0) / t0) / DURATION_STEP

@@ -19,6 +19,7 @@ The current deal of a merchant is its habitual deal (the merchants table's
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ import pandas as pd
 from aidg.config import Settings
 from aidg.errors import DataError
 from aidg.policy.merchant_posterior import MerchantPosterior
-from aidg.policy.pooled import term_features
+from aidg.policy.pooled import term_features, term_features_rows
 
 Record = dict[str, tuple[np.ndarray, np.ndarray]]  # part -> (term features, predictor's errors)
 
@@ -78,9 +79,23 @@ def merchant_records(record: pd.DataFrame | None, current: pd.DataFrame) -> list
     ``record`` (:func:`~aidg.inference.history.merchant_record`'s frame; None: none)."""
     if record is None or record.empty:
         return []
-    cur, cats = current_deals(current), current.category_id.astype(str).to_dict()
-    groups = ((str(m), g) for m, g in record.groupby(record.merchant_id.astype(str), sort=False))
-    return [(m, cats[m], record_of(g, cur[m])) for m, g in groups if m in cur]
+    mids = record.merchant_id.astype(str)
+    keep = mids.isin(current.index).to_numpy()
+    record, mids = record[keep], mids[keep]
+    c = current.loc[list(mids)]  # each row's merchant's current deal: every record's features at once
+    psi = term_features_rows(
+        record.discount_pct.to_numpy(float), record.price.to_numpy(float), record.duration_days.to_numpy(float),
+        (record.focus == "secondary").to_numpy(), c.discount_pct.to_numpy(float), c.price.to_numpy(float),
+        c.duration_days.to_numpy(float),
+    )  # fmt: skip
+    err = record.observed.to_numpy(float) - record.predicted.to_numpy(float)
+    cats = current.category_id.astype(str).to_dict()
+    out: dict[str, Record] = {}
+    groups = pd.Series(0, index=pd.MultiIndex.from_arrays([mids.to_numpy(), record.part.astype(str).to_numpy()]))
+    for key, idx in groups.groupby(level=[0, 1], sort=False).indices.items():
+        m, part = (str(k) for k in cast(tuple[str, str], key))
+        out.setdefault(m, {})[part] = (psi[idx], err[idx])
+    return [(m, cats[m], rec) for m, rec in out.items()]
 
 
 def warmed_posterior(settings: Settings, records: Iterable[tuple[str, str, Record]]) -> MerchantPosterior:
