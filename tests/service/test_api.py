@@ -102,6 +102,11 @@ def test_feedback_is_idempotent_and_reaches_the_posterior(client: TestClient, me
     assert _wait(lambda: all(applied for _, applied in log.events(d)))  # the inline stream worker joined them
     assert {e.part for e, _ in log.events(d)} == {"approval", "override", "conversion"}
     assert _wait(lambda: engine.posterior_version > before)  # and this replica reloaded the posterior
+    # the decision logged its term features; the workers' per-merchant row reached this replica's posterior
+    assert len(log.get(d).payload["psi"]) == 7
+    online = engine.champion.policy.merchants.parts["approval"].online_
+    assert _wait(lambda: merchant in online)
+    assert online[merchant].A[0, 0] >= 1  # the approval's ψψᵀ: its intercept counted once
     prof = client.get(f"/v1/merchants/{merchant}/profile").json()
     assert prof["updates_since_materialized"] >= 1  # the online features were updated incrementally
 
@@ -246,3 +251,9 @@ def test_the_service_decides_with_the_per_merchant_posterior_started_from_the_re
     engine.forget(m)
     assert m not in post.parts["gp30_uplift"].merchants_
     assert m not in set(served.model.package.records.merchant_id.astype(str))
+    # one erased through another replica (its audit row in the shared decision log) leaves this one's at the refresh
+    other = next(x for x in sorted(with_record) if x not in (m, merchant))
+    engine.privacy.store.audit("erasure", engine.privacy.hash(other), "another-replica", {})
+    assert other in post.parts["gp30_uplift"].merchants_
+    engine.refresh_once()
+    assert other not in post.parts["gp30_uplift"].merchants_

@@ -298,6 +298,17 @@ class DecisionLog:
             row = conn.execute(select(POSTERIORS).where(POSTERIORS.c.name == name)).first()
         return None if row is None else row_posterior(row)
 
+    def posteriors_since(self, prefix: str, since: datetime | None = None) -> list[Posterior]:
+        """Every posterior whose name starts with ``prefix`` (``|`` separated: the per-merchant statistics of
+        :data:`aidg.online.worker.MERCHANT_SEP`), saved after ``since`` when given, oldest first."""
+        query = select(POSTERIORS).where(POSTERIORS.c.name.startswith(prefix, autoescape=True))
+        if since is not None:
+            check_aware(since, "since")
+            query = query.where(POSTERIORS.c.updated_at > since)
+        with self._session(write=False) as conn:
+            rows = conn.execute(query.order_by(POSTERIORS.c.updated_at, POSTERIORS.c.name)).all()
+        return [row_posterior(r) for r in rows]
+
     def counts(self) -> dict[str, int]:
         """``{"decisions": ..., "events": ..., "applied": ...}`` row counts."""
         query = select(

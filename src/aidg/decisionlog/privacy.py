@@ -31,6 +31,8 @@ from aidg.decisionlog.schema import (
     DECISIONS,
     EVENTS,
     KPIS,
+    MERCHANT_SEP,
+    POSTERIORS,
     PRIVACY_AUDIT,
     SHADOW,
     check_aware,
@@ -94,8 +96,9 @@ class PrivacyStore:
             lock_first: The row every stream-worker transaction locks first (the same lock order: no deadlock).
 
         Returns:
-            Counts: ``decisions``, ``events``, ``shadow``, ``consent`` rows deleted, ``posteriors`` downdated and
-            ``unlearned`` decisions (those whose parts had reached a posterior).
+            Counts: ``decisions``, ``events``, ``shadow``, ``consent`` and ``merchant_posteriors`` (the merchant's
+            own online statistics) rows deleted, ``posteriors`` downdated and ``unlearned`` decisions (those whose
+            parts had reached a posterior).
         """
         with self.log._session(write=True) as conn:
             tx = Tx(conn, self.log._insert)
@@ -128,6 +131,11 @@ class PrivacyStore:
                     delete(DECISIONS).where(DECISIONS.c.decision_id.in_(chunk))
                 ).rowcount
             counts["consent"] = conn.execute(delete(CONSENT).where(CONSENT.c.merchant_id == merchant_id)).rowcount
+            # the per-merchant posterior's online rows hold only this merchant's statistics: they go whole
+            own = [f"{name}{MERCHANT_SEP}{merchant_id}" for name in {posterior_of(r) for r in recs}]
+            counts["merchant_posteriors"] = (
+                conn.execute(delete(POSTERIORS).where(POSTERIORS.c.name.in_(own))).rowcount if own else 0
+            )
         return {**counts, "posteriors": downdated, "unlearned": sum(len(g) for g in by_posterior.values())}
 
     # -- retention -------------------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 PARTS = ("approval", "conversion", "gp30_uplift", "override")
+# a posterior's per-merchant rows are named "<posterior><MERCHANT_SEP><merchant id>" (aidg.online.worker)
+MERCHANT_SEP = "|merchant|"
 CHUNK = 500  # rows per multi-row statement / ids per IN list (well under SQLite's variable limit)
 _T = TypeVar("_T")
 Array = np.ndarray[Any, np.dtype[np.float64]]

@@ -41,15 +41,21 @@ import numpy as np
 
 from aidg.config import RewardSettings, StreamSettings
 from aidg.decisionlog.log import DecisionLog, DecisionRecord, RewardEvent
+from aidg.decisionlog.schema import MERCHANT_SEP
 from aidg.errors import BackendUnavailableError
 from aidg.monitor.kpis import bucket_of, feedback_kpis
 from aidg.online.feature_row import FeatureRow
 from aidg.policy.bandit import join_part
+from aidg.policy.merchant_posterior import PART_PREDICTIONS
+from aidg.policy.pooled import K
 from aidg.store.online import OnlineStore
 from aidg.stream.bus import EventBus
 
 log = logging.getLogger("aidg.stream")
 WORKER_LOCK = "__stream_workers__"  # the row every worker transaction locks first (one lock order: no deadlocks)
+# a merchant's online statistics for the per-merchant posterior: one row per (posterior, merchant), A the
+# block-diagonal Σψψᵀ and b the stacked Σψy of the learnt parts in MERCHANT_PARTS' order (K term features each)
+MERCHANT_PARTS = tuple(PART_PREDICTIONS)
 
 
 def _prior(dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +70,16 @@ def reward_message(e: RewardEvent) -> dict[str, Any]:
 
 def posterior_name(model_version: str) -> str:
     return f"risk_aware_ts/v{model_version}"
+
+
+def merchant_stats_name(posterior: str, merchant_id: str) -> str:
+    """The row of a merchant's online statistics under ``posterior`` (:data:`MERCHANT_SEP`)."""
+    return f"{posterior}{MERCHANT_SEP}{merchant_id}"
+
+
+def _merchant_prior() -> tuple[np.ndarray, np.ndarray]:
+    n = K * len(MERCHANT_PARTS)
+    return np.zeros((n, n)), np.zeros(n)
 
 
 def posterior_of(rec: DecisionRecord) -> str:
@@ -130,6 +146,7 @@ class StreamWorker:
             ids = sorted({e.decision_id for e in claimed})
             recs = tx.decisions(ids)
             before = tx.applied_parts(ids, exclude_event_ids=[e.event_id for e in claimed])
+            seen = {d: dict(parts) for d, parts in before.items()}  # the per-merchant statistics' own copy
             by_posterior: dict[str, list[RewardEvent]] = defaultdict(list)
             for e in claimed:
                 by_posterior[posterior_of(recs[e.decision_id])].append(e)
@@ -151,6 +168,7 @@ class StreamWorker:
                         A += np.outer(rec.phi, rec.phi)
                     b += rec.phi * delta
                 tx.save_posterior(name, A, b)
+            self._merchant_stats(tx, claimed, recs, seen)
             bucket = bucket_of(datetime.now(UTC), self.kpi_bucket_seconds)
             kpis: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # one upsert per name, not per event
             for e in claimed:
@@ -163,6 +181,36 @@ class StreamWorker:
                 tx.add_kpi(bucket, name, total, int(count))
         self.applied += len(done)
         return done
+
+    @staticmethod
+    def _merchant_stats(
+        tx: Any, claimed: list[RewardEvent], recs: dict[str, DecisionRecord], seen: dict[str, dict[str, float]]
+    ) -> None:
+        """The per-merchant posterior's online part (:mod:`aidg.policy.merchant_posterior`): each landed approval,
+        conversion or GP30 of a decision that logged its term features ``psi`` adds ``ψψᵀ`` (its first value) and
+        ``ψ · (value − the scorer's prediction, or − the part's previous value)`` to the merchant's row, in the
+        same transaction as the claim, so exactly once; the sums commute, so in any order."""
+        by_row: dict[str, list[RewardEvent]] = defaultdict(list)
+        for e in claimed:
+            rec = recs[e.decision_id]
+            if e.part in MERCHANT_PARTS and isinstance(rec.payload.get("psi"), list):
+                by_row[merchant_stats_name(posterior_of(rec), rec.merchant_id)].append(e)
+        for name, events in sorted(by_row.items()):
+            post = tx.lock_posterior(name, _merchant_prior)
+            A, b = post.A.copy(), post.b.copy()
+            for e in sorted(events, key=lambda e: (e.at, e.event_id)):
+                rec = recs[e.decision_id]
+                psi = np.asarray(rec.payload["psi"], float)
+                parts = seen.setdefault(e.decision_id, {})
+                prev = parts.get(e.part)
+                if psi.shape != (K,) or prev == e.value:
+                    continue
+                j = MERCHANT_PARTS.index(e.part) * K
+                if prev is None:
+                    A[j : j + K, j : j + K] += np.outer(psi, psi)
+                b[j : j + K] += psi * (e.value - (rec.predicted[e.part] if prev is None else prev))
+                parts[e.part] = e.value
+            tx.save_posterior(name, A, b)
 
     def _refresh_features(self, applied: list[tuple[RewardEvent, DecisionRecord]]) -> None:
         """Fold the applied events into each merchant's online feature row; drop its cached bundle."""

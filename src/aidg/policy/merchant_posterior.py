@@ -129,6 +129,17 @@ class MerchantPosterior:
             if rec:
                 self.warm_start(merchant, category, rec)
 
+    def set_online(self, merchant: str, category: str, A: np.ndarray, b: np.ndarray) -> None:
+        """A merchant's online statistics from the stream workers (:meth:`aidg.online.worker.StreamWorker.apply`):
+        ``A`` block-diagonal ``Σψψᵀ`` and ``b`` stacked ``Σψy``, one block of K per part in
+        :data:`PART_PREDICTIONS`' order; they replace what the previous call brought for the merchant."""
+        n = len(self.parts) * K
+        if A.shape != (n, n) or b.shape != (n,):
+            raise DataError(f"merchant {merchant!r}: online statistics of shapes {A.shape}, {b.shape}; expected {n}")
+        for j, part in enumerate(PART_PREDICTIONS):
+            sl = slice(j * K, (j + 1) * K)
+            self.parts[part].set_online(merchant, category, A[sl, sl], b[sl])
+
     def forget(self, merchant: str) -> bool:
         """An erasure: the merchant's record and outcomes leave every part and level, its open decisions go."""
         self.open_ = {k: d for k, d in self.open_.items() if d.merchant != merchant}

@@ -116,6 +116,7 @@ class PooledLinear:
         self.categories_: dict[str, _Stats] = {}
         self.merchants_: dict[str, _Stats] = {}
         self.category_of_: dict[str, str] = {}
+        self.online_: dict[str, _Stats] = {}  # what set_online last brought per merchant
         self._top = None
         self._cat = {}
 
@@ -143,8 +144,18 @@ class PooledLinear:
         self._top = None
         self._cat.clear()
 
+    def set_online(self, merchant: str, category: str, A: np.ndarray, b: np.ndarray) -> None:
+        """The merchant's online statistics as the stream workers last saved them (``Σψψᵀ``, ``Σψy`` of its
+        decisions' landed parts): replaces what the previous call brought, so reloading the same sums twice
+        changes nothing."""
+        old = self.online_.get(merchant) or _Stats.zero(K)
+        A, b = np.asarray(A, float), np.asarray(b, float)
+        self._accumulate(merchant, category, A - old.A, b - old.b)
+        self.online_[merchant] = _Stats(A.copy(), b.copy())
+
     def forget(self, merchant: str) -> bool:
         """Take a merchant's observations out of every level (an erasure); False when it had none."""
+        self.online_.pop(merchant, None)
         own = self.merchants_.pop(merchant, None)
         category = self.category_of_.pop(merchant, None)
         if own is None or category is None:

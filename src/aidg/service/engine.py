@@ -147,18 +147,31 @@ class DealEngine:
 
     def _reload_loop(self) -> None:
         while not self._stop.wait(self.settings.service.posterior_refresh_seconds):
-            for s in self.served():
-                try:
-                    s.reload_posterior()
-                except Exception:  # the decision log is down: keep the posterior we have
-                    log.warning("posterior reload failed", exc_info=True)
+            self.refresh_once()
+
+    def refresh_once(self) -> None:
+        """What the replica reloads every ``posterior_refresh_seconds``: the posteriors, erasures and consent (an
+        erasure run through another replica also leaves this one's per-merchant posterior), the spill's replay."""
+        for s in self.served():
             try:
-                self.privacy.refresh()
-                self.replay_spill()
-            except BackendUnavailableError:
-                pass  # the decision log is still down: the spill keeps the feedback
-            except Exception:
-                log.warning("erasure and consent reload or the spill's replay failed", exc_info=True)
+                s.reload_posterior()
+            except Exception:  # the decision log is down: keep the posterior we have
+                log.warning("posterior reload failed", exc_info=True)
+        try:
+            erased = self.privacy.refresh()
+            if erased:  # erased through another replica: out of this one's per-merchant posterior too
+                self._forget_posterior({m for m in self.model.ctx.merchant_ids if self.privacy.hash(m) in erased})
+            self.replay_spill()
+        except BackendUnavailableError:
+            pass  # the decision log is still down: the spill keeps the feedback
+        except Exception:
+            log.warning("erasure and consent reload or the spill's replay failed", exc_info=True)
+
+    def _forget_posterior(self, merchant_ids: set[str]) -> None:
+        for s in self.served():
+            with s.lock:
+                for m in merchant_ids:
+                    s.policy.merchants.forget(str(m))
 
     def reload_posterior(self) -> bool:
         """Load the champion's posterior the stream workers wrote, if it changed; True when it did."""
@@ -315,7 +328,8 @@ class DealEngine:
             {k: chosen[k] for k in ("variant", *TERMS, "type")}, float(d.pscore), np.asarray(s["phi"][played], float),
             row["score"], predicted_parts(row),
             {**response, "posterior": served.model.posterior_name, "ns": served.ns, "current_margin": current_margin,
-             "proxy_baseline": base["approval"] * base["conversion"], "override_expected": float(b.override_rate)},
+             "proxy_baseline": base["approval"] * base["conversion"], "override_expected": float(b.override_rate),
+             **({} if sc.psi is None else {"psi": [float(x) for x in sc.psi]})},
         )  # fmt: skip
         try:
             self.backends.decisions.record(rec)
@@ -411,10 +425,9 @@ class DealEngine:
             memory = s.model.explainer.memory
             if memory is not None:
                 memory.remove(merchant_id)
-            with s.lock:  # its record and outcomes leave the decision posterior (and the package it starts from)
-                s.policy.merchants.forget(merchant_id)
-            rec = s.model.package.records
+            rec = s.model.package.records  # its record leaves the package the posterior starts from
             s.model.package.records = rec[rec.merchant_id.astype(str) != merchant_id]
+        self._forget_posterior({merchant_id})  # its record and outcomes leave the decision posterior
         return removed
 
     def profile(self, merchant_id: str, embedding: bool = False) -> dict[str, Any]:

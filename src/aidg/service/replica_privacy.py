@@ -48,15 +48,17 @@ class ReplicaPrivacy:
     def hash(self, merchant_id: str) -> str:
         return hash_id(merchant_id, self.key)
 
-    def refresh(self) -> None:
-        """Re-read erasures and the consent changed since the last call."""
+    def refresh(self) -> set[str]:
+        """Re-read erasures and the consent changed since the last call; returns the hashes newly erased."""
         erased = self.store.erased()
         changed = self.store.consent_changed(self._seen)
         with self._lock:
+            new = erased - self.erased
             self.erased |= erased
             for mid, (personalization, _training, at) in changed.items():
                 self.personalization[mid] = personalization
                 self._seen = max(self._seen, at)
+        return new
 
     def check(self, merchant_id: str) -> None:
         """404 for an erased merchant (its id is not echoed: the hash is what the logs show)."""

@@ -15,11 +15,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
 from aidg.config import Settings
+from aidg.decisionlog.schema import MERCHANT_SEP
 from aidg.domain import PREDICTED
 from aidg.errors import BackendUnavailableError
 from aidg.explain.variant_row import TopFeature, VariantRow, variant_rows
@@ -44,6 +46,7 @@ class Scored:
     decision: Decision
     played: int
     features_s: float = 0.0  # time spent reading the bundle
+    psi: np.ndarray | None = None  # the played deal's term features (the per-merchant posterior learns with them)
 
     @property
     def n(self) -> int:
@@ -80,6 +83,7 @@ class Served:
             self.policy.merchants.warm_start_many(merchant_records(model.package.records, current))
         self.current_only = model.serving_policy == "current"
         self.posterior_version = -1
+        self.merchants_loaded: datetime | None = None  # the newest per-merchant row loaded
         self.lock = threading.Lock()  # the policy's state: decisions vs. the posterior reload
 
     @property
@@ -95,13 +99,33 @@ class Served:
         self.cache.stop()
 
     def reload_posterior(self) -> bool:
-        """Load the posterior the stream workers wrote, if it changed; True when it did."""
+        """Load what the stream workers wrote since the last load: the global posterior, if it changed, and the
+        merchants' online statistics saved since (the per-merchant posterior); True when anything changed."""
         post = self.backends.decisions.posterior(self.model.posterior_name)
+        changed = self._reload_merchants()
         if post is None or post.version == self.posterior_version:
-            return False
+            return changed
         with self.lock:
             self.policy.bandit.set_posterior(post.A, post.b)
             self.posterior_version = post.version
+        return True
+
+    def _reload_merchants(self) -> bool:
+        """The merchants' online statistics saved since the last load (a second's overlap: a row saved in the
+        same instant is read again, and :meth:`~aidg.policy.pooled.PooledLinear.set_online` replaces, never adds)."""
+        if not self.settings.posterior.enabled:
+            return False
+        prefix = f"{self.model.posterior_name}{MERCHANT_SEP}"
+        since = None if self.merchants_loaded is None else self.merchants_loaded - timedelta(seconds=1)
+        rows = self.backends.decisions.posteriors_since(prefix, since)
+        if not rows:
+            return False
+        with self.lock:
+            for row in rows:
+                merchant = row.name[len(prefix) :]
+                if merchant in self.categories:  # (an erased merchant's rows are deleted with it)
+                    self.policy.merchants.set_online(merchant, self.categories[merchant], row.A, row.b)
+        self.merchants_loaded = max(r.updated_at for r in rows)
         return True
 
     def bundle(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> Bundle:
@@ -142,7 +166,8 @@ class Served:
                 d = self.policy.select_action(decision_id, cands, s["phi"][:n], b.override_rate, s["phi"][n], current,
                                               explore=explore, terms=terms)  # fmt: skip
                 self.policy.release(decision_id)
-        return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features)
+        played_psi = None if terms is None else (terms.current if d.index == CURRENT else terms.psi[d.index])
+        return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features, played_psi)
 
     def variants(self, sc: Scored, idx: np.ndarray) -> list[VariantRow]:
         """The response rows of variants ``idx`` (:func:`variant_rows`), with the guard's refusals."""
