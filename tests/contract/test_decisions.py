@@ -147,6 +147,22 @@ def test_raising_transaction_leaves_nothing_applied(log: DecisionLog) -> None:
     assert [e.event_id for e in log.unapplied()] == ["e1", "e2"] and log.counts()["applied"] == 0
 
 
+def test_posteriors_by_prefix_and_since_take_the_prefix_literally(log: DecisionLog) -> None:
+    with log.transaction() as tx:
+        for name in ("p_1|merchant|a", "p_1|merchant|b%", "pX1|merchant|c", "p_1"):  # _ and % are LIKE wildcards
+            tx.save_posterior(name, np.eye(2), np.ones(2))
+    rows = log.posteriors_since("p_1|merchant|")
+    assert sorted(r.name for r in rows) == ["p_1|merchant|a", "p_1|merchant|b%"]
+    newest = max(r.updated_at for r in rows)
+    assert log.posteriors_since("p_1|merchant|", since=newest) == []
+    with log.transaction() as tx:
+        tx.save_posterior("p_1|merchant|a", np.eye(2) * 2, np.ones(2))
+    later = log.posteriors_since("p_1|merchant|", since=newest)
+    assert [r.name for r in later] == ["p_1|merchant|a"] and later[0].version == 2
+    with pytest.raises(DataError, match="timezone-aware"):
+        log.posteriors_since("p", since=datetime(2025, 1, 1))
+
+
 def test_lock_posterior_creates_then_returns_saved(log: DecisionLog) -> None:
     calls: list[int] = []
 
