@@ -355,6 +355,10 @@ class TrainingSettings(_Group):
         description="budget per scale; AIDG_TRAINING__PRESETS__SMALL__BRANCH_EPOCHS=4 changes one field of one",
     )
 
+    without_branches: tuple[str, ...] = Field(
+        (), description="profile branches left out of the profile (zeros in the fusion); the memo's are all in"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _merge(cls, data: object) -> object:

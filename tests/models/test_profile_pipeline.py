@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ import torch
 
 from aidg import workflows
 from aidg.config import Settings
-from aidg.errors import DataError, MissingTableError
+from aidg.errors import ConfigError, DataError, MissingTableError
 from aidg.features.context import FeatureContext
 from aidg.registry import ModelRegistry
 from aidg.sim import World
 from aidg.training.presets import train_options
+from aidg.training.profile import train_profile
 from tests.conftest import one_thread
 from tests.golden import assert_matches
 
@@ -114,3 +116,20 @@ def test_bad_data_fails_with_a_clear_message(trained: dict[str, Any], tmp_path: 
         workflows.train(trained["settings"], data, scale="tiny")
     with pytest.raises(DataError, match="unknown training scale"):
         train_options(Settings(), "huge", 0)
+
+
+def test_a_branch_can_be_left_out_of_the_profile_and_an_unknown_one_is_refused_before_training(
+    trained: dict[str, Any], tiny_world: World
+) -> None:
+    opt = train_options(Settings(training={"without_branches": ["geo", "sentiment"]}), "tiny", seed=0)
+    assert opt.without_branches == ("geo", "sentiment")
+    with pytest.raises(ConfigError, match="unknown nope; the branches are deal_history"):
+        train_profile(tiny_world.tables, tiny_world.as_of, replace(opt, without_branches=("nope",)))
+    pm = ModelRegistry(trained["settings"]).load_profile()
+    world: World = trained["world"]
+    ctx = FeatureContext.from_tables(world.tables, world.as_of)
+    parts = pm.compute_parts(ctx, world.as_of)
+    pm.meta["without_branches"] = ["geo"]  # what training records when told to leave geo out
+    assert "geo" in pm.dropped_branches()
+    moved = {**parts, "geo": parts["geo"] + 5.0}
+    np.testing.assert_allclose(pm.profiles(moved), pm.profiles(parts), atol=1e-6)  # geo no longer reaches it

@@ -88,8 +88,10 @@ class ProfileModel:
         return "privacy" in self.meta
 
     def dropped_branches(self) -> frozenset[str]:
-        """Branches this model never uses (zeros in every part, dropped in the fusion): the DP model's graph."""
-        return frozenset(self.meta.get("privacy", {}).get("dropped_branches", ()))
+        """Branches this model never uses (dropped in the fusion): the DP model's graph (zeros in every part) and
+        those training was told to leave out (``Settings.training.without_branches``)."""
+        private = self.meta.get("privacy", {}).get("dropped_branches", ())
+        return frozenset(private) | frozenset(self.meta.get("without_branches", ()))
 
     def eval(self) -> ProfileModel:
         for m in self.modules().values():

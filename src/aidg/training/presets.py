@@ -51,6 +51,7 @@ def train_options(
         budget=BranchBudget(epochs=p.branch_epochs, per_merchant=p.branch_per_merchant, batch_size=p.branch_batch_size),
         sentiment_examples=p.sentiment_examples,
         fusion_epochs=p.fusion_epochs,
+        without_branches=tuple(settings.training.without_branches),
     )
     if sentiment_full:
         opt.sentiment_examples, opt.sentiment_epochs = 100_000, 3

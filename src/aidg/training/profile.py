@@ -48,6 +48,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from aidg.errors import ConfigError
 from aidg.features.context import FeatureContext
 from aidg.features.graph import build_graph
 from aidg.features.panel import cutoff_seconds
@@ -57,7 +58,7 @@ from aidg.inference.batches import predict_batches
 from aidg.inference.profile_model import ProfileModel, static_names
 from aidg.models.heads import MLPHead
 from aidg.models.merchant_graph_sage import GraphConfig, MerchantGraphSAGE
-from aidg.models.merchant_profile_encoder import MerchantProfileEncoder, ProfileConfig
+from aidg.models.merchant_profile_encoder import DEFAULT_BRANCHES, MerchantProfileEncoder, ProfileConfig
 from aidg.privacy.dp import DPConfig, DPRun, PrivacyBudget, dp_fit, dp_mean_std, sgd_part, statistic_part
 from aidg.progress import Progress, no_progress
 from aidg.training.branches import BranchBudget, train_branch, train_graph
@@ -108,6 +109,7 @@ class TrainOptions:
     fusion_epochs: int = 100
     profile_dim: int = 512  # memo: 512-dim merchant profile
     dp: DPConfig | None = None  # differential privacy with the merchant as the unit (None: ordinary training)
+    without_branches: tuple[str, ...] = ()  # profile branches left out (Settings.training.without_branches)
 
 
 
@@ -296,6 +298,10 @@ def train_profile(
 ) -> tuple[ProfileModel, dict[str, Any], MerchantSplit]:
     """Train every branch and the fusion on the train merchants; metrics are on held-out merchants."""
     opt = options or TrainOptions()
+    unknown = sorted(set(opt.without_branches) - set(DEFAULT_BRANCHES))
+    if unknown:  # before an hour of training, not after
+        raise ConfigError(f"training.without_branches: unknown {', '.join(unknown)}; the branches are "
+                          f"{', '.join(DEFAULT_BRANCHES)}")  # fmt: skip
     say = progress or no_progress
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -381,6 +387,7 @@ def train_profile(
         uplift_head=MLPHead(opt.profile_dim, 1, 1),
         heads=heads,
     )
+    pm.meta["without_branches"] = sorted(opt.without_branches)
     if budget is not None and dp is not None:
         pm.meta["privacy"] = privacy_meta(budget, dp, len(tr))  # before any part is computed: it drops the graph
     say("fusion: branch embeddings", 0.8)
