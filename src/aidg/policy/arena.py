@@ -49,7 +49,7 @@ from aidg.policy.baselines import ArenaPolicy, RiskAwareTS, make_policy, vw_line
 from aidg.policy.names import POLICIES
 from aidg.policy.pooled import CURRENT_FEATURES
 from aidg.policy.projector import ContextProjector
-from aidg.policy.response_model import deal_features, record_of
+from aidg.policy.response_model import deal_features, merchant_records
 from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms
 
 APPROVAL_DELAY, CONVERSION_DELAY, GP30_DELAY = 0.1, 3.0, 30.0
@@ -123,7 +123,9 @@ def build_arena(
     phi = proj.transform(representation).reshape(n_m, n, -1)
     cphi = proj.transform(current_representation)
     keep = ["score", "risk", "uplift", "approval", "conversion", "p_override"]
-    by_merchant = {} if record is None else dict(iter(record.groupby(record.merchant_id.astype(str))))
+    deals_now = current_scored.assign(merchant_id=current_scored.merchant_id.astype(str),
+                                      category_id=current_scored.category_id.astype(str)).set_index("merchant_id")
+    records = {m: rec for m, _, rec in merchant_records(record, deals_now)}  # fmt: skip
     arms = []
     for j in range(n_m):
         rows = slice(j * n, (j + 1) * n)
@@ -133,8 +135,7 @@ def build_arena(
         c_row = current_scored.iloc[j]
         c_terms = (float(c_row.discount_pct), float(c_row.price), float(c_row.duration_days))
         mterms = MerchantTerms(ids[j], str(c_row.category_id), deal_features(v, c_terms), CURRENT_FEATURES)
-        past = by_merchant.get(ids[j])
-        rec = None if past is None else record_of(past, c_terms)
+        rec = records.get(ids[j])
         arms.append(
             MerchantArms(
                 v,

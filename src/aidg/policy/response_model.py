@@ -60,14 +60,6 @@ def deal_features(deals: pd.DataFrame, current: tuple[float, float, float]) -> n
                          deals.duration_days.to_numpy(float), secondary, current)  # fmt: skip
 
 
-def record_of(past: pd.DataFrame, current: tuple[float, float, float]) -> Record:
-    """One merchant's record frame (``part``, terms, ``observed``, ``predicted``) as term features and errors."""
-    return {
-        str(part): (deal_features(g, current), g.observed.to_numpy(float) - g.predicted.to_numpy(float))
-        for part, g in past.groupby("part")
-    }
-
-
 def current_deals(current: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
     """merchant -> its current deal's (discount, price, days), from :func:`current_terms`."""
     terms = current[["discount_pct", "price", "duration_days"]].to_numpy(float)
