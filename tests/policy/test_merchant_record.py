@@ -37,3 +37,5 @@ def test_the_record_holds_only_outcomes_known_at_the_as_of_date(trained: dict[st
     assert rec[rec.part == "approval"].predicted.between(0, 1).all()
     # an earlier as-of date sees a shorter record
     assert len(merchant_record(scorer_predict(scorer, ctx, snap), tables, ids, at - pd.Timedelta(days=120))) < len(rec)
+    # each observation's age is counted from its own date (the proposal's decision, the deal's start) to as-of
+    assert (rec.age_days >= 0).all() and rec.age_days.max() > 30

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aidg.config import Settings
+from aidg.config import PosteriorSettings, Settings
 from aidg.errors import DataError
-from aidg.policy.response_model import corrected, current_terms
+from aidg.policy.response_model import corrected, current_terms, record_weights
 
 MERCHANTS = pd.DataFrame(
     {
@@ -71,3 +71,30 @@ def test_a_record_that_shows_the_predictor_low_moves_that_merchant_only_and_narr
 def test_an_unknown_merchant_is_refused_with_its_id() -> None:
     with pytest.raises(DataError, match="'zz'"):
         current_terms(MERCHANTS, ["a", "zz"])
+
+
+def test_old_approvals_move_the_merchant_less_than_the_same_approvals_today_and_gp30s_do_not_age() -> None:
+    s = Settings(posterior=PosteriorSettings(approval_half_life_days=60.0))
+    v = _variants()
+    cur = current_terms(MERCHANTS, ["a", "b"])
+    a = (v.merchant_id == "a").to_numpy()
+    approvals = _record("a", 0.0).assign(part="approval", observed=1.0, predicted=0.6)  # approved more than predicted
+    moved = {}
+    for age in (0.0, 120.0, 1200.0):
+        out = corrected(v, cur, approvals.assign(age_days=age), s)
+        moved[age] = float(np.mean(out.approval[a] - v.approval[a]))
+    assert moved[0.0] > moved[120.0] > moved[1200.0] > 0
+    assert moved[1200.0] < 0.2 * moved[0.0]  # twenty half-lives old: next to nothing
+    # GP30s answer to the merchant's traits: their age does not matter, as without ages at all
+    gp30 = _record("a", 0.3)
+    old = corrected(v, cur, gp30.assign(age_days=1200.0), s)
+    np.testing.assert_allclose(old.uplift, corrected(v, cur, gp30, s).uplift)
+    # without a half-life old approvals count in full
+    plain = Settings(posterior=PosteriorSettings(approval_half_life_days=None))
+    aged = corrected(v, cur, approvals.assign(age_days=1200.0), plain)
+    np.testing.assert_allclose(aged.approval, corrected(v, cur, approvals, plain).approval)
+
+
+def test_record_weights_halve_every_half_life_and_ignore_future_dates() -> None:
+    np.testing.assert_allclose(record_weights(np.array([0.0, 30.0, 60.0, -5.0]), 30.0), [1.0, 0.5, 0.25, 1.0])
+    np.testing.assert_allclose(record_weights(np.array([0.0, 999.0]), None), [1.0, 1.0])

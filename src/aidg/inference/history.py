@@ -26,7 +26,9 @@ from aidg.inference.snapshot import Snapshot
 from aidg.models.deal_scorer import ContextualDealScorer
 
 Predict = Callable[[pd.DataFrame], pd.DataFrame]  # candidate terms -> the same rows with approval, conversion, uplift
-RECORD_COLUMNS = ["merchant_id", "discount_pct", "price", "duration_days", "focus", "part", "observed", "predicted"]
+RECORD_COLUMNS = [
+    "merchant_id", "discount_pct", "price", "duration_days", "focus", "part", "observed", "predicted", "age_days",
+]  # fmt: skip
 
 
 def scorer_predict(scorer: ContextualDealScorer, ctx: FeatureContext, snap: Snapshot) -> Predict:
@@ -42,15 +44,17 @@ def merchant_record(
 ) -> pd.DataFrame:
     """Observed outcomes of the merchants' past proposals and deals beside a predictor's predictions for their terms
     (:func:`scorer_predict`, or the gradient-boosted baseline's; columns :data:`RECORD_COLUMNS`; ``part`` is
-    ``approval``, ``conversion`` or ``gp30_uplift``)."""
+    ``approval``, ``conversion`` or ``gp30_uplift``; ``age_days``: days from the proposal's decision or the deal's
+    start to ``as_of``)."""
     ids = set(merchant_ids)
     primary = tables["merchants"].set_index("merchant_id").category_id
     props = tables["proposals"]
     props = props[props.merchant_id.isin(ids) & (props.approved_at <= as_of)]
     deals = tables["deals"]
     deals = deals[deals.merchant_id.isin(ids) & (deals.gp30_known_at <= as_of)]
-    terms = ["merchant_id", "discount_pct", "price", "duration_days", "category_id"]
-    past = pd.concat([props[terms], deals[terms]], ignore_index=True)
+    terms = ["merchant_id", "discount_pct", "price", "duration_days", "category_id", "at"]
+    past = pd.concat([props.assign(at=props.approved_at)[terms], deals.assign(at=deals.started_at)[terms]],
+                     ignore_index=True)  # fmt: skip
     if past.empty:
         return pd.DataFrame(columns=RECORD_COLUMNS)
     past["focus"] = np.where(past.category_id.to_numpy() == primary.reindex(past.merchant_id).to_numpy(),
@@ -58,7 +62,8 @@ def merchant_record(
     past = past.assign(variant=np.arange(len(past)), type="safe", distance=0.0)
     scored = predict(past[CANDIDATE_COLUMNS])
     n_p = len(props)
-    base = scored[["merchant_id", "discount_pct", "price", "duration_days", "focus"]]
+    age = (as_of - pd.to_datetime(past["at"])).dt.total_seconds().to_numpy() / 86400.0
+    base = scored[["merchant_id", "discount_pct", "price", "duration_days", "focus"]].assign(age_days=age)
     parts = [
         base.iloc[:n_p].assign(part="approval", observed=props.approved.to_numpy(float),
                                predicted=scored.approval.to_numpy()[:n_p]),

@@ -47,9 +47,9 @@ if TYPE_CHECKING:
     from aidg.inference.snapshot import Snapshot
 
 log = logging.getLogger("aidg.service")
-FORMAT = "aidg-serving-2"  # 2: with the merchants' records
+FORMAT = "aidg-serving-3"  # 2: with the merchants' records; 3: with each record's age and the cities
 SERVING_ARTIFACT = "serving"  # pm.artifacts key of the snapshot and projection training computed for its folder
-PACKAGE_TABLES = ("merchants", "categories")  # kept whole
+PACKAGE_TABLES = ("merchants", "categories", "cities")  # kept whole (cities where the folder has them)
 DEAL_COLUMNS = ("merchant_id", "category_id", "started_at", "discount_pct", "price", "duration_days",
                 "gp30_uplift", "gp30_known_at")  # fmt: skip  # what the candidate generator and the codes read
 
@@ -216,7 +216,7 @@ def package_of(
         snapshot=snap,
         projector=stored.get("projector") if carried else None,
         tables={
-            **{t: tables[t] for t in PACKAGE_TABLES},
+            **{t: tables[t] for t in PACKAGE_TABLES if t in tables},
             "deals": deals[[c for c in DEAL_COLUMNS if c in deals.columns]].copy(),
         },
         proposals=np.asarray(n_prop),

@@ -46,6 +46,7 @@ import pandas as pd
 from aidg.config import Settings
 from aidg.errors import DataError
 from aidg.policy.baselines import ArenaPolicy, RiskAwareTS, make_policy, vw_lines
+from aidg.policy.merchant_posterior import Record
 from aidg.policy.names import POLICIES
 from aidg.policy.pooled import CURRENT_FEATURES
 from aidg.policy.projector import ContextProjector
@@ -71,7 +72,7 @@ class MerchantArms:
     list_price: float
     latent_score: np.ndarray | None = None  # (n + 1,) the latent-informed reference's predictions, current deal last
     terms: MerchantTerms | None = None  # the merchant and its deals' term features (the per-merchant posterior)
-    record: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # part -> (term features, scorer's errors)
+    record: Record | None = None  # reward part -> its record (term features, scorer errors, weights)
 
     @cached_property
     def vw_lines(self) -> list[str]:
@@ -103,6 +104,7 @@ def build_arena(
     legacy: pd.DataFrame | None = None,
     latent_score: np.ndarray | None = None,
     record: pd.DataFrame | None = None,
+    approval_half_life_days: float | None = None,
 ) -> ArenaData:
     """Assemble the arena from scored candidates (``n`` per merchant, merchant by merchant) and truth.
 
@@ -125,7 +127,7 @@ def build_arena(
     keep = ["score", "risk", "uplift", "approval", "conversion", "p_override"]
     deals_now = current_scored.assign(merchant_id=current_scored.merchant_id.astype(str),
                                       category_id=current_scored.category_id.astype(str)).set_index("merchant_id")
-    records = {m: rec for m, _, rec in merchant_records(record, deals_now)}  # fmt: skip
+    records = {m: rec for m, _, rec in merchant_records(record, deals_now, approval_half_life_days)}
     arms = []
     for j in range(n_m):
         rows = slice(j * n, (j + 1) * n)

@@ -30,6 +30,7 @@ import pandas as pd
 from aidg.config import Settings
 from aidg.errors import DataError
 from aidg.policy.bandit import RiskAwareThompsonSampling
+from aidg.policy.merchant_posterior import Record
 from aidg.policy.names import POLICIES
 from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms, RiskAwarePolicy, predicted_parts
 
@@ -46,7 +47,7 @@ class Arms(Protocol):
     override_rate: float
     latent_score: np.ndarray | None
     terms: MerchantTerms | None
-    record: dict[str, tuple[np.ndarray, np.ndarray]] | None
+    record: Record | None
 
     @property
     def vw_lines(self) -> list[str]: ...

@@ -24,6 +24,7 @@ sums commute, so the posterior does not depend on the order events arrive in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import ndtr
@@ -34,6 +35,19 @@ from aidg.policy.pooled import K, PooledLinear
 
 # reward part -> the scorer's prediction it corrects
 PART_PREDICTIONS = {"approval": "approval", "conversion": "conversion", "gp30_uplift": "uplift"}
+
+
+class PartRecord(NamedTuple):
+    """One reward part of a merchant's record: the term features of its past deals, the predictor's errors on them
+    (observed − predicted) and each one's weight (1 for today's evidence, less the older it is:
+    :func:`aidg.policy.response_model.merchant_records`)."""
+
+    psi: np.ndarray  # (n, K)
+    err: np.ndarray  # (n,)
+    weight: np.ndarray  # (n,)
+
+
+Record = dict[str, PartRecord]  # reward part -> its record
 
 
 @dataclass
@@ -108,21 +122,22 @@ class MerchantPosterior:
         self.widened = out
         return out
 
-    def warm_start(self, merchant: str, category: str, record: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    def warm_start(self, merchant: str, category: str, record: Record) -> None:
         """The merchant's record (:func:`aidg.inference.history.merchant_record`): per part, the term features of
-        past deals and the scorer's errors on them (observed − predicted), learnt as if they were decisions."""
-        for part, (psi, err) in record.items():
+        past deals and the scorer's errors on them (observed − predicted), learnt as if they were decisions, each
+        with its weight (an observation of weight w counts as one with its noise variance ÷ w)."""
+        for part, (psi, err, weight) in record.items():
             if part in self.parts and len(err):
                 if not np.isfinite(err).all():
                     raise DataError(f"the record of merchant {merchant!r} holds non-finite {part} values")
-                self.parts[part].add_many(merchant, category, psi, err)
+                self.parts[part].add_many(merchant, category, psi, err, weight)
 
-    def warm_start_many(self, records: list[tuple[str, str, dict[str, tuple[np.ndarray, np.ndarray]]]]) -> None:
+    def warm_start_many(self, records: list[tuple[str, str, Record]]) -> None:
         """Every merchant's record, (merchant, category, record) each: the priors widened by the records' errors
         (:meth:`calibrate`), then each record learnt (:meth:`warm_start`)."""
         errors: dict[str, list[np.ndarray]] = {}
         for _, _, rec in records:
-            for part, (_, err) in rec.items():
+            for part, (_, err, _) in rec.items():
                 errors.setdefault(part, []).append(err)
         self.calibrate(errors)
         for merchant, category, rec in records:

@@ -124,11 +124,17 @@ class PooledLinear:
         """One observation's change: ``y`` joins Σψy; ``first`` (its first value) adds ψψᵀ too."""
         self._accumulate(merchant, category, np.outer(psi, psi) if first else None, psi * y)
 
-    def add_many(self, merchant: str, category: str, psi: np.ndarray, y: np.ndarray) -> None:
-        """Many first observations of one merchant at once (its record: :meth:`add` for each, summed)."""
+    def add_many(
+        self, merchant: str, category: str, psi: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
+    ) -> None:
+        """Many first observations of one merchant at once (its record: :meth:`add` for each, summed), each
+        weighted (``weight``, default 1: an observation of weight w has noise variance ``noise² ÷ w``)."""
         psi = np.atleast_2d(np.asarray(psi, float))
         if len(psi):
-            self._accumulate(merchant, category, psi.T @ psi, psi.T @ np.asarray(y, float))
+            w = np.ones(len(psi)) if weight is None else np.asarray(weight, float)
+            if w.shape != (len(psi),) or (w < 0).any() or not np.isfinite(w).all():
+                raise DataError(f"one finite, non-negative weight per observation is needed, got shape {w.shape}")
+            self._accumulate(merchant, category, psi.T @ (psi * w[:, None]), psi.T @ (np.asarray(y, float) * w))
 
     def _accumulate(self, merchant: str, category: str, A: np.ndarray | None, b: np.ndarray) -> None:
         """Add to the sums of every level the observation reaches (the caches of the posteriors are then stale)."""

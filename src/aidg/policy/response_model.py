@@ -26,10 +26,8 @@ import pandas as pd
 
 from aidg.config import Settings
 from aidg.errors import DataError
-from aidg.policy.merchant_posterior import MerchantPosterior
+from aidg.policy.merchant_posterior import MerchantPosterior, PartRecord, Record
 from aidg.policy.pooled import term_features, term_features_rows
-
-Record = dict[str, tuple[np.ndarray, np.ndarray]]  # part -> (term features, predictor's errors)
 
 
 def current_terms(merchants: pd.DataFrame, ids: Iterable[str]) -> pd.DataFrame:
@@ -66,9 +64,20 @@ def current_deals(current: pd.DataFrame) -> dict[str, tuple[float, float, float]
     return {str(m): (float(d), float(p), float(t)) for m, (d, p, t) in zip(current.index, terms, strict=True)}
 
 
-def merchant_records(record: pd.DataFrame | None, current: pd.DataFrame) -> list[tuple[str, str, Record]]:
+def record_weights(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
+    """Each record's weight: ``0.5 ** (age / half_life)``; None: every record weighs 1."""
+    age = np.maximum(np.asarray(age_days, float), 0.0)
+    return np.ones_like(age) if half_life_days is None else 0.5 ** (age / half_life_days)
+
+
+def merchant_records(
+    record: pd.DataFrame | None, current: pd.DataFrame, approval_half_life_days: float | None = None
+) -> list[tuple[str, str, Record]]:
     """(merchant, category, record) of each merchant of ``current`` (:func:`current_terms`) with a record in
-    ``record`` (:func:`~aidg.inference.history.merchant_record`'s frame; None: none)."""
+    ``record`` (:func:`~aidg.inference.history.merchant_record`'s frame; None: none). Past approvals are weighted
+    by their age (:func:`record_weights`; a frame without ``age_days``: all weigh 1): a merchant's mood follows its
+    recent deals, so last month's approvals say more about tomorrow's than last year's. GP30 and conversion
+    records weigh 1: they answer to the merchant's traits."""
     if record is None or record.empty:
         return []
     mids = record.merchant_id.astype(str)
@@ -81,12 +90,14 @@ def merchant_records(record: pd.DataFrame | None, current: pd.DataFrame) -> list
         c.duration_days.to_numpy(float),
     )  # fmt: skip
     err = record.observed.to_numpy(float) - record.predicted.to_numpy(float)
+    age = record.age_days.to_numpy(float) if "age_days" in record else np.zeros(len(record))
+    weight = np.where(record.part.to_numpy() == "approval", record_weights(age, approval_half_life_days), 1.0)
     cats = current.category_id.astype(str).to_dict()
     out: dict[str, Record] = {}
     groups = pd.Series(0, index=pd.MultiIndex.from_arrays([mids.to_numpy(), record.part.astype(str).to_numpy()]))
     for key, idx in groups.groupby(level=[0, 1], sort=False).indices.items():
         m, part = (str(k) for k in cast(tuple[str, str], key))
-        out.setdefault(m, {})[part] = (psi[idx], err[idx])
+        out.setdefault(m, {})[part] = PartRecord(psi[idx], err[idx], weight[idx])
     return [(m, cats[m], rec) for m, rec in out.items()]
 
 
@@ -109,7 +120,9 @@ def corrected(
     ids = list(dict.fromkeys(scored.merchant_id.astype(str)))
     cur = current_deals(current.loc[ids])
     cats = current.category_id.astype(str).to_dict()
-    post = warmed_posterior(settings, merchant_records(record, current.loc[ids]))
+    post = warmed_posterior(
+        settings, merchant_records(record, current.loc[ids], settings.posterior.approval_half_life_days)
+    )
     out = scored.reset_index(drop=True).copy()
     for col in ("score", "approval", "conversion", "uplift"):
         out[col] = out[col].astype(float)

@@ -80,7 +80,8 @@ class Served:
         self.current_deals = current_deals(current)
         self.categories = current.category_id.astype(str).to_dict()
         if settings.posterior.enabled:
-            self.policy.merchants.warm_start_many(merchant_records(model.package.records, current))
+            half_life = settings.posterior.approval_half_life_days
+            self.policy.merchants.warm_start_many(merchant_records(model.package.records, current, half_life))
         self.current_only = model.serving_policy == "current"
         self.posterior_version = -1
         self.merchants_loaded: datetime | None = None  # the newest per-merchant row loaded
