@@ -85,17 +85,17 @@ PROTECTIONS = (
                "if False:\n            self.bus.publish(self.settings.stream, [reward_message(e) for e in events])",
                (f"{STREAM}::test_a_redis_that_lost_everything_is_refilled_by_the_outbox",)),
     Protection("ack_after_commit", "src/aidg/online/worker.py",
-               "        changed = self.apply([m.payload[\"event_id\"] for m in rewards]) if rewards else []\n"
+               "        changed = self.apply(keys) if keys else []\n"
                "        self.bus.ack(s.stream, s.group, [m.id for m in msgs])",
                "        self.bus.ack(s.stream, s.group, [m.id for m in msgs])\n"
-               "        changed = self.apply([m.payload[\"event_id\"] for m in rewards]) if rewards else []",
+               "        changed = self.apply(keys) if keys else []",
                (f"{STREAM}::test_acking_only_after_the_commit_is_what_keeps_a_killed_batch[none]",)),
     Protection("reclaim_dead_consumers_entries", "src/aidg/stream/redis_bus.py",
                "for _ in range(_MAX_CLAIM_SCANS):", "for _ in range(0):",
                (f"{STREAM}::test_acking_only_after_the_commit_is_what_keeps_a_killed_batch[none]",)),
     Protection("claim_once", "src/aidg/decisionlog/tx.py",
-               "where = (EVENTS.c.event_id.in_(chunk), EVENTS.c.applied_at.is_(None))",
-               "where = (EVENTS.c.event_id.in_(chunk),)",
+               "where = (tuple_(EVENTS.c.decision_id, EVENTS.c.event_id).in_(chunk), EVENTS.c.applied_at.is_(None))",
+               "where = (tuple_(EVENTS.c.decision_id, EVENTS.c.event_id).in_(chunk),)",
                (f"{STREAM}::test_idempotent_claims_are_what_keeps_redeliveries_from_counting_twice[none]",)),
     Protection("refuse_non_finite_weights", "src/aidg/inference/persistence.py",
                "if any(not torch.isfinite(p).all() for p in module.parameters()):", "if False:",

@@ -444,16 +444,17 @@ class Producer(threading.Thread):
 
 def _patch_no_dedupe() -> None:
     """Fault: ``claim`` hands back every known event, applied or not (the exactly-once guard removed)."""
-    from sqlalchemy import select, update
+    from sqlalchemy import select, tuple_, update
 
     from aidg.decisionlog import tx as decisions_tx
     from aidg.decisionlog.schema import EVENTS, row_event, utcnow
 
-    def claim(self: Any, event_ids: Any) -> list[Any]:
-        ids = list(dict.fromkeys(event_ids))
-        rows = self._conn.execute(select(EVENTS).where(EVENTS.c.event_id.in_(ids))).all()
-        self._conn.execute(update(EVENTS).where(EVENTS.c.event_id.in_(ids)).values(applied_at=utcnow()))
-        found = {r.event_id: row_event(r) for r in rows}
+    def claim(self: Any, keys: Any) -> list[Any]:
+        ids = list(dict.fromkeys(keys))
+        where = tuple_(EVENTS.c.decision_id, EVENTS.c.event_id).in_(ids)
+        rows = self._conn.execute(select(EVENTS).where(where)).all()
+        self._conn.execute(update(EVENTS).where(where).values(applied_at=utcnow()))
+        found = {(r.decision_id, r.event_id): row_event(r) for r in rows}
         return [found[i] for i in ids if i in found]
 
     decisions_tx.Tx.claim = claim  # type: ignore[method-assign]
@@ -477,7 +478,7 @@ def worker_main(argv: list[str]) -> int:
     from aidg.config import RewardSettings, StreamSettings
     from aidg.decisionlog.log import DecisionLog
     from aidg.errors import BackendUnavailableError
-    from aidg.online.worker import StreamWorker
+    from aidg.online.worker import StreamWorker, reward_keys
     from aidg.store.online_memory import MemoryOnlineStore
     from aidg.stream.redis_bus import RedisBus
 
@@ -496,8 +497,7 @@ def worker_main(argv: list[str]) -> int:
             if not msgs:
                 return 0
             self.bus.ack(s.stream, s.group, [m.id for m in msgs])  # the fault: acknowledged before the commit
-            ids = [m.payload["event_id"] for m in msgs if m.payload.get("kind") == "reward"]
-            self.apply(ids)
+            self.apply(reward_keys(msgs))
             self.messages += len(msgs)
             return len(msgs)
 

@@ -177,7 +177,7 @@ class Decision(Record):
 
 
 class Outcome(Record):
-    event_id: str = _col("event key (idempotency)")
+    event_id: str = _col("the event within its decision: (decision_id, event_id) is unique (idempotency)")
     decision_id: str = _col("→ decisions")
     kind: OutcomeKind = _col("which reward part")
     value: float = _col("approval 0/1, override severity, conversion rate, or GP30 uplift", "per kind")

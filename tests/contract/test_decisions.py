@@ -106,6 +106,60 @@ def test_receive_statuses(log: DecisionLog) -> None:
     assert first == ev("e1") and not applied and first.at.utcoffset() == timedelta(0)
 
 
+def test_an_event_id_is_its_decisions(log: DecisionLog) -> None:
+    log.record(decision(1))
+    log.record(decision(2))
+    # the same id in two decisions: two events (one client's ids can neither collide with nor probe another's)
+    assert log.receive([ev("same"), ev("same", did="d2", value=0.0)]) == ["accepted", "accepted"]
+    assert log.receive([ev("same", did="d2")]) == ["duplicate"]
+    with log.transaction() as tx:
+        assert [(e.decision_id, e.value) for e in tx.claim([("d2", "same")])] == [("d2", 0.0)]
+    assert [applied for _, applied in log.events("d1")] == [False]
+    assert [applied for _, applied in log.events("d2")] == [True]
+
+
+def test_a_log_from_before_scoped_event_ids_is_moved_with_its_rows(
+    log: DecisionLog, request: pytest.FixtureRequest
+) -> None:
+    url, schema = request.node.stash[WHERE]
+    log.record(decision(1))
+    log.record(decision(2))
+    log.receive([ev("e1"), ev("e2", did="d2")])
+    log.close()
+    engine = create_engine(url)
+    table = f'"{schema}".aidg_events' if schema else "aidg_events"
+    with engine.begin() as conn:  # the old key: event_id alone
+        if schema:
+            name = conn.execute(text("SELECT constraint_name FROM information_schema.table_constraints WHERE "
+                                     "table_schema = :s AND table_name = 'aidg_events' AND constraint_type = "
+                                     "'PRIMARY KEY'"), {"s": schema}).scalar_one()  # fmt: skip
+            conn.execute(text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}", ADD PRIMARY KEY (event_id)'))
+        else:
+            ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'aidg_events'")).scalar_one()
+            old = ddl.replace("PRIMARY KEY (decision_id, event_id)", "PRIMARY KEY (event_id)")
+            assert old != ddl
+            conn.execute(text("ALTER TABLE aidg_events RENAME TO aidg_events_new"))
+            conn.execute(text("DROP INDEX IF EXISTS ix_aidg_events_id"))
+            conn.execute(text("DROP INDEX IF EXISTS ix_aidg_events_unapplied"))
+            conn.execute(text(old))
+            conn.execute(text("INSERT INTO aidg_events SELECT * FROM aidg_events_new"))
+            conn.execute(text("DROP TABLE aidg_events_new"))
+    engine.dispose()
+    moved = DecisionLog(url, schema=schema)
+    try:
+        assert [e.event_id for e, _ in moved.events("d1")] == ["e1"]
+        assert [e.event_id for e, _ in moved.events("d2")] == ["e2"]
+        assert moved.receive([ev("e2"), ev("e2", did="d2")]) == ["accepted", "duplicate"]
+        with moved.transaction() as tx:
+            assert [e.key for e in tx.claim([("d1", "e2"), ("d2", "e2")])] == [("d1", "e2"), ("d2", "e2")]
+    finally:
+        moved.close()
+
+
+def _keys(*event_ids: str, decision: str = "d1") -> list[tuple[str, str]]:
+    return [(decision, e) for e in event_ids]
+
+
 NAIVE = RewardEvent("x", "d1", "approval", 1.0, datetime(2025, 1, 1))
 
 
@@ -121,11 +175,11 @@ def test_claim_marks_applied_exactly_once(log: DecisionLog) -> None:
     log.record(decision(1))
     log.receive([ev("e1", value=1.0), ev("e2", value=2.0), ev("e3", value=3.0)])
     with log.transaction() as tx:
-        claimed = tx.claim(["e3", "nope", "e1", "e3"])
+        claimed = tx.claim([*_keys("e3", "nope", "e1", "e3"), ("d9", "e2")])  # e2 of another decision: not it
     assert [e.event_id for e in claimed] == ["e3", "e1"] and claimed[0] == ev("e3", value=3.0)
     with log.transaction() as tx:
-        assert tx.claim(["e1", "e3"]) == []
-        assert [e.event_id for e in tx.claim(["e1", "e2"])] == ["e2"]
+        assert tx.claim(_keys("e1", "e3")) == []
+        assert [e.event_id for e in tx.claim(_keys("e1", "e2"))] == ["e2"]
     assert [applied for _, applied in log.events("d1")] == [True, True, True]
     assert log.counts()["applied"] == 3
 
@@ -137,7 +191,7 @@ def test_raising_transaction_leaves_nothing_applied(log: DecisionLog) -> None:
         tx.save_posterior("p", np.eye(2), np.zeros(2))
     with pytest.raises(RuntimeError, match="boom"), log.transaction() as tx:
         tx.lock_posterior("p", lambda: (np.eye(2), np.zeros(2)))
-        assert len(tx.claim(["e1", "e2"])) == 2
+        assert len(tx.claim(_keys("e1", "e2"))) == 2
         tx.save_posterior("p", np.eye(2) * 5, np.ones(2))
         tx.lock_posterior("q", lambda: (np.eye(2), np.zeros(2)))  # created, then rolled back too
         raise RuntimeError("boom")
@@ -192,10 +246,10 @@ def test_applied_parts_and_decisions(log: DecisionLog) -> None:
     log.receive([ev("a1", value=1.0, minutes=1), ev("a0", value=0.0, minutes=5), ev("c1", part="conversion")])
     log.receive([ev("g2", did="d2", part="gp30_uplift", value=7.5)])
     with log.transaction() as tx:
-        tx.claim(["a1", "a0"])
+        tx.claim(_keys("a1", "a0"))
     with log.transaction() as tx:
-        claimed = tx.claim(["c1", "g2"])
-        parts = tx.applied_parts(["d1", "d2", "d9"], exclude_event_ids=[e.event_id for e in claimed])
+        claimed = tx.claim([("d1", "c1"), ("d2", "g2")])
+        parts = tx.applied_parts(["d1", "d2", "d9"], exclude=[e.key for e in claimed])
         assert parts == {"d1": {"approval": 0.0}, "d2": {}, "d9": {}}
         assert tx.applied_parts(["d1"]) == {"d1": {"approval": 0.0, "conversion": 1.0}}
         recs = tx.decisions(["d1", "d9"])
@@ -206,7 +260,7 @@ def test_unapplied_lists_received_not_applied(log: DecisionLog) -> None:
     log.record(decision(1))
     log.receive([ev("e1"), ev("e2"), ev("e3")])
     with log.transaction() as tx:
-        tx.claim(["e2"])
+        tx.claim(_keys("e2"))
     assert [e.event_id for e in log.unapplied()] == ["e1", "e3"]
     assert [e.event_id for e in log.unapplied(limit=1)] == ["e1"]
     assert log.unapplied(received_before=datetime.now(UTC) - timedelta(hours=1)) == []
@@ -279,7 +333,7 @@ def _worker(url: str, schema: str | None, worker: int, barrier: Any) -> None:
         barrier.wait(timeout=15)
         for k in range(20):
             start = k if worker == 0 else N_EVENTS - 1 - k
-            ids = [f"e{(start + j) % N_EVENTS}" for j in range(3)]
+            ids = _keys(*(f"e{(start + j) % N_EVENTS}" for j in range(3)))
             with dlog.transaction() as tx:
                 post = tx.lock_posterior("conc", lambda: (np.eye(2), np.zeros(2)))
                 claimed = tx.claim(ids)

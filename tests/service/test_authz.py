@@ -27,9 +27,11 @@ from pydantic import BaseModel
 from starlette.routing import Route
 
 from aidg.config import Settings
+from aidg.errors import ConfigError
 from aidg.service import create_app, schemas
 from aidg.service.backends import make_backends
-from aidg.service.ratelimit import MemoryLimiter, RateLimit, RedisLimiter, bucket_ids
+from aidg.service.ratelimit import MemoryLimiter, RateLimit, RedisLimiter, SharedLimiter, bucket_ids
+from tests.benches import load_bench
 from tests.servers import require_server
 
 MM_X, MM_Y, NO_GRANT, ADMIN = "mm-key-x-for-tests", "mm-key-y-for-tests", "mm-key-none-for-tests", "admin-key-tests"
@@ -166,6 +168,7 @@ class World:
     y: Target  # MM_Y manages merchant y
     z: Target  # the admin's merchant
     decisions: dict[str, set[str]] = field(default_factory=dict)  # merchant → its decision ids
+    all_ids: set[str] = field(default_factory=set)  # every merchant the service knows
 
     @property
     def engine(self) -> Any:
@@ -208,7 +211,7 @@ def world(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
             event = {"event_id": uuid.uuid4().hex, "decision_id": d, "kind": "approval", "approved": True}
             assert c.post("/v1/feedback", json=event, headers={"X-API-Key": key}).status_code == 200
             made[m], targets[m] = mine, Target(m, d)
-        yield World(c, targets[mx], targets[my], targets[mz], made)
+        yield World(c, targets[mx], targets[my], targets[mz], made, {str(m) for m in model.merchants.merchant_id})
 
 
 def _check_denied_body(r: httpx.Response, req: Req, forbidden: set[str]) -> list[str]:
@@ -226,6 +229,19 @@ def _check_denied_body(r: httpx.Response, req: Req, forbidden: set[str]) -> list
     if re.search(r"\d", msg):
         leaks.append(f"a number in {msg!r}")
     return leaks
+
+
+def _tokens(text: str) -> set[str]:
+    """Every id-like token of a response body (whatever the merchant ids look like)."""
+    return set(re.findall(r"[A-Za-z0-9_.:-]+", text))
+
+
+# what each mm key covers: any other merchant id in an answer to it is a leak
+GRANTS: dict[str, Callable[[World], set[str]]] = {
+    MM_X: lambda w: {w.x.merchant},
+    MM_Y: lambda w: {w.y.merchant},
+    NO_GRANT: lambda w: set(),
+}
 
 
 @dataclass
@@ -298,12 +314,13 @@ def test_authorization_matrix(world: World) -> None:
                 elif entry.kind in ("merchant", "list") and r.status_code != 200:
                     t.wrong.append("failed: " + where)
                 elif entry.kind != "admin" or case != "admin":
-                    # an explanation's similar merchants are the category's prototypes (their ids, nothing
-                    # else): shown by design; any decision, and any merchant id elsewhere, is a leak
-                    names = merchants if "explanation" not in route[1] else set()
-                    leaked = [s for s in decisions | names if s in r.text]
+                    # any decision of the hidden merchants, and for an mm key any merchant id outside its grant
+                    # (an explanation's similar merchants included: those are descriptions), is a leak
+                    leaked = [s for s in decisions | merchants if s in r.text]
+                    if key in GRANTS:
+                        leaked += sorted(_tokens(r.text) & (world.all_ids - GRANTS[key](world)))
                     if leaked:
-                        t.leaks.append(f"{where}: shows {leaked}")
+                        t.leaks.append(f"{where}: shows {sorted(set(leaked))[:5]}")
                 continue
             t.must_deny += 1
             if r.status_code in (401, 403):
@@ -324,6 +341,21 @@ def test_authorization_matrix(world: World) -> None:
     assert not t.wrong, "\n".join(t.wrong)
     assert share == 1.0 and not t.leaks, "\n".join(t.leaks)
     assert t.must_deny >= 40
+
+
+def test_similar_merchants_are_descriptions_for_an_mm_key_and_carry_ids_for_an_admin(world: World) -> None:
+    c, x = world.client, world.x
+    url = f"/v1/decisions/{x.decision}/explanation"
+    mm = c.get(url, headers={"X-API-Key": MM_X}).json()["similar_merchants"]
+    admin = c.get(url, headers={"X-API-Key": ADMIN}).json()["similar_merchants"]
+    assert mm and len(mm) == len(admin)
+    for s in mm:
+        assert set(s) == {"rank", "similarity", "category", "city_tier", "similar_in", "outcome"}, s
+        assert s["category"] and s["city_tier"] in (1, 2, 3)
+        assert len(s["similar_in"]) == 3 and all(set(t) == {"trait", "theirs", "yours"} for t in s["similar_in"])
+        assert s["outcome"]["deals"] in ("none", "1-4", "5-19", "20-49", "50+")
+    assert all(s["merchant_id"] in world.all_ids - {x.merchant} for s in admin)
+    assert [{k: v for k, v in s.items() if k != "merchant_id"} for s in admin] == mm  # the same, less the id
 
 
 def test_cross_merchant_feedback_stores_nothing_and_cannot_probe_ids(world: World) -> None:
@@ -474,6 +506,21 @@ def test_gcra_lets_a_burst_through_then_the_rate() -> None:
     assert lim.wait("a") == 0.0 and lim.wait("a") > 0
     clock.us += 60_000_000  # a long pause refills the bucket to its burst, never beyond
     assert sum(lim.wait("a") == 0.0 for _ in range(30)) == 20
+
+
+def test_shared_limiters_keep_one_bucket_per_key_between_them() -> None:
+    import multiprocessing as mp
+
+    clock = Clock()
+    tat = mp.get_context("spawn").Array("q", 2)  # what `aidg serve` hands its workers
+    one, two = (SharedLimiter(tat, ["a", "b"], 20.0, 20, clock) for _ in range(2))  # two workers' limiters
+    assert [w.wait("a") for _ in range(10) for w in (one, two)] == [0.0] * 20  # one burst between them
+    assert one.wait("a") == pytest.approx(0.05) and two.wait("a") == pytest.approx(0.05)
+    assert two.wait("b") == 0.0  # the other key's slot is its own
+    clock.us += 50_000
+    assert one.wait("a") == 0.0 and two.wait("a") > 0
+    with pytest.raises(ConfigError, match="slots"):
+        SharedLimiter(tat, ["a", "b", "c"], 20.0, 20, clock)
 
 
 def test_bucket_ids_never_hold_the_key() -> None:
@@ -646,3 +693,31 @@ def test_the_middleware_is_in_front_only_with_keys(world: World, tmp_path: Path)
         assert app.state.limiter is None and not any(m.cls is RateLimit for m in app.user_middleware)
         assert all(c.get("/v1/noop").status_code == 200 for _ in range(300))
     assert any(m.cls is RateLimit for m in world.client.app.user_middleware)  # type: ignore[attr-defined]
+
+
+def test_the_rate_limit_holds_across_the_workers_of_one_serve_without_redis(trained: dict[str, Any]) -> None:
+    """`aidg serve --workers 2`, embedded backends: one key's burst over many connections (the kernel spreads
+    them over both workers) is cut at one burst, not two."""
+    import socket
+
+    proc = load_bench("service_proc.py")
+    rate, burst, sent = 1.0, 12, 48
+    env = {"AIDG_API_KEYS": json.dumps({ADMIN: {"role": "admin"}}), "AIDG_SERVICE__RATE_LIMIT_PER_SECOND": str(rate),
+           "AIDG_SERVICE__RATE_LIMIT_BURST": str(burst), "AIDG_REDIS_URL": None, "AIDG_DATABASE_URL": None}  # fmt: skip
+    home = Path(trained["settings"].home)
+    with proc.service(home, Path(trained["data"]), 2, env, 180.0, extra_args=["--no-compile"]) as (port, pgid):
+        codes, served_by = [], set()
+        t0 = time.monotonic()
+        for _ in range(sent):  # one connection each
+            with socket.create_connection((proc.HOST, port), timeout=5) as s:
+                s.sendall(f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-API-Key: {ADMIN}\r\n\r\n".encode())
+                reply = s.recv(65536)  # the status line is in the first read; the connection stays open (keep-alive)
+                served_by.add(proc._conn_pid(pgid, port, s.getsockname()[1]))  # which worker holds its other end
+            codes.append(int(reply.split()[1]))
+        elapsed = time.monotonic() - t0
+    served_by.discard(None)
+    assert len(served_by) == 2, f"every connection went to one worker: {served_by}"
+    assert set(codes) <= {200, 429}, codes
+    allowed = codes.count(200)
+    # one shared bucket: a burst plus what the rate refilled meanwhile; per-worker buckets would allow ~2 bursts
+    assert burst <= allowed <= burst + rate * elapsed + 1, (allowed, elapsed)

@@ -54,6 +54,7 @@ def serve(
     """Serve the API (OpenAPI at /docs). Embedded backends unless AIDG_REDIS_URL / AIDG_DATABASE_URL are set."""
     import os
 
+    from aidg.service.ratelimit import shared_slots
     from aidg.service.server import port_in_use
     from aidg.service.server import serve as run_workers
 
@@ -79,7 +80,7 @@ def serve(
     if s.privacy.id_hash_key == "change-me":
         err.print("[yellow]warning:[/] AIDG_PRIVACY__ID_HASH_KEY is the public default: set your own so the hashed "
                   "merchant ids in the logs cannot be recomputed")  # fmt: skip
-    raise typer.Exit(run_workers(host, port, n))
+    raise typer.Exit(run_workers(host, port, n, shared_slots(s)))
 
 
 @app.command("stream-worker")

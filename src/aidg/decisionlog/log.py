@@ -7,6 +7,7 @@ replicas and stream workers), written in SQLAlchemy Core. The records and tables
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import threading
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, create_engine, delete, event, func, select
+from sqlalchemy import Connection, create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -32,6 +33,7 @@ from aidg.decisionlog.schema import (
     POSTERIORS,
     SHADOW,
     DecisionRecord,
+    EventKey,
     Posterior,
     RewardEvent,
     check_aware,
@@ -58,7 +60,31 @@ def decision_log_url(settings: Settings) -> str:
 
 __all__ = ["PARTS", "DecisionLog", "DecisionRecord", "Posterior", "RewardEvent", "Tx", "decision_log_url"]
 
+_log = logging.getLogger("aidg.decisionlog")
 _DDL_LOCK = 0x41494447  # "AIDG": the advisory lock held while creating the tables on PostgreSQL
+
+
+def _scope_event_ids(conn: Connection, backend: str, schema: str | None) -> None:
+    """Move a log created before event ids were scoped to their decision (primary key ``event_id`` alone) to the
+    key ``(decision_id, event_id)``; rows are kept. Nothing to do on a log created since."""
+    pk = inspect(conn).get_pk_constraint(EVENTS.name, schema=schema)
+    if list(pk.get("constrained_columns") or []) != ["event_id"]:
+        return
+    _log.warning("decision log: event ids become their decision's (key decision_id, event_id); rows are kept")
+    if backend == "postgresql":
+        table = f'"{schema}".{EVENTS.name}' if schema else EVENTS.name
+        name = pk.get("name") or f"{EVENTS.name}_pkey"
+        conn.execute(text(f'ALTER TABLE {table} DROP CONSTRAINT "{name}", ADD PRIMARY KEY (decision_id, event_id)'))
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_aidg_events_id ON {table} (event_id)"))
+        return
+    # SQLite cannot change a primary key: copy the rows into the table as it is defined now
+    conn.execute(text(f"ALTER TABLE {EVENTS.name} RENAME TO {EVENTS.name}_unscoped"))
+    for index in EVENTS.indexes:
+        conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+    EVENTS.create(conn)
+    cols = ", ".join(c.name for c in EVENTS.columns)
+    conn.execute(text(f"INSERT INTO {EVENTS.name} ({cols}) SELECT {cols} FROM {EVENTS.name}_unscoped"))
+    conn.execute(text(f"DROP TABLE {EVENTS.name}_unscoped"))
 
 
 class DecisionLog:
@@ -72,7 +98,8 @@ class DecisionLog:
     * ``record`` stores a decision once (:class:`~aidg.errors.ConflictError` on a reused id); ``get`` gives
       it back exactly (``phi`` bit for bit, datetimes timezone-aware UTC on both backends).
     * ``receive`` classifies each event, in order, as ``"accepted"`` (stored and committed before return),
-      ``"duplicate"`` (its ``event_id`` was stored before or earlier in the batch) or ``"unknown_decision"``
+      ``"duplicate"`` (its ``event_id`` was stored for its decision before, or earlier in the batch: an event
+      id is its decision's, so ids of different decisions never collide) or ``"unknown_decision"``
       (not stored); the others of the batch are stored regardless. A part not in :data:`PARTS`, a non-finite
       value or a naive time raises :class:`~aidg.errors.DataError` before anything is stored.
     * An event is *applied* once a :class:`Tx` has ``claim``-ed it and committed: ``claim`` marks each stored
@@ -123,6 +150,7 @@ class DecisionLog:
                 if schema:
                     conn.execute(CreateSchema(schema, if_not_exists=True))
                 metadata.create_all(conn)
+                _scope_event_ids(conn, self._backend, schema)
         except BaseException:
             self._engine.dispose()
             raise
@@ -230,7 +258,8 @@ class DecisionLog:
     # -- reward events -------------------------------------------------------------------------------------------
 
     def receive(self, events: Sequence[RewardEvent]) -> list[str]:
-        """Store reward events; per event, in order: ``"accepted"``, ``"duplicate"`` or ``"unknown_decision"``."""
+        """Store reward events; per event, in order: ``"accepted"``, ``"duplicate"`` (its id was stored for its
+        decision before, or earlier in the batch) or ``"unknown_decision"``."""
         for ev in events:
             if ev.part not in PARTS:
                 raise DataError(f"event {ev.event_id!r}: part {ev.part!r} is not one of {', '.join(PARTS)}")
@@ -243,25 +272,26 @@ class DecisionLog:
         now = utcnow()
         with self._session(write=True) as conn:
             known = self._known(conn, list(dict.fromkeys(ev.decision_id for ev in events)))
-            pending: dict[str, int] = {}  # event id -> position of its first (to be inserted) occurrence
+            pending: dict[EventKey, int] = {}  # event key -> position of its first (to be inserted) occurrence
             rows: list[dict[str, Any]] = []
             for i, ev in enumerate(events):
                 if ev.decision_id not in known:
                     status[i] = "unknown_decision"
-                elif ev.event_id in pending:
+                elif ev.key in pending:
                     status[i] = "duplicate"
                 else:
-                    pending[ev.event_id] = i
+                    pending[ev.key] = i
                     rows.append({
                         "event_id": ev.event_id, "decision_id": ev.decision_id, "part": ev.part,
                         "value": float(ev.value), "at": ev.at, "detail": dict(ev.detail), "received_at": now,
                     })  # fmt: skip
-            stored: set[str] = set()
+            stored: set[EventKey] = set()
             for chunk in chunks(rows):
-                ins = self._insert(EVENTS).values(list(chunk)).on_conflict_do_nothing(index_elements=["event_id"])
-                stored.update(conn.scalars(ins.returning(EVENTS.c.event_id)))
-        for event_id, i in pending.items():
-            status[i] = "accepted" if event_id in stored else "duplicate"
+                ins = self._insert(EVENTS).values(list(chunk))
+                ins = ins.on_conflict_do_nothing(index_elements=["decision_id", "event_id"])
+                stored.update(tuple(r) for r in conn.execute(ins.returning(EVENTS.c.decision_id, EVENTS.c.event_id)))
+        for key, i in pending.items():
+            status[i] = "accepted" if key in stored else "duplicate"
         return status
 
     def unapplied(self, limit: int = 1000, received_before: datetime | None = None) -> list[RewardEvent]:

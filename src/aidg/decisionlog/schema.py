@@ -69,6 +69,9 @@ __all__ = [
 PARTS = ("approval", "conversion", "gp30_uplift", "override")
 # a posterior's per-merchant rows are named "<posterior><MERCHANT_SEP><merchant id>" (aidg.online.worker)
 MERCHANT_SEP = "|merchant|"
+EVENT_ID_MAX = 128  # an event id's length limit (the column's); the API checks it with EVENT_ID_PATTERN
+EVENT_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"  # letters, digits and . _ : @ - (UUIDs, ULIDs, "src:123")
+EventKey = tuple[str, str]  # (decision_id, event_id): an event's identity
 CHUNK = 500  # rows per multi-row statement / ids per IN list (well under SQLite's variable limit)
 _T = TypeVar("_T")
 Array = np.ndarray[Any, np.dtype[np.float64]]
@@ -93,7 +96,8 @@ class DecisionRecord:
 
 @dataclass(frozen=True)
 class RewardEvent:
-    """One observed reward part of a decision (``part`` is one of :data:`PARTS`)."""
+    """One observed reward part of a decision (``part`` is one of :data:`PARTS`); its identity is
+    :attr:`key`, the event id within its decision."""
 
     event_id: str
     decision_id: str
@@ -101,6 +105,10 @@ class RewardEvent:
     value: float
     at: datetime
     detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> EventKey:
+        return (self.decision_id, self.event_id)
 
 
 @dataclass(frozen=True)
@@ -219,15 +227,17 @@ DECISIONS = Table(
 EVENTS = Table(
     "aidg_events",
     metadata,
-    Column("event_id", String(128), primary_key=True),
-    Column("decision_id", String(128), ForeignKey("aidg_decisions.decision_id"), nullable=False),
+    # an event id is its decision's: (decision_id, event_id) is the key, so one client's ids can neither collide
+    # with nor probe another merchant's (a repeat of the same pair is the same event)
+    Column("decision_id", String(128), ForeignKey("aidg_decisions.decision_id"), primary_key=True),
+    Column("event_id", String(EVENT_ID_MAX), primary_key=True),
     Column("part", String(32), nullable=False),
     Column("value", Float(), nullable=False),
     Column("at", UTCDateTime(), nullable=False),
     Column("detail", JSON(), nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
     Column("applied_at", UTCDateTime(), nullable=True),
-    Index("ix_aidg_events_decision", "decision_id"),
+    Index("ix_aidg_events_id", "event_id"),
 )
 # the outbox of received-but-not-applied events, kept small by being partial on both dialects
 Index(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select, tuple_, update
 
 from aidg.decisionlog.schema import (
     DECISIONS,
@@ -16,6 +16,7 @@ from aidg.decisionlog.schema import (
     POSTERIORS,
     Array,
     DecisionRecord,
+    EventKey,
     Posterior,
     RewardEvent,
     check_aware,
@@ -53,23 +54,24 @@ class Tx:
             row = self._conn.execute(query).one()
         return row_posterior(row)
 
-    def claim(self, event_ids: Sequence[str]) -> list[RewardEvent]:
-        """Mark the stored, not yet applied events among ``event_ids`` applied in this transaction; return them.
+    def claim(self, keys: Sequence[EventKey]) -> list[RewardEvent]:
+        """Mark the stored, not yet applied events among ``keys`` ((decision_id, event_id) each) applied in this
+        transaction; return them.
 
-        They come back in the order of ``event_ids``; an id already applied (by anyone) or unknown is left out.
+        They come back in the order of ``keys``; an event already applied (by anyone) or unknown is left out.
         """
-        ids = list(dict.fromkeys(event_ids))
-        found: dict[str, RewardEvent] = {}
+        ids = list(dict.fromkeys(keys))
+        found: dict[EventKey, RewardEvent] = {}
         now = utcnow()
         for chunk in chunks(ids):
-            where = (EVENTS.c.event_id.in_(chunk), EVENTS.c.applied_at.is_(None))
+            where = (tuple_(EVENTS.c.decision_id, EVENTS.c.event_id).in_(chunk), EVENTS.c.applied_at.is_(None))
             if self._conn.dialect.update_returning:
                 stmt = update(EVENTS).where(*where).values(applied_at=now).returning(*EVENTS.c)
                 rows = self._conn.execute(stmt).all()
             else:  # SQLite < 3.35: the write lock is held (BEGIN IMMEDIATE), so select then update is safe
                 rows = self._conn.execute(select(EVENTS).where(*where)).all()
                 self._conn.execute(update(EVENTS).where(*where).values(applied_at=now))
-            found.update((row.event_id, row_event(row)) for row in rows)
+            found.update(((row.decision_id, row.event_id), row_event(row)) for row in rows)
         return [found[i] for i in ids if i in found]
 
     def decisions(self, decision_ids: Sequence[str]) -> dict[str, DecisionRecord]:
@@ -81,21 +83,21 @@ class Tx:
         return out
 
     def applied_parts(
-        self, decision_ids: Sequence[str], exclude_event_ids: Sequence[str] = ()
+        self, decision_ids: Sequence[str], exclude: Sequence[EventKey] = ()
     ) -> dict[str, dict[str, float]]:
         """``{decision_id: {part: value}}`` of the events applied before (every id given has an entry, maybe empty).
 
-        Events in ``exclude_event_ids`` (those claimed in this transaction) are ignored; per part the
+        Events in ``exclude`` (the keys of those claimed in this transaction) are ignored; per part the
         latest event by ``at`` then ``event_id`` wins.
         """
         ids = list(dict.fromkeys(decision_ids))
         out: dict[str, dict[str, float]] = {d: {} for d in ids}
-        excluded = set(exclude_event_ids)
+        excluded = set(exclude)
         cols = (EVENTS.c.event_id, EVENTS.c.decision_id, EVENTS.c.part, EVENTS.c.value)
         for chunk in chunks(ids):
             query = select(*cols).where(EVENTS.c.decision_id.in_(chunk), EVENTS.c.applied_at.is_not(None))
             for row in self._conn.execute(query.order_by(EVENTS.c.at, EVENTS.c.event_id)):
-                if row.event_id not in excluded:
+                if (row.decision_id, row.event_id) not in excluded:
                     out[row.decision_id][row.part] = row.value
         return out
 

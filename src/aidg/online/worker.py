@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -41,7 +41,7 @@ import numpy as np
 
 from aidg.config import RewardSettings, StreamSettings
 from aidg.decisionlog.log import DecisionLog, DecisionRecord, RewardEvent
-from aidg.decisionlog.schema import MERCHANT_SEP
+from aidg.decisionlog.schema import MERCHANT_SEP, EventKey
 from aidg.errors import BackendUnavailableError
 from aidg.monitor.kpis import bucket_of, feedback_kpis
 from aidg.online.feature_row import FeatureRow
@@ -49,7 +49,7 @@ from aidg.policy.bandit import join_part
 from aidg.policy.merchant_posterior import PART_PREDICTIONS
 from aidg.policy.pooled import K
 from aidg.store.online import OnlineStore
-from aidg.stream.bus import EventBus
+from aidg.stream.bus import EventBus, Message
 
 log = logging.getLogger("aidg.stream")
 WORKER_LOCK = "__stream_workers__"  # the row every worker transaction locks first (one lock order: no deadlocks)
@@ -66,6 +66,16 @@ def _prior(dim: int) -> tuple[np.ndarray, np.ndarray]:
 def reward_message(e: RewardEvent) -> dict[str, Any]:
     """The bus payload of a reward event (the decision log holds the event itself)."""
     return {"kind": "reward", "event_id": e.event_id, "decision_id": e.decision_id, "part": e.part, "value": e.value}
+
+
+def reward_keys(msgs: Sequence[Message]) -> list[EventKey]:
+    """The (decision_id, event_id) of each reward message among ``msgs`` (others, and malformed ones, skipped)."""
+    out = []
+    for m in msgs:
+        p = m.payload
+        if p.get("kind") == "reward" and isinstance(p.get("event_id"), str) and isinstance(p.get("decision_id"), str):
+            out.append((p["decision_id"], p["event_id"]))
+    return out
 
 
 def posterior_name(model_version: str) -> str:
@@ -127,25 +137,26 @@ class StreamWorker:
         )
         if not msgs:
             return 0
-        rewards = [m for m in msgs if m.payload.get("kind") == "reward" and isinstance(m.payload.get("event_id"), str)]
+        keys = reward_keys(msgs)
         self.malformed += sum(1 for m in msgs if m.payload.get("kind") not in ("reward", "decision"))
-        changed = self.apply([m.payload["event_id"] for m in rewards]) if rewards else []
+        changed = self.apply(keys) if keys else []
         self.bus.ack(s.stream, s.group, [m.id for m in msgs])
         self.messages += len(msgs)
         self._refresh_features(changed)
         return len(msgs)
 
-    def apply(self, event_ids: list[str]) -> list[tuple[RewardEvent, DecisionRecord]]:
-        """Apply the not-yet-applied events among ``event_ids`` in one transaction; returns what was applied."""
+    def apply(self, keys: list[EventKey]) -> list[tuple[RewardEvent, DecisionRecord]]:
+        """Apply the not-yet-applied events among ``keys`` ((decision_id, event_id) each) in one transaction;
+        returns what was applied."""
         done: list[tuple[RewardEvent, DecisionRecord]] = []
         with self.log.transaction() as tx:
             tx.lock_posterior(WORKER_LOCK, lambda: (np.zeros((1, 1)), np.zeros(1)))
-            claimed = tx.claim(event_ids)
+            claimed = tx.claim(keys)
             if not claimed:
                 return []
             ids = sorted({e.decision_id for e in claimed})
             recs = tx.decisions(ids)
-            before = tx.applied_parts(ids, exclude_event_ids=[e.event_id for e in claimed])
+            before = tx.applied_parts(ids, exclude=[e.key for e in claimed])
             seen = {d: dict(parts) for d, parts in before.items()}  # the per-merchant statistics' own copy
             by_posterior: dict[str, list[RewardEvent]] = defaultdict(list)
             for e in claimed:

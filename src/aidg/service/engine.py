@@ -48,6 +48,7 @@ from aidg.policy.risk_aware import RiskAwarePolicy, predicted_parts
 from aidg.privacy.ids import glob_escape
 from aidg.registry import ModelRegistry
 from aidg.service.backends import Backends
+from aidg.service.disclosure import SimilarMerchants
 from aidg.service.intake import FeedbackIntake
 from aidg.service.replica_monitor import ReplicaMonitor
 from aidg.service.replica_privacy import NO_CONSENT, ReplicaPrivacy
@@ -75,6 +76,7 @@ class DealEngine:
         self.settings, self.backends = settings, backends
         self.champion = Served(settings, model, backends)
         self.challenger: Served | None = None
+        self._similar: tuple[ServingModel, SimilarMerchants] | None = None
         registry = ModelRegistry(settings)
         controller = RolloutController(
             RolloutStore(backends.decisions), settings, model.version, aliases=registry.set_aliases,
@@ -381,12 +383,32 @@ class DealEngine:
         self.privacy.check(rec.merchant_id)
         return rec
 
-    def explanation(self, rec: DecisionRecord, change: tuple[int, str, Any] | None = None) -> dict[str, Any]:
-        """Attention top-5 (as served), attributions, similar merchants, rules and an optional what-if."""
+    def similar_merchants(self) -> SimilarMerchants:
+        """The describer of similar merchants for the champion's model (built once per model)."""
+        model = self.model
+        cached = self._similar
+        if cached is None or cached[0] is not model:
+            tables = model.package.tables
+            deals = tables["deals"]
+            if "gp30_known_at" in deals:
+                deals = deals[pd.to_datetime(deals.gp30_known_at) <= model.as_of]
+            stats = pd.DataFrame(model.snap.view.numeric, index=[str(m) for m in model.ctx.merchant_ids])
+            cached = self._similar = (model, SimilarMerchants(
+                tables["merchants"], tables["categories"], tables.get("cities"), deals, stats
+            ))  # fmt: skip
+        return cached[1]
+
+    def explanation(
+        self, rec: DecisionRecord, change: tuple[int, str, Any] | None = None, reveal_ids: bool = True
+    ) -> dict[str, Any]:
+        """Attention top-5 (as served), attributions, similar merchants, rules and an optional what-if. Similar
+        merchants are anonymised descriptions (:mod:`aidg.service.disclosure`); ``reveal_ids`` (admins) adds
+        their ids."""
         p = rec.payload
         cand = pd.DataFrame([{"merchant_id": rec.merchant_id, **{k: v[k] for k in ("variant", *TERMS, "type")}}
                              for v in p["variants"]])  # fmt: skip
         ex = self.model.explainer.explain(self.model.ctx, self.model.snap, cand, change=change).to_dict()
+        similar = self.similar_merchants().describe(rec.merchant_id, ex["similar_merchants"], reveal_ids)
         return {
             "decision_id": rec.decision_id,
             "merchant_id": rec.merchant_id,
@@ -396,7 +418,7 @@ class DealEngine:
                          for v in p["variants"]],  # best first, as served
             "attention_top5": {str(v["variant"]): v["top_features"] for v in p["variants"]},
             "attributions": ex["attributions"],
-            "similar_merchants": ex["similar_merchants"],
+            "similar_merchants": similar,
             "rules": ex["rules"],
             "global_rules": ex["global_rules"],
             "what_if": ex["what_if"],

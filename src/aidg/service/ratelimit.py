@@ -12,9 +12,13 @@ arrival time* ``tat``: a request at ``now`` is let through when
 ``tat`` to ``max(tat, now) + T``. Times are whole microseconds, so a burst of
 exactly ``burst`` requests is never cut short by rounding.
 
-- **In process** (:class:`MemoryLimiter`, the default): each worker process
-  keeps its own buckets, so with N workers (``aidg serve --workers N``) and no
-  Redis a key may make up to N × the limit.
+- **In process** (:class:`MemoryLimiter`, one worker): the buckets live in
+  the process.
+- **Shared by the workers of one** ``aidg serve --workers N`` **without Redis**
+  (:class:`SharedLimiter`): ``aidg serve`` makes one array of bucket times in
+  shared memory before it starts the workers (one slot per API key, under one
+  lock), so the N workers keep one limit per key, not N. Separate ``aidg serve``
+  processes (replicas) share a limit only through Redis.
 - **Redis** (:class:`RedisLimiter`, when ``AIDG_REDIS_URL`` is set): one Lua
   script does the GCRA step atomically on the server with the server's clock
   (``TIME``), so every worker process and replica shares one limit per key.
@@ -45,7 +49,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -124,6 +128,56 @@ class MemoryLimiter:
         return None
 
 
+_shared_tat: Any = None  # set in each `aidg serve` worker (share_across_workers): the bucket times all workers share
+
+
+def share_across_workers(tat: Any) -> None:
+    """Use ``tat`` (a ``multiprocessing`` ``Array("q", n)`` with its lock, made by the parent ``aidg serve``) for
+    the buckets of every limiter this process makes (:func:`make_limiter`)."""
+    global _shared_tat
+    _shared_tat = tat
+
+
+def shared_slots(settings: Settings) -> int:
+    """How many bucket slots the workers of one ``aidg serve`` share (0: no API keys, nothing to share)."""
+    return len(bucket_ids(settings.api_keys)) if settings.api_keys else 0
+
+
+class SharedLimiter:
+    """GCRA buckets in memory shared by processes: ``tat`` a ``multiprocessing`` ``Array("q", ≥ len(buckets))``
+    with its lock, ``buckets`` every bucket id (each gets the slot of its rank). The clock is the system's
+    monotonic clock, the same in every process of the machine."""
+
+    def __init__(
+        self, tat: Any, buckets: Iterable[str], rate: float, burst: int, clock: Callable[[], int] = _monotonic_us
+    ) -> None:
+        if burst < 1:
+            raise ConfigError(f"a rate limit's burst must be at least 1 (got {burst!r})")
+        self.slot = {b: i for i, b in enumerate(sorted(set(buckets)))}
+        if len(tat) < len(self.slot):
+            raise ConfigError(f"the shared rate-limit array has {len(tat)} slots for {len(self.slot)} API keys")
+        self.tat, self.rate, self.burst, self.clock = tat, rate, burst, clock
+        self.interval = _interval_us(rate)
+        self.width = burst * self.interval
+
+    def wait(self, bucket: str) -> float:
+        i = self.slot.get(bucket)
+        if i is None:  # not a configured key's bucket: the middleware never asks
+            raise ConfigError("a rate-limit bucket that is not one of the service's API keys")
+        now = self.clock()
+        with self.tat.get_lock():
+            tat = max(self.tat[i] or now, now)  # 0: never used
+            new = tat + self.interval
+            wait = new - self.width - now
+            if wait > 0:
+                return wait / US
+            self.tat[i] = new
+        return 0.0
+
+    def close(self) -> None:
+        return None
+
+
 class RedisLimiter:
     """GCRA buckets in Redis, shared by every process that uses the same server and namespace.
 
@@ -189,12 +243,16 @@ class RedisLimiter:
 
 
 def make_limiter(settings: Settings) -> Limiter | None:
-    """The limiter the settings call for: None without API keys, shared in Redis when the store is Redis, else in
-    process."""
+    """The limiter the settings call for: None without API keys, shared in Redis when the store is Redis, else
+    shared by this ``aidg serve``'s workers (:func:`share_across_workers`), else in process."""
     if not settings.api_keys:
         return None
     s = settings.service
-    local = MemoryLimiter(s.rate_limit_per_second, s.rate_limit_burst)
+    local: Limiter = (
+        SharedLimiter(_shared_tat, bucket_ids(settings.api_keys).values(), s.rate_limit_per_second, s.rate_limit_burst)
+        if _shared_tat is not None
+        else MemoryLimiter(s.rate_limit_per_second, s.rate_limit_burst)
+    )
     if settings.backend_kinds()["store"] == "redis" and settings.redis_url:
         return RedisLimiter(
             settings.redis_url, s.rate_limit_per_second, s.rate_limit_burst,
@@ -260,4 +318,7 @@ class RateLimit:
         )
 
 
-__all__ = ["GCRA_LUA", "Limiter", "MemoryLimiter", "RateLimit", "RedisLimiter", "bucket_ids", "make_limiter"]
+__all__ = [
+    "GCRA_LUA", "Limiter", "MemoryLimiter", "RateLimit", "RedisLimiter", "SharedLimiter", "bucket_ids", "make_limiter",
+    "share_across_workers", "shared_slots",
+]  # fmt: skip

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aidg.decisionlog.schema import EVENT_ID_MAX, EVENT_ID_PATTERN
+
 if TYPE_CHECKING:
     from aidg.config import Settings
 
@@ -34,11 +36,17 @@ class EditedTerms(_Request):
     category_id: str | None = Field(None, min_length=1, max_length=200)
 
 
+EVENT_ID_HELP = (
+    "unique per event within its decision (a repeat is accepted once): 1-128 letters, digits or . _ : @ -; "
+    "ids of different decisions never collide"
+)
+
+
 class FeedbackEvent(_Request):
     """One piece of feedback about a decision; ``event_id`` makes it idempotent."""
 
-    event_id: str = Field(min_length=1, max_length=200, description="unique per event: a repeat is accepted once")
-    decision_id: str = Field(min_length=1, max_length=200)
+    event_id: str = Field(pattern=EVENT_ID_PATTERN, description=EVENT_ID_HELP)
+    decision_id: str = Field(min_length=1, max_length=EVENT_ID_MAX)
     kind: Literal["approval", "override", "conversion", "gp30"] = Field(
         description="approval (value 1/0 or approved), override (severity in [0, 1] or edited_terms), "
         "conversion (the early proxy in [0, 1]), gp30 (the GP30 uplift over the habitual deal)"
@@ -200,10 +208,9 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _event_schema(kind: str, value: dict[str, Any], *, value_required: bool, terms: bool) -> dict[str, Any]:
     """One kind of :class:`FeedbackEvent` as JSON Schema, with the rules of its model validator."""
-    text = {"type": "string", "minLength": 1, "maxLength": 200}
     props: dict[str, Any] = {
-        "event_id": {**text, "description": "unique per event: a repeat is accepted once"},
-        "decision_id": text,
+        "event_id": {"type": "string", "pattern": EVENT_ID_PATTERN, "description": EVENT_ID_HELP},
+        "decision_id": {"type": "string", "minLength": 1, "maxLength": EVENT_ID_MAX},
         "kind": {"type": "string", "enum": [kind]},
         "value": value if value_required else _nullable(value),
         "approved": _nullable({"type": "boolean"}) if kind == "approval" else {"type": "null"},

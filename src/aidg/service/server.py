@@ -7,7 +7,10 @@ keep-alive clients one core works while the other idles. With one
 the processes by their address hash, as gunicorn's ``--reuse-port`` does.
 The parent only supervises: it stops every worker on Ctrl-C / SIGTERM, and
 when one worker dies it stops the others and exits non-zero, so a process
-manager restarts the whole service.
+manager restarts the whole service. With API keys and more than one worker,
+the parent makes the shared array the workers' rate limits live in
+(:class:`aidg.service.ratelimit.SharedLimiter`), so a key's limit holds across
+workers without Redis.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import signal
 import socket
 import time
 from types import FrameType
+from typing import Any
 
 FACTORY = "aidg.service.app:app_from_env"
 
@@ -31,8 +35,13 @@ def _socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int) -> None:
+def _worker(host: str, port: int, tat: Any = None) -> None:
     import uvicorn
+
+    if tat is not None:
+        from aidg.service.ratelimit import share_across_workers
+
+        share_across_workers(tat)  # one rate limit per API key across the workers, not one per worker
 
     config = uvicorn.Config(
         FACTORY, factory=True, log_level="warning", access_log=False, loop="uvloop", http="httptools"
@@ -51,10 +60,12 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def serve(host: str, port: int, workers: int) -> int:
-    """Run ``workers`` processes until a signal, or until one of them dies; returns the exit code."""
+def serve(host: str, port: int, workers: int, rate_slots: int = 0) -> int:
+    """Run ``workers`` processes until a signal, or until one of them dies; returns the exit code. ``rate_slots``
+    (the number of API keys): with more than one worker, their rate-limit buckets live in one shared array."""
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: nothing from the parent's imports leaks in
-    procs = [ctx.Process(target=_worker, args=(host, port), name=f"aidg-serve-{i}") for i in range(workers)]
+    tat = ctx.Array("q", rate_slots) if rate_slots and workers > 1 else None
+    procs = [ctx.Process(target=_worker, args=(host, port, tat), name=f"aidg-serve-{i}") for i in range(workers)]
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 
 from aidg.domain import DEAL_TERMS
-from aidg.service.deps import CallerDep, EngineDep, decision_for
+from aidg.service.deps import CallerDep, EngineDep, decision_for, scoped
 from aidg.service.responses import JSON
 from aidg.service.schemas import error_responses
 
@@ -65,4 +65,4 @@ async def explain_decision(
             except ValueError:
                 raise HTTPException(422, f"value: {term} takes a number (got {value!r})") from None
         change = (int(variant), str(term), parsed)  # type: ignore[arg-type]
-    return JSON(engine.explanation(rec, change))
+    return JSON(engine.explanation(rec, change, reveal_ids=not scoped(caller)))

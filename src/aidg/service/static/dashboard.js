@@ -693,7 +693,13 @@
 
     const sim = clear($("similar-merchants"));
     for (const s of arr(ex.similar_merchants)) {
-      sim.appendChild(el("li", { text: `${fmt(s.merchant_id)} · ${fmt(s.similarity)}` }));
+      // a merchant-manager key sees no id: the description (category, city tier, shared traits, outcome)
+      const who = s.merchant_id ? `${s.merchant_id} · ` : `#${fmt(s.rank)} · `;
+      const tier = s.city_tier ? `tier-${s.city_tier} city` : "city tier unknown";
+      const traits = arr(s.similar_in).map((t) => `${t.trait} ${fmt(t.theirs)} (yours ${fmt(t.yours)})`).join(", ");
+      const out = obj(s.outcome);
+      const result = `GP30 uplift ${fmt(out.mean_gp30_uplift)} over ${fmt(out.deals)} deals`;
+      sim.appendChild(el("li", { text: `${who}${fmt(s.category)}, ${tier} · similarity ${fmt(s.similarity)} · ${result}` + (traits ? ` · alike in ${traits}` : "") }));
     }
     if (!sim.firstChild) sim.appendChild(el("li", { class: "muted", text: "none found" }));
 
