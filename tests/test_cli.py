@@ -101,3 +101,5 @@ def test_serve_and_stream_worker_refuse_what_they_cannot_do_safely(tmp_path: Pat
     assert no_data.returncode == 2 and "no data folder" in no_data.stderr
     worker = run("stream-worker", home=tmp_path, check=False)
     assert worker.returncode == 2 and "AIDG_REDIS_URL" in worker.stderr
+    join = run("serve", "--join", home=tmp_path, check=False)  # a replica that would share nothing
+    assert join.returncode == 2 and "AIDG_REDIS_URL" in join.stderr and "Traceback" not in join.stderr

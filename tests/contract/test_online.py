@@ -140,6 +140,33 @@ def test_store_read_keeps_order_and_length_with_none_for_misses(store: OnlineSto
     assert store.count() == 2
 
 
+def test_concurrent_updates_of_the_same_rows_lose_no_increment(store: OnlineStore) -> None:
+    """Four threads (each a client of its own on Redis) add 1 to two shared counters 50 times each: a plain
+    read-then-write loses increments; update loses none."""
+    import threading
+
+    store.write({"a": b"0", "b": b"0", "c": b"x"})
+    clients = [store] + ([RedisOnlineStore(REDIS_URL, namespace=store.namespace) for _ in range(3)]
+                         if isinstance(store, RedisOnlineStore) else [store] * 3)  # fmt: skip
+
+    def bump(s: OnlineStore) -> None:
+        for _ in range(50):
+            s.update(["a", "b", "missing"], lambda k, old: str(int(old) + 1).encode())
+
+    threads = [threading.Thread(target=bump, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.read(["a", "b", "missing"]) == [b"200", b"200", None]
+    # a change that answers None leaves the row, and only written rows come back
+    assert store.update(["a", "c"], lambda k, old: None if k == "a" else old + b"y") == {"c": b"xy"}
+    assert store.read(["a", "c"]) == [b"200", b"xy"] and store.update([], lambda k, old: old) == {}
+    for c in clients[1:]:
+        if c is not store:
+            c.close()
+
+
 def test_redis_count_sees_only_its_own_namespace_even_with_glob_characters() -> None:
     require_server("Redis", "127.0.0.1", 6379)
     base = _namespace()

@@ -50,6 +50,11 @@ def serve(
     compile_: Annotated[
         bool, typer.Option("--compile/--no-compile", help="TorchInductor-compile the scorer (~25 s once, then cached).")
     ] = True,
+    join: Annotated[
+        bool,
+        typer.Option("--join", help="Join the replicas already serving this port on this machine (SO_REUSEPORT: the "
+                     "kernel spreads connections over every replica's workers); they share state through Redis."),
+    ] = False,
 ) -> None:
     """Serve the API (OpenAPI at /docs). Embedded backends unless AIDG_REDIS_URL / AIDG_DATABASE_URL are set."""
     import os
@@ -64,10 +69,13 @@ def serve(
             f"no API keys are configured, so `aidg serve` listens only on 127.0.0.1, not {host}: set AIDG_API_KEYS "
             '(e.g. \'{"a-long-secret": {"role": "admin"}}\') to serve on other addresses'
         )
+    if join and s.backend_kinds()["store"] != "redis":
+        fail("--join runs another replica behind the same port: replicas share the gate's budget, the exploration "
+             "quota and rate limits through Redis, so set AIDG_REDIS_URL (and AIDG_DATABASE_URL for one decision log)")
     version = version or s.service.model_version
     s = _serve_env(s, data, version)
-    if port_in_use(host, port):
-        fail(f"{host}:{port} is in use: stop what listens there or pass --port")
+    if not join and port_in_use(host, port):
+        fail(f"{host}:{port} is in use: stop what listens there, pass --port, or --join to add a replica behind it")
     os.environ["AIDG_SERVICE__COMPILE"] = "true" if compile_ else "false"
     n = workers or os.cpu_count() or 1
     k = s.backend_kinds()

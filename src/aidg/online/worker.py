@@ -234,18 +234,21 @@ class StreamWorker:
         # a row lives under its model version's namespace (the decision's payload says which)
         keys = sorted({str(rec.payload.get("ns", "")) + mid for mid, items in by_merchant.items() for _, rec in items})
         owner = {str(rec.payload.get("ns", "")) + mid: mid for mid, items in by_merchant.items() for _, rec in items}
-        raw = self.online.read(keys)
         out: dict[str, FeatureRow] = {}
-        for key, data in zip(keys, raw, strict=True):
-            if data is None:
-                continue
+
+        def change(key: str, data: bytes) -> bytes | None:
             row = FeatureRow.from_bytes(data)
             mid = owner[key]
             items = [(e, rec) for e, rec in by_merchant[mid] if str(rec.payload.get("ns", "")) + mid == key]
-            if row.apply((e.part, e.value) for e, _ in items):
-                out[key] = row
-        if out:
-            self.online.write({k: r.to_bytes() for k, r in out.items()})
+            if not row.apply((e.part, e.value) for e, _ in items):
+                return None
+            out[key] = row
+            return row.to_bytes()
+
+        # read-modify-write in one atomic step per batch (Redis: an optimistic transaction, redone on a conflict):
+        # two workers folding events of the same merchant at once both count
+        written = self.online.update(keys, change)
+        out = {k: out[k] for k in written}
         if self.on_update is not None:
             for key, row in out.items():
                 mid = owner[key]

@@ -26,8 +26,22 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aidg.errors import DataError, NotFoundError
+
+
+class Gate(Protocol):
+    """What :class:`~aidg.policy.risk_aware.RiskAwarePolicy` asks of a gate: this module's, or one whose budget
+    several processes share (``aidg.service.shared_state.SharedGate``)."""
+
+    def admit(self, decision_id: str, lcb: float, baseline: float) -> bool: ...
+
+    def record(self, decision_id: str, played: str, value: float, baseline: float) -> None: ...
+
+    def forget(self, decision_id: str) -> None: ...
+
+    def settle(self, decision_id: str, reward: float) -> bool: ...
 
 
 @dataclass
@@ -47,6 +61,15 @@ class ConservativeGate:
         ok = self.budget + lcb - (1 - self.alpha) * baseline >= 0
         if not ok:
             self.refused += 1
+        return ok
+
+    def admit(self, decision_id: str, lcb: float, baseline: float) -> bool:
+        """:meth:`allows` and, if it does, :meth:`record` the policy round, as one step (a gate shared by several
+        processes makes this one atomic step on its server: ``aidg.service.shared_state``). The caller records
+        the baseline round when it does not."""
+        ok = self.allows(lcb, baseline)
+        if ok:
+            self.record(decision_id, "policy", lcb, baseline)
         return ok
 
     def record(self, decision_id: str, played: str, value: float, baseline: float) -> None:

@@ -38,7 +38,7 @@ from aidg.config import BanditSettings, ExplorationSettings, GuardSettings, Post
 from aidg.domain import PREDICTED
 from aidg.errors import DataError
 from aidg.policy.bandit import PARTS, RiskAwareThompsonSampling, risk_adjust
-from aidg.policy.conservative import ConservativeGate
+from aidg.policy.conservative import ConservativeGate, Gate
 from aidg.policy.guard import ExplorationManager, SafetyGuard
 from aidg.policy.merchant_posterior import MerchantPosterior
 
@@ -149,7 +149,7 @@ class RiskAwarePolicy:
 
     def _reset_own(self) -> None:
         self.exploration = ExplorationManager(self.exploration_settings)
-        self.gate = ConservativeGate(alpha=self.settings.conservative_alpha)
+        self.gate: Gate = ConservativeGate(alpha=self.settings.conservative_alpha)
         self.open_: dict[str, _Open] = {}
         self.closed_: set[str] = set()  # decisions whose parts are all in (late repeats are ignored)
         self.explore_outcomes_: list[bool] = []
@@ -216,11 +216,10 @@ class RiskAwarePolicy:
         choice = self.bandit.select_action(phi, cands.score, cands.risk, allowed, threshold=limit)
         i = choice.index
         lcb = float(self.bandit.lower_bound(phi[i], cands.score[i : i + 1], self.z)[0])
-        if not self.gate.allows(lcb, b):
+        if not self.gate.admit(decision_id, lcb, b):
             return self._play_current(
                 decision_id, current_phi, current, b, refused, "the conservative gate: the lower bound is at risk", lcb
             )
-        self.gate.record(decision_id, "policy", lcb, b)
         self._register(decision_id, phi[i], cands.row(i), "policy", explored=bool(cands.types[i] == "explore"))
         return Decision(i, choice.pscore, str(cands.types[i]), refused, "", lcb)
 
@@ -280,12 +279,11 @@ class RiskAwarePolicy:
                 terms=terms, pscore=pscore,
             )  # fmt: skip
         lcb = float(score[i] + mean_corr[i] - self.z * sd_corr[i])
-        if not self.gate.allows(lcb, b):
+        if not self.gate.admit(decision_id, lcb, b):
             return self._play_current(
                 decision_id, current_phi, current, b, refused, "the conservative gate: the lower bound is at risk",
                 lcb, terms=terms,
             )  # fmt: skip
-        self.gate.record(decision_id, "policy", lcb, b)
         self._register(decision_id, phi[i], cands.row(i), "policy", bool(cands.types[i] == "explore"))
         mp.register(decision_id, terms.merchant, terms.category, terms.psi[i], cands.row(i))
         return Decision(i, pscore, str(cands.types[i]), refused, "", lcb)

@@ -331,7 +331,8 @@ class DealEngine:
             row["score"], predicted_parts(row),
             {**response, "posterior": served.model.posterior_name, "ns": served.ns, "current_margin": current_margin,
              "proxy_baseline": base["approval"] * base["conversion"], "override_expected": float(b.override_rate),
-             **({} if sc.psi is None else {"psi": [float(x) for x in sc.psi]})},
+             **({} if sc.psi is None else {"psi": [float(x) for x in sc.psi]}),
+             **({} if sc.shared is None else {"shared_state": sc.shared})},
         )  # fmt: skip
         try:
             self.backends.decisions.record(rec)

@@ -10,7 +10,9 @@ when one worker dies it stops the others and exits non-zero, so a process
 manager restarts the whole service. With API keys and more than one worker,
 the parent makes the shared array the workers' rate limits live in
 (:class:`aidg.service.ratelimit.SharedLimiter`), so a key's limit holds across
-workers without Redis.
+workers without Redis; with more than one worker it makes the array of the
+policy state they share too (the gate's budget and the exploration quota,
+:mod:`aidg.service.shared_state`; with Redis, Redis holds it instead).
 """
 
 from __future__ import annotations
@@ -35,13 +37,17 @@ def _socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, tat: Any = None) -> None:
+def _worker(host: str, port: int, tat: Any = None, policy_state: Any = None) -> None:
     import uvicorn
 
     if tat is not None:
         from aidg.service.ratelimit import share_across_workers
 
         share_across_workers(tat)  # one rate limit per API key across the workers, not one per worker
+    if policy_state is not None:
+        from aidg.service import shared_state
+
+        shared_state.share_across_workers(policy_state)  # one gate budget and exploration quota, not one per worker
 
     config = uvicorn.Config(
         FACTORY, factory=True, log_level="warning", access_log=False, loop="uvloop", http="httptools"
@@ -65,7 +71,13 @@ def serve(host: str, port: int, workers: int, rate_slots: int = 0) -> int:
     (the number of API keys): with more than one worker, their rate-limit buckets live in one shared array."""
     ctx = mp.get_context("spawn")  # a fresh interpreter per worker: nothing from the parent's imports leaks in
     tat = ctx.Array("q", rate_slots) if rate_slots and workers > 1 else None
-    procs = [ctx.Process(target=_worker, args=(host, port, tat), name=f"aidg-serve-{i}") for i in range(workers)]
+    policy_state = None
+    if workers > 1:
+        from aidg.service.shared_state import worker_array
+
+        policy_state = worker_array(ctx)
+    procs = [ctx.Process(target=_worker, args=(host, port, tat, policy_state), name=f"aidg-serve-{i}")
+             for i in range(workers)]  # fmt: skip
     stopping = False
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from aidg.policy.pooled import CURRENT_FEATURES, term_features
 from aidg.policy.response_model import current_deals, current_terms, merchant_records
 from aidg.policy.risk_aware import CURRENT, Candidates, Decision, MerchantTerms, RiskAwarePolicy
 from aidg.service.backends import Backends
+from aidg.service.shared_state import SharedExploration, SharedGate, shared_state
 from aidg.store.cache import EmbeddingCache
 
 log = logging.getLogger("aidg.service")
@@ -47,6 +49,7 @@ class Scored:
     played: int
     features_s: float = 0.0  # time spent reading the bundle
     psi: np.ndarray | None = None  # the played deal's term features (the per-merchant posterior learns with them)
+    shared: dict[str, Any] | None = None  # what the policy state shared in Redis did for it (gate, exploration)
 
     @property
     def n(self) -> int:
@@ -82,6 +85,14 @@ class Served:
         if settings.posterior.enabled:
             half_life = settings.posterior.approval_half_life_days
             self.policy.merchants.warm_start_many(merchant_records(model.package.records, current, half_life))
+        # one gate budget and one exploration quota for every process serving this model: replicas through Redis,
+        # the workers of one `aidg serve` through shared memory (aidg.service.shared_state)
+        self.shared: SharedGate | None = None
+        state = shared_state(settings, self.ns)
+        if state is not None:
+            self.shared = SharedGate(state, settings.bandit.conservative_alpha)
+            self.policy.gate = self.shared
+            self.policy.exploration = SharedExploration(settings.exploration, state)
         self.current_only = model.serving_policy == "current"
         self.posterior_version = -1
         self.merchants_loaded: datetime | None = None  # the newest per-merchant row loaded
@@ -159,16 +170,23 @@ class Served:
             psi = term_features(b.terms["discount_pct"][:n], b.terms["price"][:n], b.terms["duration_days"][:n],
                                 np.asarray(b.labels["focus"][:n]) == "secondary", self.current_deals[merchant_id])
             terms = MerchantTerms(merchant_id, self.categories[merchant_id], psi, CURRENT_FEATURES)  # fmt: skip
+        shared = None
         if self.current_only:
             why = "the existing system plays the merchant's current deal"
             d = Decision(CURRENT, 1.0, "current", {}, why, float("nan"))
         else:
             with self.lock:
+                exploration = self.policy.exploration
+                if isinstance(exploration, SharedExploration):
+                    exploration.last = {}
                 d = self.policy.select_action(decision_id, cands, s["phi"][:n], b.override_rate, s["phi"][n], current,
                                               explore=explore, terms=terms)  # fmt: skip
+                if self.shared is not None:
+                    ex = exploration.last if isinstance(exploration, SharedExploration) else {}
+                    shared = {"gate": self.shared.trace(decision_id), **({"explore": ex} if ex else {})}
                 self.policy.release(decision_id)
         played_psi = None if terms is None else (terms.current if d.index == CURRENT else terms.psi[d.index])
-        return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features, played_psi)
+        return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features, played_psi, shared)
 
     def variants(self, sc: Scored, idx: np.ndarray) -> list[VariantRow]:
         """The response rows of variants ``idx`` (:func:`variant_rows`), with the guard's refusals."""

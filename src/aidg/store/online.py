@@ -18,7 +18,9 @@ Contract common to both:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+Change = Callable[[str, bytes], bytes | None]  # (key, its stored row) -> the new row, or None to leave it
 
 
 class OnlineStore(ABC):
@@ -43,6 +45,12 @@ class OnlineStore(ABC):
     @abstractmethod
     def delete(self, keys: Sequence[str]) -> int:
         """Remove several rows; returns how many of them existed."""
+
+    @abstractmethod
+    def update(self, keys: Sequence[str], change: Change) -> dict[str, bytes]:
+        """Read-modify-write each stored row of ``keys`` atomically: no concurrent :meth:`update` or :meth:`write`
+        of the same key is lost in between (Redis: ``WATCH`` / ``MULTI`` / ``EXEC``, retried on a conflict). A key
+        not stored is skipped, so is one ``change`` answers None for. Returns the rows written, by key."""
 
     def scan(self, pattern: str) -> list[str]:
         """The stored keys matching a glob ``pattern`` (``*``, ``?``, ``[...]``); O(n): erasure jobs, not requests."""

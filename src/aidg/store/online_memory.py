@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from aidg.errors import ConfigError
-from aidg.store.online import CacheBackend, OnlineStore
+from aidg.store.online import CacheBackend, Change, OnlineStore
 
 
 class MemoryOnlineStore(OnlineStore):
@@ -48,6 +48,17 @@ class MemoryOnlineStore(OnlineStore):
         rows = self._rows
         with self._lock:
             return sum(rows.pop(k, None) is not None for k in set(keys))
+
+    def update(self, keys: Sequence[str], change: Change) -> dict[str, bytes]:
+        """See :meth:`OnlineStore.update` (under the store's lock)."""
+        out = {}
+        with self._lock:
+            for k in dict.fromkeys(keys):
+                old = self._rows.get(k)
+                new = None if old is None else change(k, old)
+                if new is not None:
+                    self._rows[k] = out[k] = new
+        return out
 
     def scan(self, pattern: str) -> list[str]:
         """See :meth:`OnlineStore.scan`."""

@@ -26,8 +26,9 @@ import redis.exceptions
 
 from aidg.errors import BackendUnavailableError, ConfigError, redact
 from aidg.redis_client import UNREACHABLE, Breaker, retry_policy
-from aidg.store.online import CacheBackend, OnlineStore
+from aidg.store.online import CacheBackend, Change, OnlineStore
 
+UPDATE_ATTEMPTS = 20  # optimistic transactions of one batch before giving up (each conflict means progress elsewhere)
 _GLOB = str.maketrans({c: "\\" + c for c in "\\*?[]"})
 
 
@@ -138,6 +139,37 @@ class RedisOnlineStore(_RedisClient, OnlineStore):
     def delete(self, keys: Sequence[str]) -> int:
         """See :meth:`OnlineStore.delete` (one ``DEL``)."""
         return self._delete(keys)
+
+    def update(self, keys: Sequence[str], change: Change) -> dict[str, bytes]:
+        """See :meth:`OnlineStore.update`: ``WATCH`` the rows, read them, ``MULTI`` the new ones, ``EXEC``; a row
+        another client wrote in between fails the ``EXEC`` and the whole batch is read and changed again."""
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return {}
+        names = self._names(unique)
+        with self._guard(), self._client.pipeline(transaction=True) as raw:
+            pipe = cast(Any, raw)  # redis-py's pipeline is untyped
+            for _ in range(UPDATE_ATTEMPTS):
+                try:
+                    pipe.watch(*names)
+                    out = {}
+                    for k, old in zip(unique, pipe.mget(names), strict=True):
+                        new = None if old is None else change(k, old)
+                        if new is not None:
+                            out[k] = new
+                    pipe.multi()
+                    for k, new in out.items():
+                        pipe.set(self._prefix + k, new)
+                    pipe.execute()
+                    return out
+                except redis.exceptions.WatchError:
+                    continue
+                finally:
+                    pipe.reset()
+        raise BackendUnavailableError(
+            f"Redis at {redact(self.url)}: {len(unique)} feature rows kept changing under {UPDATE_ATTEMPTS} attempts "
+            "to update them; try again"
+        )
 
     def count(self) -> int:
         """See :meth:`OnlineStore.count` (``SCAN`` over ``namespace:*``)."""

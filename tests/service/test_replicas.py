@@ -1,0 +1,143 @@
+"""One guarantee across replicas: two ``aidg serve`` processes on one Redis and PostgreSQL keep one conservative-gate
+budget and one exploration quota, the ones a single process gets from the same request stream in the order Redis
+applied it (aidg.service.shared_state)."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from aidg.config import Settings
+from aidg.decisionlog.log import DecisionLog
+from aidg.policy.conservative import ConservativeGate
+from tests.benches import load_bench
+from tests.servers import REDIS_URL, private_servers
+
+REQUESTS = 60
+
+
+def _generate(port: int, merchant: str) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/deals/generate",
+        data=json.dumps({"merchant_id": merchant, "n_variants": 10}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return dict(json.loads(r.read()))
+
+
+def _replay_gate(traces: list[dict[str, Any]], alpha: float) -> ConservativeGate:
+    """The gate of one process fed the logged rounds in the order Redis applied them; each admission must agree."""
+    gate = ConservativeGate(alpha=alpha)
+    for i, t in enumerate(sorted(traces, key=lambda t: t["seq"])):
+        d = f"r{i}"
+        if t["lcb"] is not None:  # the policy's variant asked the gate
+            assert gate.admit(d, t["lcb"], t["baseline"]) == t["admitted"], t
+            if not t["admitted"]:
+                gate.record(d, "baseline", t["baseline"], t["baseline"])
+        else:  # the current deal played before the gate was asked
+            gate.record(d, "baseline", t["baseline"], t["baseline"])
+    return gate
+
+
+def _check(states: list[dict[str, Any]], shared: dict[str, float] | None, where: str) -> None:
+    """The logged steps replay, in their order, through one process's gate and quota to the same outcome."""
+    alpha = Settings().bandit.conservative_alpha
+    gates = [s["gate"] for s in states]
+    assert all(g is not None and g["seq"] is not None for g in gates)
+    assert sorted(g["seq"] for g in gates) == list(range(1, REQUESTS + 1))  # one round each, one order
+    one = _replay_gate(gates, alpha)
+    assert one.rounds == REQUESTS and one.budget >= 0  # the bound holds over every process's rounds together
+    if shared is not None:
+        assert shared["rounds"] == REQUESTS and shared.get("refused", 0) == one.refused
+        assert math.isclose(shared["budget"], one.budget, rel_tol=1e-9, abs_tol=1e-9), (shared["budget"], one.budget)
+    # exploration: admissions are a quota over every process's requests, as one process would admit them
+    explores = sorted((s["explore"] for s in states if "explore" in s), key=lambda e: e["seq"])
+    assert explores and [e["seq"] for e in explores] == list(range(1, len(explores) + 1))
+    admitted = 0
+    for n, e in enumerate(explores, start=1):
+        assert (admitted < e["rate"] * n) == e["admitted"], e
+        admitted += e["admitted"]
+    if shared is not None:
+        assert shared["explore_requests"] == len(explores) and shared.get("explore_admitted", 0) == admitted
+    assert 0 < admitted <= math.ceil(0.3 * len(explores))
+    print(f"\n{where}: {REQUESTS} requests, {one.rounds} gate rounds, {one.refused} refused, "
+          f"budget {one.budget:.4f}; {admitted} of {len(explores)} requests admitted to explore")
+
+
+def _merchants(trained: dict[str, Any]) -> list[str]:
+    merchants = trained["world"].tables["merchants"]
+    if "consent_personalization" in merchants.columns:
+        merchants = merchants[merchants["consent_personalization"].astype(bool)]
+    return [str(m) for m in merchants.merchant_id][:12]
+
+
+def test_two_replicas_on_redis_keep_one_gate_budget_and_one_exploration_quota(trained: dict[str, Any]) -> None:
+    proc = load_bench("service_proc.py")
+    home, data, ids = Path(trained["settings"].home), Path(trained["data"]), _merchants(trained)
+    with private_servers() as srv, ExitStack() as stack:
+        env = {
+            "AIDG_REDIS_URL": REDIS_URL, "AIDG_DATABASE_URL": srv["db"], "AIDG_REDIS_NAMESPACE": srv["ns"],
+            "AIDG_STREAM__STREAM": srv["stream"], "AIDG_API_KEYS": None,
+            "AIDG_EXPLORATION__INITIAL_RATE": "0.3",  # a share 60 requests show
+        }  # fmt: skip
+        ports = [stack.enter_context(proc.service(home, data, 1, env, 240.0, extra_args=["--no-compile"]))[0]
+                 for _ in range(2)]  # fmt: skip
+        made = [_generate(ports[i % 2], ids[i % len(ids)])["decision_id"] for i in range(REQUESTS)]
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(f"{srv['ns']}:policy:*"))
+        assert len(keys) == 1, keys  # both replicas serve the same model: one hash
+        shared = {k.decode(): float(v) for k, v in client.hgetall(keys[0]).items()}
+        client.close()
+        log = DecisionLog(srv["db"])
+        try:
+            states = [log.get(d).payload["shared_state"] for d in made]  # type: ignore[union-attr]
+        finally:
+            log.close()
+    _check(states, shared, "2 replicas on Redis + PostgreSQL")
+
+
+def test_the_workers_of_one_serve_without_redis_keep_one_gate_budget_and_one_exploration_quota(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
+    proc = load_bench("service_proc.py")
+    home, data, ids = Path(trained["settings"].home), Path(trained["data"]), _merchants(trained)
+    db = f"sqlite:///{tmp_path / 'decisions.sqlite'}"
+    env = {"AIDG_REDIS_URL": None, "AIDG_DATABASE_URL": db, "AIDG_API_KEYS": None,
+           "AIDG_EXPLORATION__INITIAL_RATE": "0.3"}  # fmt: skip
+    workers: set[int | None] = set()
+    made = []
+    with proc.service(home, data, 2, env, 240.0, extra_args=["--no-compile"]) as (port, pgid):
+        for i in range(REQUESTS):  # a connection each: the kernel spreads them over the two workers
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+                body = json.dumps({"merchant_id": ids[i % len(ids)], "n_variants": 10}).encode()
+                s.sendall(b"POST /v1/deals/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+                reply = b""
+                while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < _length(reply):
+                    reply += s.recv(65536)
+                workers.add(proc._conn_pid(pgid, port, s.getsockname()[1]))
+            made.append(json.loads(reply.split(b"\r\n\r\n", 1)[1])["decision_id"])
+    workers.discard(None)
+    assert len(workers) == 2, f"every request went to one worker: {workers}"
+    log = DecisionLog(db)
+    try:
+        states = [log.get(d).payload["shared_state"] for d in made]  # type: ignore[union-attr]
+    finally:
+        log.close()
+    _check(states, None, "1 serve, 2 workers, embedded")
+
+
+def _length(reply: bytes) -> int:
+    head = reply.split(b"\r\n\r\n", 1)[0].lower()
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 1 << 30
