@@ -23,7 +23,11 @@ refresh-ahead steady hit rate of ``bench/cache_hit.py`` (Zipf 1.0 over 50k
 merchants at 100 req/s, TTL 1 h), with the pure-TTL figure beside it.
 
     python bench/service.py [--json] [--data DIR] [--home H] [--quick]
-                            [--backends embedded,redis_postgres] [--workers N]
+                            [--backends embedded,redis_postgres] [--workers N] [--replicas N]
+
+``--replicas N`` (N > 1): Redis + PostgreSQL served by one ``aidg serve``, then
+by N of them behind the same port (``aidg serve --join``, SO_REUSEPORT), each
+with ``--workers`` workers; ``replicas`` holds each one's figures.
 """
 
 from __future__ import annotations
@@ -230,6 +234,40 @@ def cache_replay(quick: bool) -> dict[str, Any]:
 # --- command line --------------------------------------------------------------------------------------------------
 
 
+def run_replicas(home: Path, data: Path, workers: int, replicas: int, plan: Plan) -> dict[str, Any]:
+    """Redis + PostgreSQL served by 1, then ``replicas`` ``aidg serve`` processes behind one port (``--join``), each
+    with ``workers`` workers: throughput and latency of each."""
+    t0 = time.perf_counter()
+    if not home.is_dir() or not data.is_dir():
+        raise BenchError(f"--home {home} and --data {data} must be a trained home and its data folder")
+    merchants = merchant_ids(data)
+    wrk = shutil.which("wrk")
+    env = backend_env("redis_postgres")
+    out: dict[str, Any] = {}
+    for n in sorted({1, replicas}):
+        log(f"{n} replica(s) × {workers} workers on Redis + PostgreSQL")
+        with service(home, data, workers, env, plan.ready_timeout_s, replicas=n) as (port, pgid):
+            r = measure(port, pgid, merchants, workers * n, plan, wrk)
+        ok = [row for row in r["generate_closed_loop"] if row["p99_ms"] is not None and row["p99_ms"] <= P99_LIMIT_MS]
+        best = max(ok, key=lambda row: row["rps"]) if ok else None
+        out[str(n)] = {
+            "generate_max_rps": r["generate_max_rps"],
+            "generate_p99_ms_at_max_rps": None if best is None else best["p99_ms"],
+            "generate_p99_ms": r["generate_sequential"]["p99_ms"],
+            "generate_p95_ms_at_100rps": r["generate_at_rate"]["p95_ms"],
+            "noop_max_rps": r["noop_max_rps"],
+            "errors": r["errors"],
+            "run": r,
+        }
+    one, many = out["1"], out[str(replicas)]
+    speedup = (many["generate_max_rps"] / one["generate_max_rps"]
+               if many["generate_max_rps"] and one["generate_max_rps"] else None)  # fmt: skip
+    return {"replicas": out, "replicas_speedup": None if speedup is None else round(speedup, 3),
+            "workers_per_replica": workers, "cpu_count": os.cpu_count(), "quick": plan.quick,
+            "errors": sum(int(v["errors"]) for v in out.values()),
+            "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
 def run_bench(home: Path, data: Path, backends: list[str], workers: int, plan: Plan) -> dict[str, Any]:
     t0 = time.perf_counter()
     if not home.is_dir():
@@ -337,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a short run (tens of seconds), for tests")
     p.add_argument("--backends", default="embedded,redis_postgres", help="comma-separated: embedded,redis_postgres")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="service worker processes")
+    p.add_argument("--replicas", type=int, default=1,
+                   help="N > 1: Redis + PostgreSQL served by 1, then N `aidg serve` processes behind one port "
+                   "(--workers each); reports each")  # fmt: skip
     a = p.parse_args(argv)
     backends = [b.strip() for b in a.backends.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
@@ -346,8 +387,20 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--workers must be in 1..64")
     home = (a.home or Path(os.environ.get("AIDG_HOME") or Path.home() / ".aidg")).expanduser()
     data = (a.data or home / "demo" / "world").expanduser()
+    if not 1 <= a.replicas <= 16:
+        p.error("--replicas must be in 1..16")
     try:
-        res = run_bench(home, data, backends, a.workers, QUICK if a.quick else FULL)
+        if a.replicas > 1:
+            res = run_replicas(home, data, a.workers, a.replicas, QUICK if a.quick else FULL)
+            if not a.json:
+                for n, r in res["replicas"].items():
+                    print(f"{n} replica(s) × {a.workers} workers: generate {r['generate_max_rps']} req/s "
+                          f"(p99 {r['generate_p99_ms_at_max_rps']} ms), unloaded p99 {r['generate_p99_ms']} ms, "
+                          f"p95 at 100 req/s {r['generate_p95_ms_at_100rps']} ms")  # fmt: skip
+                print(f"speed-up {res['replicas_speedup']}")
+                return 1 if res["errors"] else 0
+        else:
+            res = run_bench(home, data, backends, a.workers, QUICK if a.quick else FULL)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

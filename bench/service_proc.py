@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -179,10 +180,12 @@ def service(
     ready_timeout_s: float,
     timing: dict[str, float] | None = None,
     extra_args: Sequence[str] = (),
+    replicas: int = 1,
 ) -> Iterator[tuple[int, int]]:
     """``aidg serve`` on a free port, ready; yields (port, its process group); always stopped.
 
-    ``timing`` receives ``ready_s``: process start to the first ``/readyz`` 200 (the cold start)."""
+    ``timing`` receives ``ready_s``: process start to the first ``/readyz`` 200 (the cold start). ``replicas`` > 1:
+    that many ``aidg serve --join`` processes behind the port, under one shell in one process group (Redis needed)."""
     env = dict(os.environ)
     env["AIDG_HOME"] = str(home)
     for k, v in env_changes.items():
@@ -196,6 +199,9 @@ def service(
     cmd += ["serve", "--host", HOST, "--port", str(port), "--workers", str(workers), "--data", str(data), *extra_args]
     with tempfile.TemporaryDirectory(prefix="aidg-bench-service-") as tmp:
         log_path = Path(tmp) / "serve.log"
+        if replicas > 1:  # every replica joins the free port (SO_REUSEPORT), all in one process group; one exits: all
+            one = shlex.join([*cmd, "--join"])
+            cmd = ["bash", "-c", " & ".join([one] * replicas) + " & wait -n; exit 1"]
         with open(log_path, "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
@@ -217,7 +223,10 @@ def service(
                     pass
                 time.sleep(0.25)
             _wait_idle(proc.pid, deadline)
-            log(f"service ready on port {port} after {time.monotonic() - t0:.1f} s ({workers} workers)")
+            if proc.poll() is not None:
+                raise BenchError(f"a replica exited with code {proc.returncode}: {_last_error(log_path)}")
+            log(f"service ready on port {port} after {time.monotonic() - t0:.1f} s "
+                f"({replicas} replica{'s' if replicas > 1 else ''} × {workers} workers)")  # fmt: skip
             yield port, proc.pid
         finally:
             _stop(proc)

@@ -64,3 +64,22 @@ def test_missing_home_is_a_one_line_error(tmp_path: Path) -> None:
     )
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.strip().startswith("error: no AIDG home") and "Traceback" not in p.stderr
+
+
+@pytest.mark.heavy
+def test_quick_bench_of_two_replicas_behind_one_port(trained: dict[str, Any]) -> None:
+    from tests.servers import require_server
+
+    require_server("Redis", "127.0.0.1", 6379)
+    require_server("PostgreSQL", "127.0.0.1", 5432)
+    cmd = [sys.executable, str(BENCH), "--quick", "--json", "--replicas", "2", "--workers", "1",
+           "--home", str(trained["settings"].home), "--data", str(trained["data"])]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads([ln for ln in p.stdout.splitlines() if ln.strip()][-1])
+    assert set(res["replicas"]) == {"1", "2"} and res["errors"] == 0
+    for r in res["replicas"].values():
+        assert _positive(r["generate_max_rps"]) and _positive(r["generate_p99_ms"])
+        assert r["run"]["warmup"]["workers_reached"] >= 1
+    assert res["replicas"]["2"]["run"]["warmup"]["workers_reached"] == 2  # both replicas served
+    assert _positive(res["replicas_speedup"])
