@@ -141,3 +141,27 @@ def _length(reply: bytes) -> int:
         if line.startswith(b"content-length:"):
             return int(line.split(b":", 1)[1])
     return 1 << 30
+
+
+def test_worker_state_rows_are_per_model_and_a_full_array_falls_back_to_the_process() -> None:
+    import multiprocessing as mp
+
+    from aidg.service import shared_state as ss
+
+    array = ss.worker_array(mp.get_context("spawn"))
+    a1, a2, b = ss.WorkerState(array, "v1/x"), ss.WorkerState(array, "v1/x"), ss.WorkerState(array, "v2/y")
+    assert a1.row == a2.row != b.row
+    assert a1.admit(1.0, 1.0, 0.1) == (True, 1) and a2.admit(-5.0, 1.0, 0.1) == (False, 2)  # one budget: 0.1
+    assert a2.record(1.0, 1.0, 0.1, new_round=False) == 2 and b.state()["rounds"] == 0
+    assert [a1.explore(0.5) for _ in range(4)] == [(True, 1), (False, 2), (True, 3), (False, 4)]
+    state = a2.state()
+    assert math.isclose(state.pop("budget"), 0.2)  # 0.1 (admitted: 1 − 0.9) + 0.1 (the refused round's α b)
+    assert state == {"rounds": 2.0, "refused": 1.0, "explore_requests": 4.0, "explore_admitted": 2.0}
+    for i in range(ss.SLOTS - 2):
+        ss.WorkerState(array, f"v{i + 3}/z")
+    ss.share_across_workers(array)
+    try:
+        assert ss.shared_state(Settings(redis_url=None), "v99/new") is None  # full: the process keeps its own
+        assert isinstance(ss.shared_state(Settings(redis_url=None), "v1/x"), ss.WorkerState)
+    finally:
+        ss.share_across_workers(None)

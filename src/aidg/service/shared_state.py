@@ -134,8 +134,12 @@ class RedisState:
 
 
 FIELDS = ("budget", "rounds", "refused", "explore_requests", "explore_admitted")
-SLOTS = 8  # models one `aidg serve` may serve over its life (champion, challengers), each a row of the array
+SLOTS = 32  # models one `aidg serve` may serve over its life (champion, challengers), each a row of the array
 _ROW = 1 + len(FIELDS)  # the model's tag, then its fields
+
+
+class SlotsFullError(Exception):
+    """Every row of the workers' array belongs to a model already."""
 
 
 def worker_array(ctx: Any) -> Any:
@@ -159,7 +163,7 @@ class WorkerState:
                 self.row = rows.index(0.0)
                 array[self.row * _ROW] = tag
             else:
-                raise ConfigError(f"this aidg serve has served {SLOTS} models: restart it to serve another")
+                raise SlotsFullError(f"this aidg serve has served {SLOTS} models")
         self.base = self.row * _ROW + 1
 
     def _get(self, name: str) -> float:
@@ -283,7 +287,11 @@ def shared_state(settings: Settings, model_namespace: str) -> State | None:
     if settings.backend_kinds()["store"] == "redis" and settings.redis_url:
         return RedisState(settings.redis_url, shared_key(settings.redis_namespace, model_namespace))
     if _worker_array is not None:
-        return WorkerState(_worker_array, model_namespace)
+        try:
+            return WorkerState(_worker_array, model_namespace)
+        except SlotsFullError as exc:
+            log.warning("policy state: %s; model %s keeps its gate and exploration per worker until a restart",
+                        exc, model_namespace)  # fmt: skip
     return None
 
 
