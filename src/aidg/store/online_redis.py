@@ -17,6 +17,8 @@ during an outage, and the first call after the second finds out whether Redis is
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -28,7 +30,8 @@ from aidg.errors import BackendUnavailableError, ConfigError, redact
 from aidg.redis_client import UNREACHABLE, Breaker, retry_policy
 from aidg.store.online import CacheBackend, Change, OnlineStore
 
-UPDATE_ATTEMPTS = 20  # optimistic transactions of one batch before giving up (each conflict means progress elsewhere)
+UPDATE_ATTEMPTS = 50  # optimistic transactions of one batch before giving up (each conflict means progress elsewhere)
+UPDATE_MAX_BACKOFF_S = 0.05  # the longest random wait after a conflict (doubling from 0.5 ms)
 _GLOB = str.maketrans({c: "\\" + c for c in "\\*?[]"})
 
 
@@ -142,14 +145,15 @@ class RedisOnlineStore(_RedisClient, OnlineStore):
 
     def update(self, keys: Sequence[str], change: Change) -> dict[str, bytes]:
         """See :meth:`OnlineStore.update`: ``WATCH`` the rows, read them, ``MULTI`` the new ones, ``EXEC``; a row
-        another client wrote in between fails the ``EXEC`` and the whole batch is read and changed again."""
+        another client wrote in between fails the ``EXEC`` and, after a random wait (exponential backoff with
+        jitter, so hot rows do not starve a writer), the whole batch is read and changed again."""
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
         names = self._names(unique)
         with self._guard(), self._client.pipeline(transaction=True) as raw:
             pipe = cast(Any, raw)  # redis-py's pipeline is untyped
-            for _ in range(UPDATE_ATTEMPTS):
+            for attempt in range(UPDATE_ATTEMPTS):
                 try:
                     pipe.watch(*names)
                     out = {}
@@ -162,7 +166,8 @@ class RedisOnlineStore(_RedisClient, OnlineStore):
                         pipe.set(self._prefix + k, new)
                     pipe.execute()
                     return out
-                except redis.exceptions.WatchError:
+                except redis.exceptions.WatchError:  # another client won: back off a random while, read again
+                    time.sleep(random.uniform(0.0, min(UPDATE_MAX_BACKOFF_S, 0.0005 * 2**attempt)))
                     continue
                 finally:
                     pipe.reset()
