@@ -92,14 +92,27 @@ def test_train_and_evaluate_explain_what_is_missing(tmp_path: Path) -> None:
     assert ev.returncode == 2 and "aidg train" in ev.stderr and "Traceback" not in ev.stderr
 
 
+def run_many(*commands: list[str], home: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Several independent commands at once (each is mostly interpreter start-up), in order."""
+    env = {**os.environ, "AIDG_HOME": str(home)}
+    procs = [subprocess.Popen([*AIDG, *c], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for c in commands]  # fmt: skip
+    out = []
+    for c, p in zip(commands, procs, strict=True):
+        stdout, stderr = p.communicate(timeout=300)
+        out.append(subprocess.CompletedProcess([*AIDG, *c], p.returncode, stdout, stderr))
+    return out
+
+
 def test_serve_and_stream_worker_refuse_what_they_cannot_do_safely(tmp_path: Path) -> None:
-    open_bind = run("serve", "--host", "0.0.0.0", home=tmp_path, check=False)
+    open_bind, no_model, no_data, worker, join = run_many(
+        ["serve", "--host", "0.0.0.0"], ["serve", "--data", str(tmp_path)],
+        ["serve", "--data", str(tmp_path / "nowhere")], ["stream-worker"],
+        ["serve", "--join"],  # a replica that would share nothing
+        home=tmp_path,
+    )  # fmt: skip
     assert open_bind.returncode == 2 and "AIDG_API_KEYS" in open_bind.stderr and "127.0.0.1" in open_bind.stderr
-    no_model = run("serve", "--data", str(tmp_path), home=tmp_path, check=False)
     assert no_model.returncode == 2 and "aidg train" in no_model.stderr and "Traceback" not in no_model.stderr
-    no_data = run("serve", "--data", str(tmp_path / "nowhere"), home=tmp_path, check=False)
     assert no_data.returncode == 2 and "no data folder" in no_data.stderr
-    worker = run("stream-worker", home=tmp_path, check=False)
     assert worker.returncode == 2 and "AIDG_REDIS_URL" in worker.stderr
-    join = run("serve", "--join", home=tmp_path, check=False)  # a replica that would share nothing
     assert join.returncode == 2 and "AIDG_REDIS_URL" in join.stderr and "Traceback" not in join.stderr

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import math
 import socket
-import urllib.request
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +19,6 @@ from tests.benches import load_bench
 from tests.servers import REDIS_URL, private_servers
 
 REQUESTS = 60
-
-
-def _generate(port: int, merchant: str) -> dict[str, Any]:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/deals/generate",
-        data=json.dumps({"merchant_id": merchant, "n_variants": 10}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return dict(json.loads(r.read()))
 
 
 def _replay_gate(traces: list[dict[str, Any]], alpha: float) -> ConservativeGate:
@@ -82,15 +70,16 @@ def _merchants(trained: dict[str, Any]) -> list[str]:
 def test_two_replicas_on_redis_keep_one_gate_budget_and_one_exploration_quota(trained: dict[str, Any]) -> None:
     proc = load_bench("service_proc.py")
     home, data, ids = Path(trained["settings"].home), Path(trained["data"]), _merchants(trained)
-    with private_servers() as srv, ExitStack() as stack:
+    with private_servers() as srv:
         env = {
             "AIDG_REDIS_URL": REDIS_URL, "AIDG_DATABASE_URL": srv["db"], "AIDG_REDIS_NAMESPACE": srv["ns"],
             "AIDG_STREAM__STREAM": srv["stream"], "AIDG_API_KEYS": None,
             "AIDG_EXPLORATION__INITIAL_RATE": "0.3",  # a share 60 requests show
         }  # fmt: skip
-        ports = [stack.enter_context(proc.service(home, data, 1, env, 240.0, extra_args=["--no-compile"]))[0]
-                 for _ in range(2)]  # fmt: skip
-        made = [_generate(ports[i % 2], ids[i % len(ids)])["decision_id"] for i in range(REQUESTS)]
+        # two `aidg serve --join` behind one port, started together
+        with proc.service(home, data, 1, env, 240.0, extra_args=["--no-compile"], replicas=2) as (port, pgid):
+            made, served_by = _generate_each_on_its_own_connection(proc, port, pgid, ids)
+        assert len(served_by) == 2, f"every request went to one replica: {served_by}"
         client = redis.Redis.from_url(REDIS_URL)
         keys = list(client.scan_iter(f"{srv['ns']}:policy:*"))
         assert len(keys) == 1, keys  # both replicas serve the same model: one hash
@@ -112,20 +101,8 @@ def test_the_workers_of_one_serve_without_redis_keep_one_gate_budget_and_one_exp
     db = f"sqlite:///{tmp_path / 'decisions.sqlite'}"
     env = {"AIDG_REDIS_URL": None, "AIDG_DATABASE_URL": db, "AIDG_API_KEYS": None,
            "AIDG_EXPLORATION__INITIAL_RATE": "0.3"}  # fmt: skip
-    workers: set[int | None] = set()
-    made = []
     with proc.service(home, data, 2, env, 240.0, extra_args=["--no-compile"]) as (port, pgid):
-        for i in range(REQUESTS):  # a connection each: the kernel spreads them over the two workers
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-                body = json.dumps({"merchant_id": ids[i % len(ids)], "n_variants": 10}).encode()
-                s.sendall(b"POST /v1/deals/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
-                reply = b""
-                while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < _length(reply):
-                    reply += s.recv(65536)
-                workers.add(proc._conn_pid(pgid, port, s.getsockname()[1]))
-            made.append(json.loads(reply.split(b"\r\n\r\n", 1)[1])["decision_id"])
-    workers.discard(None)
+        made, workers = _generate_each_on_its_own_connection(proc, port, pgid, ids)
     assert len(workers) == 2, f"every request went to one worker: {workers}"
     log = DecisionLog(db)
     try:
@@ -133,6 +110,26 @@ def test_the_workers_of_one_serve_without_redis_keep_one_gate_budget_and_one_exp
     finally:
         log.close()
     _check(states, None, "1 serve, 2 workers, embedded")
+
+
+def _generate_each_on_its_own_connection(
+    proc: Any, port: int, pgid: int, ids: list[str]
+) -> tuple[list[str], set[int]]:
+    """REQUESTS generates, a connection each (the kernel spreads them over every process listening on the port):
+    the decision ids and the processes that answered."""
+    made, served_by = [], set()
+    for i in range(REQUESTS):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            body = json.dumps({"merchant_id": ids[i % len(ids)], "n_variants": 10}).encode()
+            s.sendall(b"POST /v1/deals/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+            reply = b""
+            while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < _length(reply):
+                reply += s.recv(65536)
+            served_by.add(proc._conn_pid(pgid, port, s.getsockname()[1]))
+        made.append(json.loads(reply.split(b"\r\n\r\n", 1)[1])["decision_id"])
+    served_by.discard(None)
+    return made, served_by
 
 
 def _length(reply: bytes) -> int:
