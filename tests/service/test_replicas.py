@@ -85,11 +85,7 @@ def test_two_replicas_on_redis_keep_one_gate_budget_and_one_exploration_quota(tr
         assert len(keys) == 1, keys  # both replicas serve the same model: one hash
         shared = {k.decode(): float(v) for k, v in client.hgetall(keys[0]).items()}
         client.close()
-        log = DecisionLog(srv["db"])
-        try:
-            states = [log.get(d).payload["shared_state"] for d in made]  # type: ignore[union-attr]
-        finally:
-            log.close()
+        states = _logged_states(srv["db"], made)
     _check(states, shared, "2 replicas on Redis + PostgreSQL")
 
 
@@ -104,12 +100,16 @@ def test_the_workers_of_one_serve_without_redis_keep_one_gate_budget_and_one_exp
     with proc.service(home, data, 2, env, 240.0, extra_args=["--no-compile"]) as (port, pgid):
         made, workers = _generate_each_on_its_own_connection(proc, port, pgid, ids)
     assert len(workers) == 2, f"every request went to one worker: {workers}"
+    _check(_logged_states(db, made), None, "1 serve, 2 workers, embedded")
+
+
+def _logged_states(db: str, decision_ids: list[str]) -> list[dict[str, Any]]:
+    """What the shared policy state did for each decision, as its payload in the decision log says."""
     log = DecisionLog(db)
     try:
-        states = [log.get(d).payload["shared_state"] for d in made]  # type: ignore[union-attr]
+        return [log.get(d).payload["shared_state"] for d in decision_ids]  # type: ignore[union-attr]
     finally:
         log.close()
-    _check(states, None, "1 serve, 2 workers, embedded")
 
 
 def _generate_each_on_its_own_connection(
