@@ -275,7 +275,6 @@ def arena_data(
         legacy=legacy,
         latent_score=latent,
         record=record,
-        approval_half_life_days=settings.posterior.approval_half_life_days,
     )
     return arena, {"version": version if version != "latest" else registry.versions()[-1], "merchants": len(ids)}
 

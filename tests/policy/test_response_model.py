@@ -8,7 +8,8 @@ import pytest
 
 from aidg.config import PosteriorSettings, Settings
 from aidg.errors import DataError
-from aidg.policy.response_model import corrected, current_terms, record_weights
+from aidg.policy.merchant_posterior import record_weights
+from aidg.policy.response_model import corrected, current_terms
 
 MERCHANTS = pd.DataFrame(
     {

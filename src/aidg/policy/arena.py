@@ -72,7 +72,7 @@ class MerchantArms:
     list_price: float
     latent_score: np.ndarray | None = None  # (n + 1,) the latent-informed reference's predictions, current deal last
     terms: MerchantTerms | None = None  # the merchant and its deals' term features (the per-merchant posterior)
-    record: Record | None = None  # reward part -> its record (term features, scorer errors, weights)
+    record: Record | None = None  # reward part -> its record (term features, scorer errors, ages)
 
     @cached_property
     def vw_lines(self) -> list[str]:
@@ -104,7 +104,6 @@ def build_arena(
     legacy: pd.DataFrame | None = None,
     latent_score: np.ndarray | None = None,
     record: pd.DataFrame | None = None,
-    approval_half_life_days: float | None = None,
 ) -> ArenaData:
     """Assemble the arena from scored candidates (``n`` per merchant, merchant by merchant) and truth.
 
@@ -127,7 +126,7 @@ def build_arena(
     keep = ["score", "risk", "uplift", "approval", "conversion", "p_override"]
     deals_now = current_scored.assign(merchant_id=current_scored.merchant_id.astype(str),
                                       category_id=current_scored.category_id.astype(str)).set_index("merchant_id")
-    records = {m: rec for m, _, rec in merchant_records(record, deals_now, approval_half_life_days)}
+    records = {m: rec for m, _, rec in merchant_records(record, deals_now)}
     arms = []
     for j in range(n_m):
         rows = slice(j * n, (j + 1) * n)

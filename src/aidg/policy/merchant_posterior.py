@@ -39,12 +39,17 @@ PART_PREDICTIONS = {"approval": "approval", "conversion": "conversion", "gp30_up
 
 class PartRecord(NamedTuple):
     """One reward part of a merchant's record: the term features of its past deals, the predictor's errors on them
-    (observed − predicted) and each one's weight (1 for today's evidence, less the older it is:
-    :func:`aidg.policy.response_model.merchant_records`)."""
+    (observed − predicted) and each one's age in days at the as-of date."""
 
     psi: np.ndarray  # (n, K)
     err: np.ndarray  # (n,)
-    weight: np.ndarray  # (n,)
+    age_days: np.ndarray  # (n,)
+
+
+def record_weights(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
+    """Each record's weight: ``0.5 ** (age / half_life)`` (a future date counts as today); None: every one weighs 1."""
+    age = np.maximum(np.asarray(age_days, float), 0.0)
+    return np.ones_like(age) if half_life_days is None else 0.5 ** (age / half_life_days)
 
 
 Record = dict[str, PartRecord]  # reward part -> its record
@@ -124,13 +129,17 @@ class MerchantPosterior:
 
     def warm_start(self, merchant: str, category: str, record: Record) -> None:
         """The merchant's record (:func:`aidg.inference.history.merchant_record`): per part, the term features of
-        past deals and the scorer's errors on them (observed − predicted), learnt as if they were decisions, each
-        with its weight (an observation of weight w counts as one with its noise variance ÷ w)."""
-        for part, (psi, err, weight) in record.items():
+        past deals and the scorer's errors on them (observed − predicted), learnt as if they were decisions. Past
+        approvals weigh less the older they are (``settings.approval_half_life_days``, :func:`record_weights`: an
+        observation of weight w counts with its noise variance ÷ w): a merchant's mood follows its recent deals, so
+        last month's approvals say more about tomorrow's than last year's. GP30s and conversions weigh 1: they answer
+        to the merchant's traits."""
+        for part, (psi, err, age) in record.items():
             if part in self.parts and len(err):
                 if not np.isfinite(err).all():
                     raise DataError(f"the record of merchant {merchant!r} holds non-finite {part} values")
-                self.parts[part].add_many(merchant, category, psi, err, weight)
+                half_life = self.settings.approval_half_life_days if part == "approval" else None
+                self.parts[part].add_many(merchant, category, psi, err, record_weights(age, half_life))
 
     def warm_start_many(self, records: list[tuple[str, str, Record]]) -> None:
         """Every merchant's record, (merchant, category, record) each: the priors widened by the records' errors

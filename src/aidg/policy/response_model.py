@@ -64,20 +64,10 @@ def current_deals(current: pd.DataFrame) -> dict[str, tuple[float, float, float]
     return {str(m): (float(d), float(p), float(t)) for m, (d, p, t) in zip(current.index, terms, strict=True)}
 
 
-def record_weights(age_days: np.ndarray, half_life_days: float | None) -> np.ndarray:
-    """Each record's weight: ``0.5 ** (age / half_life)``; None: every record weighs 1."""
-    age = np.maximum(np.asarray(age_days, float), 0.0)
-    return np.ones_like(age) if half_life_days is None else 0.5 ** (age / half_life_days)
-
-
-def merchant_records(
-    record: pd.DataFrame | None, current: pd.DataFrame, approval_half_life_days: float | None = None
-) -> list[tuple[str, str, Record]]:
+def merchant_records(record: pd.DataFrame | None, current: pd.DataFrame) -> list[tuple[str, str, Record]]:
     """(merchant, category, record) of each merchant of ``current`` (:func:`current_terms`) with a record in
-    ``record`` (:func:`~aidg.inference.history.merchant_record`'s frame; None: none). Past approvals are weighted
-    by their age (:func:`record_weights`; a frame without ``age_days``: all weigh 1): a merchant's mood follows its
-    recent deals, so last month's approvals say more about tomorrow's than last year's. GP30 and conversion
-    records weigh 1: they answer to the merchant's traits."""
+    ``record`` (:func:`~aidg.inference.history.merchant_record`'s frame; None: none), each observation with its age
+    (a frame without ``age_days``: all of today; the posterior weighs approvals by it)."""
     if record is None or record.empty:
         return []
     mids = record.merchant_id.astype(str)
@@ -91,13 +81,12 @@ def merchant_records(
     )  # fmt: skip
     err = record.observed.to_numpy(float) - record.predicted.to_numpy(float)
     age = record.age_days.to_numpy(float) if "age_days" in record else np.zeros(len(record))
-    weight = np.where(record.part.to_numpy() == "approval", record_weights(age, approval_half_life_days), 1.0)
     cats = current.category_id.astype(str).to_dict()
     out: dict[str, Record] = {}
     groups = pd.Series(0, index=pd.MultiIndex.from_arrays([mids.to_numpy(), record.part.astype(str).to_numpy()]))
     for key, idx in groups.groupby(level=[0, 1], sort=False).indices.items():
         m, part = (str(k) for k in cast(tuple[str, str], key))
-        out.setdefault(m, {})[part] = PartRecord(psi[idx], err[idx], weight[idx])
+        out.setdefault(m, {})[part] = PartRecord(psi[idx], err[idx], age[idx])
     return [(m, cats[m], rec) for m, rec in out.items()]
 
 
@@ -121,7 +110,7 @@ def corrected(
     cur = current_deals(current.loc[ids])
     cats = current.category_id.astype(str).to_dict()
     post = warmed_posterior(
-        settings, merchant_records(record, current.loc[ids], settings.posterior.approval_half_life_days)
+        settings, merchant_records(record, current.loc[ids])
     )
     out = scored.reset_index(drop=True).copy()
     for col in ("score", "approval", "conversion", "uplift"):

@@ -49,7 +49,7 @@ class Scored:
     played: int
     features_s: float = 0.0  # time spent reading the bundle
     psi: np.ndarray | None = None  # the played deal's term features (the per-merchant posterior learns with them)
-    shared: dict[str, Any] | None = None  # what the policy state shared in Redis did for it (gate, exploration)
+    shared: dict[str, Any] | None = None  # what the shared policy state did for it (gate, exploration)
 
     @property
     def n(self) -> int:
@@ -83,16 +83,15 @@ class Served:
         self.current_deals = current_deals(current)
         self.categories = current.category_id.astype(str).to_dict()
         if settings.posterior.enabled:
-            half_life = settings.posterior.approval_half_life_days
-            self.policy.merchants.warm_start_many(merchant_records(model.package.records, current, half_life))
+            self.policy.merchants.warm_start_many(merchant_records(model.package.records, current))
         # one gate budget and one exploration quota for every process serving this model: replicas through Redis,
         # the workers of one `aidg serve` through shared memory (aidg.service.shared_state)
-        self.shared: SharedGate | None = None
+        self.shared: tuple[SharedGate, SharedExploration] | None = None
         state = shared_state(settings, self.ns)
         if state is not None:
-            self.shared = SharedGate(state, settings.bandit.conservative_alpha)
-            self.policy.gate = self.shared
-            self.policy.exploration = SharedExploration(settings.exploration, state)
+            self.shared = gate, exploration = (SharedGate(state, settings.bandit.conservative_alpha),
+                                               SharedExploration(settings.exploration, state))  # fmt: skip
+            self.policy.gate, self.policy.exploration = gate, exploration
         self.current_only = model.serving_policy == "current"
         self.posterior_version = -1
         self.merchants_loaded: datetime | None = None  # the newest per-merchant row loaded
@@ -176,14 +175,13 @@ class Served:
             d = Decision(CURRENT, 1.0, "current", {}, why, float("nan"))
         else:
             with self.lock:
-                exploration = self.policy.exploration
-                if isinstance(exploration, SharedExploration):
-                    exploration.last = {}
+                if self.shared is not None:
+                    self.shared[1].last = {}  # set only if this request asks to explore
                 d = self.policy.select_action(decision_id, cands, s["phi"][:n], b.override_rate, s["phi"][n], current,
                                               explore=explore, terms=terms)  # fmt: skip
                 if self.shared is not None:
-                    ex = exploration.last if isinstance(exploration, SharedExploration) else {}
-                    shared = {"gate": self.shared.trace(decision_id), **({"explore": ex} if ex else {})}
+                    gate, ex = self.shared[0].trace(decision_id), self.shared[1].last
+                    shared = {"gate": gate, **({"explore": ex} if ex else {})}
                 self.policy.release(decision_id)
         played_psi = None if terms is None else (terms.current if d.index == CURRENT else terms.psi[d.index])
         return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features, played_psi, shared)

@@ -220,32 +220,27 @@ class SharedGate:
         if not 0 < alpha < 1:
             raise DataError(f"alpha is a share in (0, 1), got {alpha}")
         self.state, self.alpha = state, alpha
-        self._traces: dict[str, dict[str, Any]] = {}
-        self._refused: set[str] = set()
+        self._traces: dict[str, dict[str, Any]] = {}  # decision -> what the gate did for it, until trace() takes it
 
     def admit(self, decision_id: str, lcb: float, baseline: float) -> bool:
         out = self.state.admit(lcb, baseline, self.alpha)
         ok, seq = (False, None) if out is None else out  # no shared budget to check: the current deal
         self._traces[decision_id] = {"lcb": lcb, "baseline": baseline, "admitted": ok, "seq": seq}
-        if not ok:
-            self._refused.add(decision_id)
         return ok
 
     def record(self, decision_id: str, played: str, value: float, baseline: float) -> None:
         if played not in ("policy", "baseline"):
             raise DataError(f"played is 'policy' or 'baseline', got {played!r}")
-        refused = decision_id in self._refused  # its round was counted when the gate refused it
-        self._refused.discard(decision_id)
-        trace = self._traces.setdefault(decision_id, {"lcb": None, "baseline": baseline, "admitted": False})
-        if refused and trace.get("seq") is None:
-            return  # the state did not answer the admit: nothing to add to
-        seq = self.state.record(value, baseline, self.alpha, new_round=not refused)
-        if not refused:
-            trace["seq"] = seq
+        refused = self._traces.get(decision_id)
+        if refused is not None and not refused["admitted"]:  # admit counted its round: add the baseline's α b
+            if refused["seq"] is not None:  # (unless the state did not answer the admit: nothing to add to)
+                self.state.record(value, baseline, self.alpha, new_round=False)
+            return
+        seq = self.state.record(value, baseline, self.alpha, new_round=True)
+        self._traces[decision_id] = {"lcb": None, "baseline": baseline, "admitted": False, "seq": seq}
 
     def trace(self, decision_id: str) -> dict[str, Any] | None:
         """What the gate did for a decision (its inputs, whether it admitted, the round's number), once."""
-        self._refused.discard(decision_id)
         return self._traces.pop(decision_id, None)
 
     def forget(self, decision_id: str) -> None:
