@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from aidg.config import Settings, load_settings
 from aidg.errors import ConfigError
+from aidg.registry import ModelRegistry
 
 
 def test_memo_defaults() -> None:
@@ -78,6 +79,14 @@ def test_all_paths_live_under_home(tmp_path: Path) -> None:
     for path in (p.models, p.registry_db, p.decisions_db, p.logs, p.cache, p.worlds):
         assert tmp_path / "a" in path.parents
     assert Settings(home=Path("~/x")).paths.home == Path("~/x").expanduser()
+
+
+def test_a_relative_home_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`AIDG_HOME=H aidg train` once failed at the very end: MLflow's artifact URI needs an absolute path."""
+    monkeypatch.chdir(tmp_path)
+    s = Settings(home=Path("h"))
+    assert s.paths.home == tmp_path / "h"
+    assert ModelRegistry(s).artifacts.as_uri().startswith("file://")
 
 
 def test_constructing_settings_writes_nothing(tmp_path: Path) -> None:

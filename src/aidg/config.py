@@ -364,6 +364,9 @@ class TrainingSettings(_Group):
     without_branches: tuple[str, ...] = Field(
         (), description="profile branches left out of the profile (zeros in the fusion); the memo's are all in"
     )
+    approval_calibration: Literal["platt", "isotonic"] = Field(
+        "isotonic", description="the scorer's approval calibration: Platt scaling, then an isotonic map; platt: alone"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -458,8 +461,8 @@ class Settings(BaseSettings):
 
     @property
     def paths(self) -> Paths:
-        """Derived locations under :attr:`home` (``~`` expanded)."""
-        return Paths(home=self.home.expanduser())
+        """Derived locations under :attr:`home` (``~`` expanded, made absolute: MLflow's artifact URI needs it)."""
+        return Paths(home=self.home.expanduser().absolute())
 
     def backend_kinds(self) -> dict[str, str]:
         """The kind of each online part: ``store`` (embedded | redis), ``log`` (embedded | postgres), ``bus``

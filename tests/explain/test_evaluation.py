@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aidg.training.scorer import expected_calibration_error
+from aidg.training.calibration import expected_calibration_error
 from aidg.training.scorer_evaluation import decision_metrics
 
 

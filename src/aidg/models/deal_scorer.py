@@ -11,13 +11,15 @@ Each candidate is encoded by the :class:`DealFeatureEncoder` (terms absolute and
 relative to the merchant's habitual deal, plus its category), attends over the
 merchant's tokens (4 heads; the attention map is the top-5 explanation), and a
 representation (128-d: the bandit's "neural-linear" features) feeds three heads:
-expected GP30 uplift, MM approval probability (Platt-calibrated after training)
-and the conversion proxy. The :class:`RiskAdjustmentLayer` reads the override
-history (the override analyzer's 64-d intent and the merchant's override
-record) and the candidate's distance from the merchant's usual deal, and gives
-the chance the rep overrides this variant and how severe an override would
-be: ``risk = p_override × severity`` in [0, 1]. The composite score is the
-memo §2.2 reward of those predictions, weights from Settings.
+expected GP30 uplift, MM approval probability (calibrated after training: Platt
+scaling, then a monotone piecewise-linear map through ``APPROVAL_KNOTS`` knots,
+the identity unless an isotonic fit set it) and the conversion proxy. The
+:class:`RiskAdjustmentLayer` reads the override history (the override
+analyzer's 64-d intent and the merchant's override record) and the
+candidate's distance from the merchant's usual deal, and gives the chance the
+rep overrides this variant and how severe an override would be:
+``risk = p_override × severity`` in [0, 1]. The composite score is the memo
+§2.2 reward of those predictions, weights from Settings.
 
 A second cross-attention reads the merchant's latest deals (terms and the
 outcomes known so far): a variant close to a past deal can recall how that deal
@@ -44,11 +46,30 @@ from aidg.models.risk_adjustment import RiskAdjustmentLayer
 from aidg.models.scorer_config import ScorerConfig
 from aidg.reward import composite
 
+APPROVAL_KNOTS = 33  # knots of the monotone map after Platt scaling (fixed: the compiled scorer keeps one graph)
+
+
+def identity_knots(k: int = APPROVAL_KNOTS) -> Tensor:
+    """(2, k): the knots' x on [0, 1] and their shift y − x, zero: the identity map (Platt scaling alone)."""
+    return torch.stack([torch.linspace(0.0, 1.0, k), torch.zeros(k)])
+
+
+def monotone_map(p: Tensor, knots: Tensor) -> Tensor:
+    """``p`` + the shift interpolated linearly between ``knots`` (2, k: x increasing, shift); the shift is constant
+    beyond the first and last knot. Zero shifts give ``p`` back exactly."""
+    x, shift = knots[0].double(), knots[1].double()  # float64 inside: float32 rounding broke monotonicity by 6e-8
+    p64 = p.double()
+    at = p64.clamp(x[0], x[-1])
+    hi = torch.searchsorted(x.contiguous(), at.contiguous()).clamp(1, x.shape[0] - 1)
+    x0, x1, s0, s1 = x[hi - 1], x[hi], shift[hi - 1], shift[hi]
+    return (p64 + s0 + (at - x0) / (x1 - x0).clamp_min(1e-12) * (s1 - s0)).to(p.dtype)
+
 
 class ContextualDealScorer(nn.Module):
     """Scores N candidate deals for each of B merchants (see the module docstring)."""
 
     approval_calibration: Tensor
+    approval_knots: Tensor
 
     def __init__(self, cfg: ScorerConfig) -> None:
         super().__init__()
@@ -76,6 +97,17 @@ class ContextualDealScorer(nn.Module):
         self.wide = nn.Linear(2 * len(cfg.deal_names), 3)
         self.risk_adjuster = RiskAdjustmentLayer(cfg)
         self.register_buffer("approval_calibration", torch.tensor([1.0, 0.0]))  # Platt: σ(a·logit + b)
+        self.register_buffer("approval_knots", identity_knots())  # then this monotone map (identity: Platt alone)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # a version saved before the knots existed was calibrated by Platt scaling alone: the identity map
+        state_dict.setdefault(prefix + "approval_knots", identity_knots())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def calibrated_approval(self, approval_logit: Tensor) -> Tensor:
+        """The approval probability of the approval head's logit: Platt scaling, then the monotone knots."""
+        a, b = self.approval_calibration[0], self.approval_calibration[1]
+        return monotone_map(torch.sigmoid(a * approval_logit + b), self.approval_knots)
 
     def reward_settings(self) -> RewardSettings:
         return RewardSettings(**self.config.reward)
@@ -104,14 +136,13 @@ class ContextualDealScorer(nn.Module):
         c = ctx.unsqueeze(1).expand_as(q)
         rep = self.body(torch.cat([attended, recalled, q, c, q * c], -1))  # (B, N, R)
         out = self.heads(rep) + self.wide(torch.cat([deal, deal * deal], -1))
-        a, b = self.approval_calibration[0], self.approval_calibration[1]
         approval_logit = out[..., 1]
         risk = self.risk_adjuster(self.merchant_encoder.x_scale(x), intent, deal)
         w = self.reward_settings()
         res: dict[str, Tensor] = {
             "uplift": out[..., 0],
             "approval_logit": approval_logit,
-            "approval": torch.sigmoid(a * approval_logit + b),
+            "approval": self.calibrated_approval(approval_logit),
             "conversion_logit": out[..., 2],
             "conversion": torch.sigmoid(out[..., 2]),
             **risk,

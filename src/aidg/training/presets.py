@@ -23,7 +23,10 @@ def preset(settings: Settings, scale: str) -> TrainingPreset:
 def scorer_options(settings: Settings, scale: str, seed: int) -> ScorerOptions:
     """The deal scorer's budget of ``scale``."""
     p = preset(settings, scale)
-    return ScorerOptions(seed=seed, epochs=p.scorer_epochs, windows=p.scorer_windows, patience=p.scorer_patience)
+    return ScorerOptions(
+        seed=seed, epochs=p.scorer_epochs, windows=p.scorer_windows, patience=p.scorer_patience,
+        approval_calibration=settings.training.approval_calibration,
+    )  # fmt: skip
 
 
 def dp_config(settings: Settings) -> DPConfig:

@@ -6,7 +6,8 @@ multi-task loss: approval (BCE), realised GP30 uplift (Huber, where known),
 3-day conversion (BCE on the rate, where known), override (BCE, on the terms
 before the rep's edit) and severity (MSE, on overridden ones). A slice of the
 training merchants is kept out of fitting to calibrate the approval
-probability afterwards (Platt scaling: ``σ(a·logit + b)``).
+probability afterwards (:mod:`aidg.training.calibration`: Platt scaling, then an
+isotonic map).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aidg.inference.snapshot import ScorerExamples, Snapshot, SnapshotStack, sco
 from aidg.models.deal_scorer import ContextualDealScorer
 from aidg.models.scorer_config import ScorerConfig
 from aidg.progress import Progress
+from aidg.training.calibration import Method, calibrate_approval, expected_calibration_error
 from aidg.training.fitting import fit
 
 
@@ -41,6 +43,7 @@ class ScorerOptions:
     batch_size: int = 256
     lr: float = 2e-3
     calibration_share: float = 0.15  # training merchants kept out of fitting: early stopping, approval calibration
+    approval_calibration: Method = "isotonic"  # after Platt scaling ("platt": Platt alone, the earlier behaviour)
     patience: int = 3  # epochs without a better validation loss before stopping
     d_model: int = 64
     hidden: int = 256
@@ -138,29 +141,6 @@ def logged_outputs(scorer: ContextualDealScorer, data: ScorerData, ex: ScorerExa
     return {k: cols[:, j] for j, k in enumerate((*keys, "p_override"))}
 
 
-def calibrate_approval(scorer: ContextualDealScorer, data: ScorerData) -> tuple[float, float]:
-    """Platt scaling of the approval logit on the calibration merchants; returns (a, b)."""
-    if len(data.calibration) == 0:
-        return 1.0, 0.0
-    logit = torch.from_numpy(logged_outputs(scorer, data, data.calibration)["approval_logit"]).float()
-    y = torch.from_numpy(data.calibration.approved).float()
-    ab = torch.tensor([1.0, 0.0], requires_grad=True)
-    opt = torch.optim.LBFGS([ab], lr=0.5, max_iter=100)
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = _bce(ab[0] * logit + ab[1], y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    a, b = (float(v) for v in ab.detach())
-    if not (np.isfinite(a) and np.isfinite(b)) or a <= 0:
-        a, b = 1.0, 0.0
-    scorer.approval_calibration.copy_(torch.tensor([a, b]))
-    return a, b
-
-
 def logged_metrics(scorer: ContextualDealScorer, data: ScorerData) -> dict[str, float]:
     """Held-out merchants' logged proposals: approval AUC and calibration, uplift error, override AUC."""
     from sklearn.metrics import roc_auc_score
@@ -180,24 +160,6 @@ def logged_metrics(scorer: ContextualDealScorer, data: ScorerData) -> dict[str, 
         m["scorer_uplift_mae"] = float(np.mean(np.abs(out["uplift"][ok] - ex.uplift[ok])))
         m["scorer_uplift_mae_mean_baseline"] = float(np.mean(np.abs(ex.uplift[ok] - np.nanmean(data.fit.uplift))))
     return m
-
-
-def expected_calibration_error(prob: np.ndarray, target: np.ndarray, bins: int = 10) -> float:
-    """ECE with equal-width bins: Σ_b (n_b / n) · |mean prob_b − mean target_b| (targets may be probabilities).
-
-    >>> round(expected_calibration_error(np.array([0.2, 0.2, 0.8, 0.8]), np.array([0, 0.4, 1, 0.6])), 3)
-    0.0
-    """
-    p, t = np.asarray(prob, float), np.asarray(target, float)
-    if len(p) == 0:
-        return float("nan")
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        sel = idx == b
-        if sel.any():
-            total += sel.mean() * abs(p[sel].mean() - t[sel].mean())
-    return float(total)
 
 
 def train_scorer(
@@ -263,7 +225,13 @@ def train_scorer(
     )
     if best["state"] is not None:
         scorer.load_state_dict(best["state"])
-    a, b = calibrate_approval(scorer, data)
+    cal = data.calibration
+    fitted_cal = calibrate_approval(
+        scorer,
+        logged_outputs(scorer, data, cal)["approval_logit"] if len(cal) else np.zeros(0),
+        cal.approved,
+        opt.approval_calibration,
+    )
     scorer.eval()
     metrics: dict[str, Any] = {
         "scorer_train_examples": len(ex),
@@ -272,8 +240,9 @@ def train_scorer(
         "scorer_best_epoch": int(best["epoch"]) + 1,
         "scorer_validation_loss": best["loss"],
         "scorer_parameters": scorer.n_parameters(),
-        "scorer_calibration_a": a,
-        "scorer_calibration_b": b,
+        "scorer_calibration_a": fitted_cal["a"],
+        "scorer_calibration_b": fitted_cal["b"],
+        "scorer_calibration_max_shift": fitted_cal["max_shift"],
         **logged_metrics(scorer, data),
         "scorer_seconds": round(time.perf_counter() - t0, 2),
     }

@@ -48,12 +48,11 @@ from aidg.inference.scoring import merchant_inputs, score_candidates
 from aidg.inference.snapshot import Snapshot, candidate_features, snapshot
 from aidg.policy.response_model import corrected, current_terms
 from aidg.progress import Progress, no_progress
+from aidg.training.calibration import expected_calibration_error
 from aidg.training.explainers import load_baseline
 from aidg.training.gbm_baseline import GBMBaseline
-from aidg.training.scorer import expected_calibration_error
 
 FAITHFULNESS_MERCHANTS = 200
-
 
 
 def decision_metrics(frame: pd.DataFrame) -> dict[str, float]:
