@@ -134,7 +134,7 @@ class DecisionLog:
         options = {"schema_translate_map": {None: schema}} if schema else {}
         self._engine = create_engine(
             parsed,
-            pool_pre_ping=True,
+            pool_pre_ping=self._backend == "postgresql",  # a server can restart under the pool; a file cannot
             connect_args=connect_args,
             execution_options=options,
             json_serializer=_json_dumps,  # decision payloads are ~15 kB: orjson is ~10× the standard library
@@ -143,6 +143,12 @@ class DecisionLog:
             event.listen(self._engine, "connect", _sqlite_connect)
             event.listen(self._engine, "begin", _sqlite_begin)
         self._insert: Callable[[Any], Any] = postgresql.insert if self._backend == "postgresql" else sqlite.insert
+        # built once: a statement built per decision cost more Python than the insert itself
+        self._record_stmt = (
+            self._insert(DECISIONS)
+            .on_conflict_do_nothing(index_elements=["decision_id"])
+            .returning(DECISIONS.c.decision_id)
+        )
         try:
             with self._session(write=True) as conn:
                 if self._backend == "postgresql":  # replicas starting together must not race on the DDL
@@ -219,13 +225,12 @@ class DecisionLog:
             "phi": encode_array(phi), "phi_dim": phi.shape[0], "score": float(rec.score),
             "predicted": rec.predicted, "payload": rec.payload,
         }  # fmt: skip
-        stmt = self._insert(DECISIONS).values(**values).on_conflict_do_nothing(index_elements=["decision_id"])
         with self._session(write=True) as conn:
             if self._backend == "postgresql":
                 # a decision's commit does not wait for its WAL flush (≈ 2 ms here): a database crash can lose the
                 # last fraction of a second of decisions, never a reward event (receive() commits synchronously)
                 conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-            if conn.execute(stmt.returning(DECISIONS.c.decision_id)).first() is None:
+            if conn.execute(self._record_stmt, values).first() is None:
                 raise ConflictError(f"decision id {rec.decision_id!r} is already recorded; use a new id")
 
     def get(self, decision_id: str) -> DecisionRecord | None:
