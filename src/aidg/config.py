@@ -117,6 +117,9 @@ class ExplainSettings(_Group):
     """Explanations of the scorer (memo §1.2)."""
 
     top_features: int = Field(5, ge=1, le=50, description="memo §1.2: top-5 influential features")
+    attention_flat_ratio: float = Field(
+        1.5, ge=1, description="attention concentration under which the top-5 come from the attributions"
+    )
     prototypes_k: int = Field(100, ge=1, description="memo §1.2: prototypes per category")
     prototype_refresh_hours: float = Field(24.0, gt=0, description="memo §1.2: prototypes refreshed every 24 h")
     surrogate_max_leaves: int = Field(32, ge=2, le=512, description="rule surrogate size (readable: ≤ 32)")

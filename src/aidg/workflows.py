@@ -173,9 +173,11 @@ def explain(
     if str(merchant_id) not in ctx.merchant_code.index:
         raise NotFoundError(f"unknown merchant {merchant_id!r}: it is not in {data}/merchants")
     n = n_variants if n_variants is not None else settings.bandit.n_candidates
-    candidates = CandidateGenerator(merchants, deals, settings.candidates).generate(str(merchant_id), when, n)
+    gen = CandidateGenerator(merchants, deals, settings.candidates)
+    candidates = gen.generate(str(merchant_id), when, n)
     say("scoring and explaining", 0.8)
-    out = package.explainer(settings).explain(ctx, snap, candidates, change=change).to_dict()
+    explainer = package.explainer(settings)
+    out = explainer.explain(ctx, snap, candidates, change=change, current=gen.current(merchant_id)).to_dict()
     out["version"] = package.version
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out

@@ -9,7 +9,7 @@ from aidg.service.schemas import Variant
 
 
 def test_the_api_model_documents_every_field_of_the_row() -> None:
-    explainer_only = {"p_override", "profile_attention_share"}  # aidg explain's rows add these two
+    explainer_only = {"p_override", "profile_attention_share", "attention_concentration"}  # aidg explain adds these
     assert set(Variant.model_fields) == set(VariantRow.__annotations__) - explainer_only
 
 

@@ -146,6 +146,9 @@ def explain(
 
 def print_explanation(report: dict[str, Any], top: int) -> None:
     console = wide_console()
+    if report.get("verdict"):  # the first line: keep the current deal, or which variant is expected to beat it
+        style = "yellow" if report["verdict"]["keep_current"] else "green"
+        console.print(f"[bold {style}]{report['verdict']['text']}")
     console.rule(f"[bold]Deal variants for {report['merchant_id']} ({report['category']}) as of {report['at']}")
     t = Table()
     for col in ("#", "type", "discount", "price", "days", "focus", "score", "GP30 uplift", "approval", "risk"):
@@ -161,6 +164,11 @@ def print_explanation(report: dict[str, Any], top: int) -> None:
     for vid, attrs in report["attributions"].items():
         parts = ", ".join(f"{a['feature']} {a['attribution']:+.3f}" for a in attrs)
         console.print(f"variant {vid}: attributions (Integrated Gradients) {parts}")
+        t5 = report.get("top5", {}).get(vid)
+        if t5:
+            names = ", ".join(f["feature"] for f in t5["features"])
+            console.print(f"  top-5 ({t5['source']}; attention concentration {t5['attention_concentration']:.2f}× "
+                          f"uniform): {names}")  # fmt: skip
         if vid in report["rules"]:
             console.print(f"  rule: {report['rules'][vid]}")
     if report["similar_merchants"]:

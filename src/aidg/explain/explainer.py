@@ -21,6 +21,7 @@ from aidg.domain import DEAL_TERMS, PREDICTED
 from aidg.errors import DataError, NotFoundError
 from aidg.explain.attribution import integrated_gradients
 from aidg.explain.prototypes import PrototypicalMemory
+from aidg.explain.reading import attention_concentration, top_features, verdict
 from aidg.explain.surrogate import RuleSurrogate
 from aidg.explain.variant_row import TopFeature, VariantRow, variant_rows
 from aidg.explain.whatif import what_if
@@ -82,13 +83,19 @@ class Explanation:
     global_rules: list[str]
     what_if: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    verdict: dict[str, Any] | None = None  # the first line (:func:`aidg.explain.reading.verdict`)
+    current: VariantRow | None = None  # the current deal, scored
+    top5: dict[int, dict[str, Any]] = field(default_factory=dict)  # per explained variant: source and features
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "verdict": self.verdict,
             "merchant_id": self.merchant_id,
             "at": self.at,
             "category": self.category,
+            "current": self.current,
             "variants": self.variants,
+            "top5": {str(k): v for k, v in self.top5.items()},
             "attributions": {str(k): v for k, v in self.attributions.items()},
             "rules": {str(k): v for k, v in self.rules.items()},
             "similar_merchants": self.similar_merchants,
@@ -157,8 +164,11 @@ class Explainer:
         *,
         explain_variants: int = 3,
         change: tuple[int, str, Any] | None = None,
+        current: pd.DataFrame | None = None,
     ) -> Explanation:
-        """Score and explain one merchant's candidates; ``change`` = (variant, term, new value) adds a what-if."""
+        """Score and explain one merchant's candidates; ``change`` = (variant, term, new value) adds a what-if;
+        ``current`` (the merchant's current deal, one row: :meth:`~aidg.features.candidates.CandidateGenerator.current`)
+        is scored too and gives the verdict."""
         scored = score_candidates(self.scorer, ctx, snap, candidates)
         t = scored.table
         mid = str(t.merchant_id.iloc[0])
@@ -173,16 +183,22 @@ class Explainer:
         terms = {c: rows[c].to_numpy() if c in t else np.full(len(rows), fill.get(c, "")) for c in TERM_COLUMNS}
         terms["variant"] = rows.variant.to_numpy() if "variant" in t else order
         variants = variant_rows(terms, {k: rows[k].to_numpy() for k in PREDICTED}, list(tops))
-        for row_, p_override, share in zip(variants, rows.p_override.to_numpy(), shares, strict=True):
+        readable, k = self.scorer.readable_tokens(), self.settings.top_features
+        for row_, p_override, share, i in zip(variants, rows.p_override.to_numpy(), shares, order, strict=True):
             row_["p_override"] = round(float(p_override), 5)
             row_["profile_attention_share"] = round(share, 4)
+            row_["attention_concentration"] = attention_concentration(scored.attention[i], readable, k)
         inp = merchant_inputs(ctx, snap, t)
         attributions: dict[int, list[dict[str, Any]]] = {}
+        top5: dict[int, dict[str, Any]] = {}
         rules: dict[int, str] = {}
         frame = rule_frame(ctx, snap, t) if self.surrogate is not None else None
         for rank, i in enumerate(order[:explain_variants]):  # variants are listed in this order
             vid = variants[rank]["variant"]
             attributions[vid] = list(integrated_gradients(self.scorer, inp, int(i)).top(self.settings.top_features))
+            shown = [dict(f) for f in variants[rank]["top_features"]]
+            concentration = variants[rank]["attention_concentration"]
+            top5[vid] = top_features(shown, attributions[vid], concentration, self.settings.attention_flat_ratio)
             if self.surrogate is not None and frame is not None:
                 rules[vid] = self.surrogate.rule_for(frame.iloc[[int(i)]]).text()
         similar: list[dict[str, Any]] = []
@@ -214,7 +230,16 @@ class Explainer:
                 samples=self.settings.whatif_samples,
                 level=self.settings.whatif_level,
             ).to_dict()
+        cur_row = None
+        if current is not None:
+            c = score_candidates(self.scorer, ctx, snap, current).table
+            cur_terms = {col: c[col].to_numpy() if col in c else np.full(1, fill.get(col, "")) for col in TERM_COLUMNS}
+            cur_terms["variant"], cur_terms["type"] = np.array([-1]), np.array(["current"])
+            cur_row = variant_rows(cur_terms, {key: c[key].to_numpy() for key in PREDICTED})[0]
         return Explanation(
+            verdict=verdict(variants, cur_row) if cur_row is not None else None,
+            current=cur_row,
+            top5=top5,
             merchant_id=mid,
             at=str(snap.at),
             category=category,

@@ -36,6 +36,7 @@ class VariantRow(TypedDict, total=False):
     refused: str  # why the guard refused it (the service's rows)
     p_override: float  # the explainer's rows
     profile_attention_share: float
+    attention_concentration: float  # the explainer's rows (:func:`aidg.explain.reading.attention_concentration`)
 
 
 def variant_rows(

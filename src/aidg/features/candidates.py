@@ -156,6 +156,17 @@ class CandidateGenerator:
         )
         return pd.concat([anchor_row, out.sort_values("distance", kind="stable")], ignore_index=True)
 
+    def current(self, merchant_id: str) -> pd.DataFrame:
+        """The merchant's current (habitual) deal as one candidate row: variant -1, type ``current``."""
+        m = self.merchants.loc[str(merchant_id)].to_dict()
+        return pd.DataFrame(
+            {
+                "merchant_id": [str(merchant_id)], "variant": [-1], "discount_pct": [float(m["baseline_discount_pct"])],
+                "price": [float(m["baseline_price"])], "duration_days": [int(m["baseline_duration_days"])],
+                "category_id": [str(m["category_id"])], "focus": ["primary"], "type": ["current"], "distance": [0.0],
+            }
+        )  # fmt: skip
+
     def generate(self, merchant_id: str, at: pd.Timestamp | str, n: int = 50) -> pd.DataFrame:
         """``n`` variants (the anchor first), by type quota, reproducible for a (merchant, date)."""
         if n < 1:

@@ -165,15 +165,7 @@ class ServingModel:
         mid = row.merchant_id
         cand = self.generator.generate(mid, at, n)
         r = int(self.ctx.merchant_code[mid])
-        m = self.merchants.iloc[r]
-        current = pd.DataFrame(
-            {
-                "merchant_id": [mid], "variant": [-1], "discount_pct": [float(m.baseline_discount_pct)],
-                "price": [float(m.baseline_price)], "duration_days": [int(m.baseline_duration_days)],
-                "category_id": [str(m.category_id)], "focus": ["primary"], "type": ["current"], "distance": [0.0],
-            }
-        )  # fmt: skip
-        cand = pd.concat([cand, current], ignore_index=True)
+        cand = pd.concat([cand, self.generator.current(mid)], ignore_index=True)
         cats = cand.category_id.astype(str).map(self.ctx.category_code)
         if cats.isna().any():
             raise DataError(f"merchant {mid!r} has a category the model does not know")

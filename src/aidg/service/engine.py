@@ -38,6 +38,7 @@ from aidg.decisionlog.log import DecisionRecord
 from aidg.decisionlog.privacy import PrivacyStore
 from aidg.decisionlog.rollout import RolloutStore
 from aidg.errors import BackendUnavailableError, ConflictError, DataError, NotFoundError
+from aidg.explain.reading import verdict, verdict_of_old_decision
 from aidg.features.merchant_view import MERCHANT_NAMES
 from aidg.monitor.rollout import ACTIVE, RolloutController, View
 from aidg.online.bundle import write_through
@@ -305,9 +306,11 @@ class DealEngine:
         t_policy = time.perf_counter()
         s, b, n, played = sc.out, sc.bundle, sc.n, sc.played
         order = np.argsort(-s["score"][:n], kind="stable")
-        variants = served.variants(sc, np.append(order, played))
+        variants = served.variants(sc, np.append(order, [played, n]))
+        current_row = variants.pop()  # the current deal's row (n: the bundle's last)
         chosen: dict[str, Any] = dict(variants.pop())  # the played row, read by key below
         response: dict[str, Any] = {
+            "verdict": verdict(variants, current_row, chosen, d.why_current),
             "decision_id": decision_id,
             "merchant_id": merchant_id,
             "as_of": str(at.date()),
@@ -317,6 +320,7 @@ class DealEngine:
             "rollout_state": view.state,
             "personalized": True,
             "chosen": chosen,
+            "current": current_row,
             "propensity": _round(d.pscore, 6),
             "why_current": d.why_current or None,
             "variants": variants,
@@ -411,6 +415,7 @@ class DealEngine:
         ex = self.model.explainer.explain(self.model.ctx, self.model.snap, cand, change=change).to_dict()
         similar = self.similar_merchants().describe(rec.merchant_id, ex["similar_merchants"], reveal_ids)
         return {
+            "verdict": p.get("verdict") or verdict_of_old_decision(p),
             "decision_id": rec.decision_id,
             "merchant_id": rec.merchant_id,
             "model_version": rec.model_version,
@@ -418,6 +423,7 @@ class DealEngine:
             "variants": [{k: v.get(k) for k in ("variant", "type", *TERMS, "score", "risk", "components")}
                          for v in p["variants"]],  # best first, as served
             "attention_top5": {str(v["variant"]): v["top_features"] for v in p["variants"]},
+            "top5": ex["top5"],  # the explained variants' top-5 with their source (attention, or attributions)
             "attributions": ex["attributions"],
             "similar_merchants": similar,
             "rules": ex["rules"],

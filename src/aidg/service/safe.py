@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from aidg.explain.reading import KEEP
 from aidg.explain.variant_row import variant_rows
 
 if TYPE_CHECKING:
@@ -29,6 +30,8 @@ def safe_answer(
     chosen = variant_rows({**terms, "category_id": [b.labels["category_id"][i]], "focus": [b.labels["focus"][i]],
                            "type": ["current"]})[0]  # fmt: skip
     return {
+        "verdict": {"keep_current": True, "variant_expected_to_beat_current": False, "best_variant": None,
+                    "text": f"{KEEP} (no model ran): {why}"},
         "decision_id": None,
         "merchant_id": merchant_id,
         "as_of": str(at.date()),
@@ -39,6 +42,7 @@ def safe_answer(
         "personalized": False,
         "why_not_personalized": why,
         "chosen": chosen,
+        "current": chosen,
         "propensity": 1.0,
         "why_current": why,
         "variants": [],

@@ -124,7 +124,18 @@ class Variant(BaseModel):
     refused: str | None = None
 
 
+class Verdict(BaseModel):
+    keep_current: bool = Field(description="the first line recommends keeping the current deal")
+    variant_expected_to_beat_current: bool | None = Field(
+        description="some variant's expected score beats the current deal's (null: a decision logged before this)"
+    )
+    best_variant: int | None
+    text: str = Field(description="the first line people read: keep the current deal, or which variant beats it")
+    score_gain: float | None = None
+
+
 class GenerateResponse(BaseModel):
+    verdict: Verdict
     decision_id: str | None = Field(description="null in a non-personalized answer: no decision is logged")
     personalized: bool = Field(description="false when the merchant has not consented to personalization")
     why_not_personalized: str | None = None
@@ -136,6 +147,7 @@ class GenerateResponse(BaseModel):
     rollout_state: str = Field(description="idle, shadow, ab, ramp, full or rolled_back")
     fallback: str | None = Field(None, description="why the champion answered a challenger arm's request")
     chosen: Variant
+    current: Variant = Field(description="the merchant's current deal, scored like the variants (type current)")
     propensity: float
     why_current: str | None
     variants: list[Variant]

@@ -552,6 +552,14 @@
     return keys.includes(chosen) ? [chosen].concat(keys.filter((k) => k !== chosen)) : keys;
   }
 
+  /** The chosen variant's top-5 as the explanation picked them (attention, or attributions where attention is
+   * flat), with the source; else the served attention top-5. */
+  function chosenTop5Source(ex) {
+    const t5 = obj(obj(ex.top5)[String(obj(ex.chosen).variant)]);
+    if (arr(t5.features).length) return { features: t5.features, source: t5.source, concentration: t5.attention_concentration };
+    return { features: chosenTop5(ex), source: "attention", concentration: null };
+  }
+
   function chosenTop5(ex) {
     const chosen = obj(ex.chosen);
     if (arr(chosen.top_features).length) return chosen.top_features;
@@ -669,15 +677,22 @@
     ];
     deal.appendChild(el("b", { text: `variant ${fmt(chosen.variant)}` }));
     for (const [k, v] of terms) deal.appendChild(el("span", {}, [el("span", { class: "muted", text: `${k} ` }), v]));
+    const verdict = obj(ex.verdict);
+    const v = $("explanation-verdict");
+    v.textContent = verdict.text ? String(verdict.text) : "";
+    v.className = "verdict " + (verdict.keep_current ? "keep" : "beat");
     const notes = clear($("explanation-notes"));
     for (const n of arr(ex.notes)) notes.appendChild(el("div", { text: String(n) }));
 
+    const top5 = chosenTop5Source(ex);
+    $("top5-source").textContent = `(from ${top5.source}` +
+      (isNum(top5.concentration) ? `; attention ${fmt(top5.concentration)}× uniform` : "") + ")";
     const list = clear($("top5-list"));
-    for (const f of chosenTop5(ex)) {
+    for (const f of top5.features) {
       list.appendChild(el("li", { "data-testid": "top5-feature" }, [
         el("b", { class: "feature-name", text: fmt(f.feature) }),
         el("span", { text: ` = ${fmt(f.value)}` }),
-        el("span", { class: "w", text: `weight ${fmt(f.weight)}` }),
+        el("span", { class: "w", text: isNum(f.attribution) ? `attribution ${fmt(f.attribution)}` : `weight ${fmt(f.weight)}` }),
       ]));
     }
     renderVariantsTable(ex);
