@@ -85,3 +85,5 @@ def test_a_served_choice_is_named_in_the_verdict() -> None:
     assert kept["text"].startswith(f"{KEEP} (it was chosen): the gate's budget is spent")
     better = verdict([{**rows[0], "score": 0.3}], current)
     assert not better["keep_current"] and better["text"].startswith("Variant 3 is expected to beat")
+    refused = verdict([{**rows[0], "score": 0.3, "refused": "P(GP30 < 0.8 × current) > δ"}], current)
+    assert refused["keep_current"] and refused["text"] == f"{KEEP}: the safety guard refused all 1 variants"

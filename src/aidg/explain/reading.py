@@ -69,10 +69,15 @@ def verdict(
     chosen: Mapping[str, Any] | None = None,
     why_current: str | None = None,
 ) -> dict[str, Any]:
-    """The first line: whether any of ``variants`` (scored rows) is expected to beat ``current`` (the current deal's
-    scored row), and what was chosen (a served decision's ``chosen`` row and ``why_current``; None offline)."""
-    scored = [v for v in variants if v.get("score") is not None and v.get("type") != "current"]
+    """The first line: whether any of ``variants`` (scored rows; those the guard ``refused`` do not count) is expected
+    to beat ``current`` (the current deal's scored row), and what was chosen (a served decision's ``chosen`` row and
+    ``why_current``; None offline)."""
+    candidates = [v for v in variants if v.get("score") is not None and v.get("type") != "current"]
+    scored = [v for v in candidates if not v.get("refused")]  # a variant the safety guard refused is no option
     cur = current.get("score")
+    if candidates and not scored:
+        return {"keep_current": True, "variant_expected_to_beat_current": False, "best_variant": None,
+                "text": f"{KEEP}: the safety guard refused all {len(candidates)} variants"}  # fmt: skip
     if not scored or cur is None:
         return {"keep_current": True, "variant_expected_to_beat_current": False, "best_variant": None,
                 "text": f"{KEEP}: no variant was scored"}  # fmt: skip
