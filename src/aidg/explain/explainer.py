@@ -69,6 +69,13 @@ def rule_frame(ctx: FeatureContext, snap: Snapshot, candidates: pd.DataFrame) ->
     return out
 
 
+def _term_columns(rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The term columns of scored rows for :func:`variant_rows` (rows without a focus or type column: primary,
+    variant)."""
+    fill = {"focus": "primary", "type": "variant"}
+    return {c: rows[c].to_numpy() if c in rows else np.full(len(rows), fill.get(c, "")) for c in TERM_COLUMNS}
+
+
 @dataclass
 class Explanation:
     """Everything said about one merchant's variants (``to_dict`` is the JSON the CLI and API return)."""
@@ -179,8 +186,7 @@ class Explainer:
         order = np.argsort(-t.score.to_numpy(), kind="stable")
         tops, shares = zip(*(self.attention_top(scored.attention[i], x, category) for i in order), strict=True)
         rows = t.iloc[order]
-        fill = {"focus": "primary", "type": "variant"}  # candidates without a focus or type column
-        terms = {c: rows[c].to_numpy() if c in t else np.full(len(rows), fill.get(c, "")) for c in TERM_COLUMNS}
+        terms = _term_columns(rows)
         terms["variant"] = rows.variant.to_numpy() if "variant" in t else order
         variants = variant_rows(terms, {k: rows[k].to_numpy() for k in PREDICTED}, list(tops))
         readable, k = self.scorer.readable_tokens(), self.settings.top_features
@@ -233,8 +239,7 @@ class Explainer:
         cur_row = None
         if current is not None:
             c = score_candidates(self.scorer, ctx, snap, current).table
-            cur_terms = {col: c[col].to_numpy() if col in c else np.full(1, fill.get(col, "")) for col in TERM_COLUMNS}
-            cur_terms["variant"], cur_terms["type"] = np.array([-1]), np.array(["current"])
+            cur_terms = {**_term_columns(c), "variant": np.array([-1]), "type": np.array(["current"])}
             cur_row = variant_rows(cur_terms, {key: c[key].to_numpy() for key in PREDICTED})[0]
         return Explanation(
             verdict=verdict(variants, cur_row) if cur_row is not None else None,

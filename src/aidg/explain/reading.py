@@ -59,6 +59,12 @@ def top_features(
     }
 
 
+def keep_verdict(text: str, expected_to_beat: bool | None = False) -> dict[str, Any]:
+    """A verdict that recommends keeping the current deal, with its first line ``text``."""
+    return {"keep_current": True, "variant_expected_to_beat_current": expected_to_beat, "best_variant": None,
+            "text": text}  # fmt: skip
+
+
 def _pct(x: float) -> str:
     return f"{x:+.1%}"
 
@@ -76,11 +82,9 @@ def verdict(
     scored = [v for v in candidates if not v.get("refused")]  # a variant the safety guard refused is no option
     cur = current.get("score")
     if candidates and not scored:
-        return {"keep_current": True, "variant_expected_to_beat_current": False, "best_variant": None,
-                "text": f"{KEEP}: the safety guard refused all {len(candidates)} variants"}  # fmt: skip
+        return keep_verdict(f"{KEEP}: the safety guard refused all {len(candidates)} variants")
     if not scored or cur is None:
-        return {"keep_current": True, "variant_expected_to_beat_current": False, "best_variant": None,
-                "text": f"{KEEP}: no variant was scored"}  # fmt: skip
+        return keep_verdict(f"{KEEP}: no variant was scored")
     best = max(scored, key=lambda v: float(v["score"]))
     gain = float(best["score"]) - float(cur)
     keep = gain <= 0
@@ -110,10 +114,10 @@ def verdict_of_old_decision(payload: Mapping[str, Any]) -> dict[str, Any]:
     chosen = payload.get("chosen") or {}
     if chosen.get("type") == "current":
         text = f"{KEEP} (it was chosen): {payload.get('why_current') or 'no variant is expected to beat it'}"
-        return {"keep_current": True, "variant_expected_to_beat_current": None, "best_variant": None, "text": text}
+        return keep_verdict(text, expected_to_beat=None)
     return {"keep_current": False, "variant_expected_to_beat_current": None, "best_variant": None,
             "text": f"Variant {chosen.get('variant')} was chosen (this decision predates the comparison with the "
                     "current deal's score)"}  # fmt: skip
 
 
-__all__ = ["KEEP", "attention_concentration", "top_features", "verdict", "verdict_of_old_decision"]
+__all__ = ["KEEP", "attention_concentration", "keep_verdict", "top_features", "verdict", "verdict_of_old_decision"]

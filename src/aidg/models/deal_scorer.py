@@ -98,7 +98,7 @@ class ContextualDealScorer(nn.Module):
         self.risk_adjuster = RiskAdjustmentLayer(cfg)
         self.register_buffer("approval_calibration", torch.tensor([1.0, 0.0]))  # Platt: σ(a·logit + b)
         self.register_buffer("approval_knots", identity_knots())  # then this monotone map (identity: Platt alone)
-        self.reward_settings()
+        self._reward = RewardSettings(**cfg.reward)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # a version saved before the knots existed was calibrated by Platt scaling alone: the identity map
@@ -111,18 +111,14 @@ class ContextualDealScorer(nn.Module):
         return monotone_map(torch.sigmoid(a * approval_logit + b), self.approval_knots)
 
     def reward_settings(self) -> RewardSettings:
-        """The reward weights in force (built once per change: a pydantic model built inside ``forward`` broke the
-        compiled graph in two)."""
-        cached = self.__dict__.get("_reward")
-        if cached is None or cached[0] != self.config.reward:
-            cached = (dict(self.config.reward), RewardSettings(**self.config.reward))
-            self.__dict__["_reward"] = cached
-        return cached[1]
+        """The reward weights in force (built when they change, never inside ``forward``: a pydantic model built
+        there broke the compiled graph in two)."""
+        return self._reward
 
     def use_reward(self, w: RewardSettings) -> None:
         """Score with these weights from now on (the heads predict each part, so no retraining is needed)."""
         self.config.reward = w.model_dump()
-        self.reward_settings()
+        self._reward = RewardSettings(**self.config.reward)
 
     def forward(
         self,

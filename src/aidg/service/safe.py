@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aidg.explain.reading import KEEP
+from aidg.explain.reading import KEEP, keep_verdict
 from aidg.explain.variant_row import variant_rows
 
 if TYPE_CHECKING:
@@ -30,8 +30,7 @@ def safe_answer(
     chosen = variant_rows({**terms, "category_id": [b.labels["category_id"][i]], "focus": [b.labels["focus"][i]],
                            "type": ["current"]})[0]  # fmt: skip
     return {
-        "verdict": {"keep_current": True, "variant_expected_to_beat_current": False, "best_variant": None,
-                    "text": f"{KEEP} (no model ran): {why}"},
+        "verdict": keep_verdict(f"{KEEP} (no model ran): {why}"),
         "decision_id": None,
         "merchant_id": merchant_id,
         "as_of": str(at.date()),
