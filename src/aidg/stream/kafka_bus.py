@@ -60,6 +60,9 @@ class KafkaBus(EventBus):
         claim_idle_ms: See :class:`~aidg.stream.bus.EventBus`.
         timeout_s: Seconds to wait for the brokers (metadata, flushes, commits).
         partitions: Partitions of the topics this bus creates.
+        session_timeout_ms: The consumers' group session: how long the group waits for a silent consumer before
+            it moves that consumer's partitions to another (Kafka's default, 45 s; a broker may also wait part
+            of it for more members when a consumer joins). Heartbeats go every third of it.
         clock: Seconds, for idle times.
     """
 
@@ -71,6 +74,7 @@ class KafkaBus(EventBus):
         claim_idle_ms: int = 30_000,
         timeout_s: float = 10.0,
         partitions: int = 1,
+        session_timeout_ms: int = 45_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(max_deliveries=max_deliveries, claim_idle_ms=claim_idle_ms)
@@ -82,6 +86,7 @@ class KafkaBus(EventBus):
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
         self.partitions = partitions
+        self.session_timeout_ms = session_timeout_ms
         self._clock = clock
         self._conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _log}
         self._lock = threading.RLock()
@@ -145,7 +150,10 @@ class KafkaBus(EventBus):
             if key in self._consumers:
                 return self._consumers[key]
             conf = {**self._conf, "group.id": group, "client.id": consumer, "enable.auto.commit": False,
-                    "enable.auto.offset.store": False, "auto.offset.reset": "earliest"}  # fmt: skip
+                    "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
+                    "session.timeout.ms": self.session_timeout_ms,
+                    "heartbeat.interval.ms": max(1, self.session_timeout_ms // 3),
+                    "max.poll.interval.ms": max(300_000, self.session_timeout_ms)}  # fmt: skip
             c = self._ck.Consumer(conf)
             c.subscribe([topic])
             self._consumers[key] = c
