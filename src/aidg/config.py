@@ -122,6 +122,9 @@ class ExplainSettings(_Group):
     )
     prototypes_k: int = Field(100, ge=1, description="memo §1.2: prototypes per category")
     prototype_refresh_hours: float = Field(24.0, gt=0, description="memo §1.2: prototypes refreshed every 24 h")
+    prototype_check_seconds: float = Field(
+        60.0, gt=0, description="how often a replica checks whether its prototypes are due for their refresh"
+    )
     surrogate_max_leaves: int = Field(32, ge=2, le=512, description="rule surrogate size (readable: ≤ 32)")
     whatif_samples: int = Field(32, ge=2, le=1000, description="Monte-Carlo dropout samples of a what-if interval")
     whatif_level: float = Field(0.9, gt=0, lt=1, description="coverage of the what-if interval")

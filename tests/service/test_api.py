@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from aidg.config import Settings
 from aidg.decisionlog.log import DecisionLog
 from aidg.service import create_app
 from aidg.service.backends import Backends
+from aidg.service.prototype_refresh import PrototypeRefresher
 from aidg.store.online_memory import MemoryCacheBackend, MemoryOnlineStore
 from aidg.stream.redis_bus import RedisBus
 
@@ -257,3 +260,80 @@ def test_the_service_decides_with_the_per_merchant_posterior_started_from_the_re
     assert other in post.parts["gp30_uplift"].merchants_
     engine.refresh_once()
     assert other not in post.parts["gp30_uplift"].merchants_
+
+
+# -- the prototypes' 24-hour refresh in a replica (memo §1.2): on schedule by a fake clock, off the request path,
+# without erased or non-consenting merchants, and its age in the explanation
+
+
+def test_refresh_runs_on_schedule_off_the_request_path_and_shows_its_age(
+    client: TestClient, trained: dict[str, Any]
+) -> None:
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    assert any(t.name == "aidg-prototypes" and t.is_alive() for t in threading.enumerate())  # the replica owns it
+    model = engine.model
+    old = model.explainer.memory
+    assert old is not None and old.refreshed_at is not None
+    fitted = old.refreshed_at
+    trained_on = {m for c in old.categories() for m in old.prototypes(c)}
+    served = [str(m) for m in model.ctx.merchant_ids]
+    excluded = {m for m in served if m not in trained_on}  # some merchants the training never saw stay out ...
+    excluded = set(sorted(excluded)[: len(excluded) // 2]) | {sorted(trained_on)[0]}  # ... and one it did see
+    now = [fitted + timedelta(hours=23, minutes=59)]
+    refresher = PrototypeRefresher(engine.settings, lambda: [model], lambda m: m not in excluded, lambda: now[0])
+
+    assert refresher.refresh_once() == 0 and model.explainer.memory is old  # not due before 24 h
+    asked = next(m for m in served if engine.privacy.personalized(m))  # consented: its answer is a logged decision
+    d = client.post("/v1/deals/generate", json={"merchant_id": asked}).json()["decision_id"]
+    engine.prototypes.clock = lambda: now[0]
+    ex = client.get(f"/v1/decisions/{d}/explanation").json()
+    assert ex["prototypes_age_hours"] == pytest.approx(23.98, abs=0.01)
+
+    # due at 24 h: the refit runs in its own thread; a request meanwhile is answered from the old memory
+    now[0] = fitted + timedelta(hours=24)
+    embed, entered, release = model.explainer.embedding, threading.Event(), threading.Event()
+
+    def slow_embedding(*args: Any) -> Any:
+        if threading.current_thread().name == "refit-under-test":
+            entered.set()
+            assert release.wait(30)
+        return embed(*args)
+
+    model.explainer.embedding = slow_embedding
+    done: list[int] = []
+    t = threading.Thread(target=lambda: done.append(refresher.refresh_once()), name="refit-under-test")
+    try:
+        t.start()
+        assert entered.wait(30)
+        r = client.get(f"/v1/decisions/{d}/explanation")
+        assert r.status_code == 200 and r.json()["prototypes_age_hours"] == pytest.approx(24.0, abs=0.01)
+        assert model.explainer.memory is old
+        release.set()
+        t.join(60)
+        assert done == [1]
+        new = model.explainer.memory
+        assert new is not old and new.refreshed_at == now[0]
+        chosen = {m for c in new.categories() for m in new.prototypes(c)}
+        assert chosen and not chosen & excluded  # erased / withdrawn merchants are not prototypes
+        assert chosen - trained_on  # merchants the training never saw can be prototypes now
+        assert client.get(f"/v1/decisions/{d}/explanation").json()["prototypes_age_hours"] == 0.0
+        now[0] += timedelta(hours=23)
+        assert refresher.refresh_once() == 0  # the next one is due 24 h after this one
+        now[0] += timedelta(hours=1)
+        assert refresher.refresh_once() == 1 and refresher.refits == 2
+    finally:
+        release.set()
+        del model.explainer.embedding  # the instance attribute: back to the method
+        model.explainer.memory = old
+
+
+def test_only_consenting_merchants_that_were_not_erased_may_be_prototypes(client: TestClient) -> None:
+    privacy = client.app.state.engine.privacy  # type: ignore[attr-defined]
+    m = str(client.app.state.engine.model.ctx.merchant_ids[-1])  # type: ignore[attr-defined]  # no other test's
+    assert privacy.may_be_prototype(m)
+    privacy.set_personalization(m, True, training=False)  # withdrew consent to training
+    assert not privacy.may_be_prototype(m)
+    privacy.set_personalization(m, True, training=True)
+    assert privacy.may_be_prototype(m)
+    privacy.forget(m)
+    assert not privacy.may_be_prototype(m)

@@ -248,8 +248,10 @@ def test_dashboard_in_a_browser(service: dict[str, Any], tmp_path: Path) -> None
             else:  # flat attention: the chosen variant's top five are its attributions'
                 assert "from attributions" in source, source
             assert decision_id and decision_id in (page.text_content("#explanation-title") or "")
-            said = http.get(f"/v1/decisions/{decision_id}/explanation").json()["verdict"]["text"]
-            assert (page.text_content("#explanation-verdict") or "").strip() == said  # the first line shown
+            ex = http.get(f"/v1/decisions/{decision_id}/explanation").json()
+            assert (page.text_content("#explanation-verdict") or "").strip() == ex["verdict"]["text"]  # the first line
+            age = page.text_content("#prototypes-age") or ""  # the prototypes' age beside the similar merchants
+            assert age.startswith("prototypes ") and age.endswith(" h old") and ex["prototypes_age_hours"] >= 0
             page.fill("#whatif-value", "0.3")
             page.click("#whatif-submit")
             page.wait_for_selector("#whatif-result table", timeout=60_000)

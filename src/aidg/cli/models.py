@@ -173,7 +173,8 @@ def print_explanation(report: dict[str, Any], top: int) -> None:
             console.print(f"  rule: {report['rules'][vid]}")
     if report["similar_merchants"]:
         sims = ", ".join(f"{m['merchant_id']} ({m['similarity']:.2f})" for m in report["similar_merchants"])
-        console.print(f"similar merchants: {sims}")
+        age = report.get("prototypes_age_hours")
+        console.print(f"similar merchants: {sims}" + ("" if age is None else f" (prototypes {age:.1f} h old)"))
     if report.get("what_if"):
         w = report["what_if"]
         console.print(

@@ -11,6 +11,7 @@ its category (prototypical memory over behaviour fingerprints).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -93,6 +94,7 @@ class Explanation:
     verdict: dict[str, Any] | None = None  # the first line (:func:`aidg.explain.reading.verdict`)
     current: VariantRow | None = None  # the current deal, scored
     top5: dict[int, dict[str, Any]] = field(default_factory=dict)  # per explained variant: source and features
+    prototypes_age_hours: float | None = None  # how old the similar merchants' prototypes are (refreshed every 24 h)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,7 @@ class Explanation:
             "attributions": {str(k): v for k, v in self.attributions.items()},
             "rules": {str(k): v for k, v in self.rules.items()},
             "similar_merchants": self.similar_merchants,
+            "prototypes_age_hours": self.prototypes_age_hours,
             "global_rules": self.global_rules,
             "what_if": self.what_if,
             "notes": self.notes,
@@ -209,10 +212,11 @@ class Explainer:
                 rules[vid] = self.surrogate.rule_for(frame.iloc[[int(i)]]).text()
         similar: list[dict[str, Any]] = []
         notes: list[str] = []
-        if self.memory is not None:
+        memory = self.memory  # one read: a replica's refresh may swap in a new memory meanwhile
+        if memory is not None:
             emb = self.embedding(ctx, snap, np.array([row]))[0]
             try:
-                found = self.memory.find_similar_merchants(emb, category, top_k=5, exclude=mid)
+                found = memory.find_similar_merchants(emb, category, top_k=5, exclude=mid)
                 similar = [{"merchant_id": m, "similarity": round(s, 4)} for m, s in found]
             except (DataError, NotFoundError) as exc:  # e.g. no prototypes in this category (all held out, erased)
                 notes.append(f"similar merchants unavailable: {exc}")
@@ -252,6 +256,7 @@ class Explainer:
             attributions=attributions,
             rules=rules,
             similar_merchants=similar,
+            prototypes_age_hours=None if memory is None else memory.age_hours(datetime.now(UTC)),
             global_rules=global_rules,
             what_if=wi,
             notes=notes,

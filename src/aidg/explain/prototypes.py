@@ -166,6 +166,12 @@ class PrototypicalMemory:
             return True
         return _utc(now) - self.refreshed_at >= timedelta(hours=self.refresh_hours)
 
+    def age_hours(self, now: datetime | None = None) -> float | None:
+        """How old the fit is at ``now`` (UTC), in hours; None before the first fit."""
+        if self.refreshed_at is None:
+            return None
+        return round((_utc(now) - self.refreshed_at).total_seconds() / 3600.0, 2)
+
     def refresh(
         self,
         embeddings: np.ndarray,

@@ -51,6 +51,7 @@ from aidg.registry import ModelRegistry
 from aidg.service.backends import Backends
 from aidg.service.disclosure import SimilarMerchants
 from aidg.service.intake import FeedbackIntake
+from aidg.service.prototype_refresh import PrototypeRefresher
 from aidg.service.replica_monitor import ReplicaMonitor
 from aidg.service.replica_privacy import NO_CONSENT, ReplicaPrivacy
 from aidg.service.safe import safe_answer
@@ -87,6 +88,9 @@ class DealEngine:
             settings, backends, controller, self._rollout_changed, lambda: self.champion, lambda: self.challenger
         )
         self.privacy = ReplicaPrivacy(settings, PrivacyStore(backends.decisions), model.merchants)
+        self.prototypes = PrototypeRefresher(
+            settings, lambda: [s.model for s in self.served()], self.privacy.may_be_prototype
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._loading: set[str] = set()
@@ -130,6 +134,7 @@ class DealEngine:
         t.start()
         self._threads.append(t)
         self.monitor.start()
+        self.prototypes.start()
         if inline_worker if inline_worker is not None else self.backends.embedded_bus:
             self.worker = StreamWorker(
                 self.backends.bus, self.backends.decisions, self.backends.online, self.settings.stream,
@@ -143,6 +148,7 @@ class DealEngine:
         if self.worker is not None:
             self.worker.stop()
         self.monitor.stop()
+        self.prototypes.stop()
         for s in self.served():
             s.stop()
         for t in self._threads:
@@ -412,6 +418,7 @@ class DealEngine:
         p = rec.payload
         cand = pd.DataFrame([{"merchant_id": rec.merchant_id, **{k: v[k] for k in ("variant", *TERMS, "type")}}
                              for v in p["variants"]])  # fmt: skip
+        memory = self.model.explainer.memory
         ex = self.model.explainer.explain(self.model.ctx, self.model.snap, cand, change=change).to_dict()
         similar = self.similar_merchants().describe(rec.merchant_id, ex["similar_merchants"], reveal_ids)
         return {
@@ -426,6 +433,8 @@ class DealEngine:
             "top5": ex["top5"],  # the explained variants' top-5 with their source (attention, or attributions)
             "attributions": ex["attributions"],
             "similar_merchants": similar,
+            # refreshed every 24 h (memo §1.2; aidg.service.prototype_refresh)
+            "prototypes_age_hours": None if memory is None else memory.age_hours(self.prototypes.clock()),
             "rules": ex["rules"],
             "global_rules": ex["global_rules"],
             "what_if": ex["what_if"],

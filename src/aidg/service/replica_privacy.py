@@ -43,6 +43,7 @@ class ReplicaPrivacy:
         self._lock = threading.Lock()
         self._flags = consent_flags(merchants)
         self.personalization: dict[str, bool] = {str(k): bool(v) for k, v in self._flags.personalization.items()}
+        self.training: dict[str, bool] = {str(k): bool(v) for k, v in self._flags.training.items()}
         self._seen = datetime(1970, 1, 1, tzinfo=UTC)
 
     def hash(self, merchant_id: str) -> str:
@@ -55,8 +56,9 @@ class ReplicaPrivacy:
         with self._lock:
             new = erased - self.erased
             self.erased |= erased
-            for mid, (personalization, _training, at) in changed.items():
+            for mid, (personalization, training, at) in changed.items():
                 self.personalization[mid] = personalization
+                self.training[mid] = training
                 self._seen = max(self._seen, at)
         return new
 
@@ -68,14 +70,21 @@ class ReplicaPrivacy:
     def personalized(self, merchant_id: str) -> bool:
         return self.personalization.get(merchant_id, True)
 
+    def may_be_prototype(self, merchant_id: str) -> bool:
+        """Whether a merchant may be shown as a similar merchant: not erased, and consenting to training."""
+        return self.training.get(merchant_id, True) and not (self.erased and self.hash(merchant_id) in self.erased)
+
     def forget(self, merchant_id: str) -> None:
         with self._lock:
             self.erased.add(self.hash(merchant_id))
             self.personalization.pop(merchant_id, None)
+            self.training[merchant_id] = False
 
-    def set_personalization(self, merchant_id: str, allowed: bool) -> None:
+    def set_personalization(self, merchant_id: str, allowed: bool, training: bool | None = None) -> None:
         with self._lock:
             self.personalization[merchant_id] = allowed
+            if training is not None:
+                self.training[merchant_id] = training
 
     def consent_of(self, merchant_id: str) -> dict[str, Any]:
         """The merchant's effective flags and where each comes from."""

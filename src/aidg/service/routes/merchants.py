@@ -72,7 +72,7 @@ async def set_consent(merchant_id: str, body: ConsentRequest, engine: EngineDep,
     personalization = current["personalization"] if body.personalization is None else body.personalization
     training = current["training"] if body.training is None else body.training
     engine.privacy.store.set_consent(merchant_id, personalization, training)
-    engine.privacy.set_personalization(merchant_id, personalization)
+    engine.privacy.set_personalization(merchant_id, personalization, training)
     return JSON(engine.privacy.consent_of(merchant_id))
 
 

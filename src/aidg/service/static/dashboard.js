@@ -706,6 +706,8 @@
     for (const text of arr(ex.global_rules)) rules.appendChild(el("li", { class: "global", text: `global: ${text}` }));
     if (!rules.firstChild) rules.appendChild(el("li", { class: "muted", text: "no rules" }));
 
+    const age = ex.prototypes_age_hours;  // the prototypes are refreshed every 24 h (memo §1.2)
+    $("prototypes-age").textContent = age === null || age === undefined ? "" : `prototypes ${Number(age).toFixed(1)} h old`;
     const sim = clear($("similar-merchants"));
     for (const s of arr(ex.similar_merchants)) {
       // a merchant-manager key sees no id: the description (category, city tier, shared traits, outcome)
