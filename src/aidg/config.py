@@ -287,7 +287,9 @@ class MonitorSettings(_Group):
     eval_seconds: float = Field(1.0, gt=0, description="how often the alert rules and rollback triggers run")
     realtime_minutes: float = Field(5.0, gt=0, description="the 'real-time' window, in simulated minutes")
     min_samples: int = Field(100, ge=1, description="answered decisions per arm before a trigger may fire")
-    z: float = Field(3.0, gt=0, description="one-sided z of the triggers' tests (3.0: 0.13 % false alarm per look)")
+    rollout_false_alarm: float = Field(
+        0.01, gt=0, lt=1, description="designed chance that a rollback trigger fires on a rollout within its thresholds"
+    )
     series_points: int = Field(120, ge=10, le=2000, description="points of the dashboard's time series")
     shadow_queue: int = Field(1000, ge=1, description="shadow requests waiting for the challenger (more are dropped)")
 

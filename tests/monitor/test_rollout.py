@@ -13,7 +13,7 @@ from aidg.config import Settings
 from aidg.decisionlog.log import DecisionLog
 from aidg.decisionlog.rollout import RolloutStore, ShadowRow
 from aidg.errors import ConflictError, NotFoundError
-from aidg.monitor.alerts import triggers, wilson_lower
+from aidg.monitor.alerts import msprt_log_lr, trigger_alpha, triggers, wilson_lower
 from aidg.monitor.gate import evaluate_gate
 from aidg.monitor.kpis import Recorder, arm_stats, feedback_kpis, totals
 from aidg.monitor.rollout import RolloutController, shares_of, unit_hash
@@ -160,9 +160,9 @@ def _arm_totals(errors: int, ok: int, proxy_mean: float, n: int, rng: np.random.
 
 def test_triggers_fire_on_a_faulty_or_worse_challenger_and_not_on_a_healthy_one() -> None:
     rng = np.random.default_rng(1)
-    s = Settings(monitor={"min_samples": 100, "z": 3.0})
+    s = Settings(monitor={"min_samples": 100})
     healthy = triggers(s, _arm_totals(0, 400, 0.3, 400, rng))
-    faulty = triggers(s, _arm_totals(40, 360, 0.3, 400, rng))
+    faulty = triggers(s, _arm_totals(80, 720, 0.3, 400, rng))  # 10 % failing, 800 requests: clear at α ≈ 6e-6
     worse = triggers(s, _arm_totals(0, 400, 0.15, 400, rng))
     assert healthy == []
     assert [a.rule for a in faulty] == ["error_rate"] and faulty[0].rollback
@@ -180,3 +180,26 @@ def test_triggers_fire_on_a_faulty_or_worse_challenger_and_not_on_a_healthy_one(
     st = arm_stats(_arm_totals(0, 10, 0.3, 200, rng)["1h"], ["champion"])
     assert st["gp30_proxy"] == pytest.approx(0.3, abs=0.03) and 0.15 < st["override_rate"] < 0.45
     assert wilson_lower(10, 100, 3.0) < 0.1 < wilson_lower(100, 100, 3.0) + 1
+
+
+def test_each_trigger_gets_its_share_of_the_rollouts_false_alarm_budget() -> None:
+    s = Settings()
+    # 1 % per rollout ÷ 3 triggers ÷ 528 one-hour windows (A/B 48 h, then 10 ramp steps of 48 h)
+    assert trigger_alpha(s, 1.0) == pytest.approx(0.01 / 3 / 528)
+    assert trigger_alpha(s, 2.0) == pytest.approx(0.01 / 3 / 264)
+
+
+def test_the_sequential_test_keeps_its_false_alarm_rate_over_every_look() -> None:
+    """At the threshold itself (H0's edge), looking after every 20 requests up to 4,000, the share of runs that
+    ever fire stays under α; the old per-look z ≥ 3 rule (0.13 % a look) fires on over 10 times that."""
+    rng = np.random.default_rng(7)
+    alpha, limit, runs = 0.05, 0.05, 2000
+    n = np.arange(20, 4001, 20)
+    fails = rng.binomial(20, limit, size=(runs, n.size)).cumsum(axis=1)
+    excess = fails / n - limit
+    var = limit * (1 - limit) / n
+    llr = np.vectorize(msprt_log_lr)(excess, np.broadcast_to(var, excess.shape), limit)
+    fired = ((excess > 0) & (llr >= np.log(1 / alpha))).any(axis=1).mean()
+    z_fired = (excess / np.sqrt(var) >= 3.0).any(axis=1).mean()
+    assert fired <= alpha
+    assert z_fired > 10 * 0.00135  # the old rule's per-look rate adds up over the looks
