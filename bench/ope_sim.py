@@ -42,7 +42,10 @@ def softmax(x: np.ndarray, tau: float) -> np.ndarray:
     return np.asarray(e / e.sum(1, keepdims=True))
 
 
-def run(data: Path, decisions: int, tau_log: float, tau_eval: float, seed: int) -> dict[str, Any]:
+def heldout_scored(data: Path) -> dict[str, Any]:
+    """The registered version's scores and the oracle's truth for every held-out merchant's variants, as
+    (merchants, variants) arrays: ``score``, ``uplift_pred``, ``approval_pred``, ``up``, ``appr``, ``rest``
+    (the true reward less its GP30 and approval terms), ``true_r``; with ``ids``, ``world``, ``settings``."""
     from aidg.sim.oracle import Oracle
 
     settings = load_settings()
@@ -60,13 +63,23 @@ def run(data: Path, decisions: int, tau_log: float, tau_eval: float, seed: int) 
     k = settings.bandit.n_candidates
     scored = score_candidates(scorer, ctx, snapshot(pm, ctx, at), cand).table
     truth = Oracle(world, settings.reward).evaluate(scored.merchant_id.to_numpy(), scored, at=at)
-    score = scored.score.to_numpy().reshape(len(ids), k)
     w = settings.reward
-    up = truth.expected_uplift.to_numpy().reshape(len(ids), k)
-    appr = truth.approval_prob.to_numpy().reshape(len(ids), k)
-    rest = (truth.reward.to_numpy() - w.w_gp30 * truth.expected_uplift - w.w_approval * truth.approval_prob).to_numpy()
-    rest = rest.reshape(len(ids), k)
-    true_r = truth.reward.to_numpy().reshape(len(ids), k)
+
+    def grid(x: Any) -> np.ndarray:
+        return np.asarray(x, float).reshape(len(ids), k)
+
+    rest = truth.reward.to_numpy() - w.w_gp30 * truth.expected_uplift - w.w_approval * truth.approval_prob
+    return {
+        "ids": ids, "world": world, "settings": settings, "k": k, "score": grid(scored.score),
+        "uplift_pred": grid(scored.uplift), "approval_pred": grid(scored.approval), "up": grid(truth.expected_uplift),
+        "appr": grid(truth.approval_prob), "rest": grid(rest), "true_r": grid(truth.reward),
+    }  # fmt: skip
+
+
+def run(data: Path, decisions: int, tau_log: float, tau_eval: float, seed: int) -> dict[str, Any]:
+    h = heldout_scored(data)
+    ids, k, score, up, appr, rest, true_r = (h[x] for x in ("ids", "k", "score", "up", "appr", "rest", "true_r"))
+    w = h["settings"].reward
     pb, pe = softmax(score, tau_log), softmax(score, tau_eval)
     rng = np.random.default_rng(seed)
     m = rng.integers(0, len(ids), decisions)

@@ -266,6 +266,10 @@ class RolloutSettings(_Group):
     rollback_error_rate: float = Field(0.05, gt=0, le=1, description="memo §2.3: system errors > 5 %")
     gate_alpha: float = Field(0.05, gt=0, lt=1, description="promotion gate: the DR bounds' two-sided level")
     gate_min_decisions: int = Field(200, ge=10, description="promotion gate: shadow decisions with rewards needed")
+    gate_estimator: Literal["censoring_aware", "plug_in"] = Field(
+        "censoring_aware", description="promotion gate: complete a GP30 not landed yet by the prediction and its "
+        "measured error (censoring_aware), or by the prediction alone (plug_in, the earlier gate)"
+    )
     hash_salt: str = Field("aidg-rollout", min_length=1, description="salt of the merchant-id hash → arm")
     reload_seconds: float = Field(0.5, gt=0, description="how often a replica re-reads the rollout state")
 
