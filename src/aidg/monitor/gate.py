@@ -5,8 +5,9 @@ its own deal (``aidg_shadow``). On those logged decisions, only decisions with
 both their approval and override answered count, and:
 
 * the champion's value is that of the logging policy (its own logged choices);
-* the challenger's value is doubly robust with its own predicted rewards as the
-  reward model and its choice as a deterministic target policy;
+* the challenger's value is doubly robust with the champion's predicted rewards
+  of every variant as the reward model (a challenger's own would let a bad model
+  vouch for itself) and its choice as a deterministic target policy;
 * both are **censoring-aware** (``rollout.gate_estimator = "censoring_aware"``,
   the default; :func:`aidg.policy.ope_censored.censored_dr`): a decision whose
   GP30 has not landed yet (it lands 30 days after the deal starts) keeps its
