@@ -158,7 +158,9 @@ def test_a_dp_profile_records_its_account_and_serves_without_the_graph(
     pm, metrics, split = dp_profile
     p = pm.meta["privacy"]
     n = len(split.train)
-    assert p["epsilon"] <= 1.0 and p["delta"] == pytest.approx(1 / (10 * n)) and p["unit"] == "merchant"
+    n_all = len(split.train) + len(split.heldout)  # δ counts every merchant in the data, not only the training ones
+    assert p["epsilon"] <= 1.0 and p["delta"] == pytest.approx(1 / (10 * n_all)) and p["unit"] == "merchant"
+    assert p["merchants_in_data"] == n_all
     assert p["merchants"] == n and set(p["steps"]) == {
         "deal_history",
         "override",
@@ -249,7 +251,9 @@ def test_the_privacy_audit_reports_every_figure(
     keys = ("dp_epsilon", "dp_delta", "mia_auc_dp", "mia_auc_nondp", "dp_utility_cost")
     for key in (*keys, "reward_spearman_dp", "reward_spearman_nondp"):
         assert isinstance(report[key], float) and math.isfinite(report[key]), key
-    assert report["dp_epsilon"] <= 1.0 and report["dp_delta"] <= 1 / (10 * report["train_merchants"])
+    n_all = report["train_merchants"] + report["heldout_merchants"]
+    assert report["dp_epsilon"] <= 1.0 and report["dp_delta"] <= 1 / (10 * n_all)
+    assert report["acceptance"]["delta_at_most_1_over_10n"] is True
     assert 0.0 <= report["mia_auc_dp"] <= 1.0 and 0.0 <= report["mia_auc_nondp"] <= 1.0
     assert set(report["mia_auc_by_objective"]["dp"]) == {"deal_history", "override", "sequence", "fusion"}
     assert report["acceptance"]["epsilon_at_most_target"] is True

@@ -72,7 +72,7 @@ class DPConfig:
 
     Attributes:
         epsilon: target ε of the whole run (every part composed).
-        delta: δ; ``None`` means ``1 / (10 × training merchants)``.
+        delta: δ; ``None`` means ``1 / (10 × merchants)``, every merchant in the data counted.
         max_grad_norm: ``C``, the clip of each merchant's whole gradient.
         batch_merchants: expected merchants per DP-SGD step (``q = batch_merchants / n``).
         branch_epochs: expected passes over the merchants for each sequence branch (steps = epochs / q).
@@ -113,7 +113,7 @@ class DPConfig:
             raise ConfigError(f"DPConfig.accountant must be one of {', '.join(ACCOUNTANTS)}, got {self.accountant!r}")
 
     def resolve_delta(self, n_merchants: int) -> float:
-        """``delta``, or ``1 / (10 n)`` for ``n`` training merchants when it is unset."""
+        """``delta``, or ``1 / (10 n)`` for the ``n`` merchants of the data when it is unset."""
         if self.delta is not None:
             return self.delta
         if n_merchants < 1:

@@ -241,19 +241,21 @@ def private_scaler(
 
 
 def privacy_budget(
-    dp: DPConfig, branch_groups: dict[str, np.ndarray], fusion_groups: np.ndarray, n_train: int
+    dp: DPConfig, branch_groups: dict[str, np.ndarray], fusion_groups: np.ndarray, n_merchants: int
 ) -> PrivacyBudget:
     """One calibrated noise multiplier for the run: each sequence branch, the fusion and the fusion's scaler.
 
-    ``branch_groups`` / ``fusion_groups``: the merchant code of each training example.
+    ``branch_groups`` / ``fusion_groups``: the merchant code of each training example; ``n_merchants``: every
+    merchant in the data (δ unset: 1 / (10 n) over all of them, not only the training ones, so holding
+    merchants out never loosens the guarantee).
     """
     parts = [sgd_part(k, g, dp.batch_merchants, dp.branch_epochs) for k, g in branch_groups.items()]
     parts += [sgd_part("fusion", fusion_groups, dp.batch_merchants, dp.fusion_epochs)]
     parts += [statistic_part("fusion_scaler", dp.stats_noise_factor)]
-    return PrivacyBudget.calibrate(parts, dp, dp.resolve_delta(n_train))
+    return PrivacyBudget.calibrate(parts, dp, dp.resolve_delta(n_merchants))
 
 
-def privacy_meta(budget: PrivacyBudget, dp: DPConfig, n_train: int) -> dict[str, Any]:
+def privacy_meta(budget: PrivacyBudget, dp: DPConfig, n_train: int, n_merchants: int) -> dict[str, Any]:
     """``meta["privacy"]``: the account (Opacus) and what the guarantee does not cover."""
     s = budget.summary()
     return {
@@ -261,6 +263,7 @@ def privacy_meta(budget: PrivacyBudget, dp: DPConfig, n_train: int) -> dict[str,
         "accountant": s["accountant"],
         "unit": "merchant",
         "merchants": n_train,
+        "merchants_in_data": n_merchants,  # δ's n: every merchant in the data
         "batch_merchants": dp.batch_merchants,
         "sample_rate": {k: v["sample_rate"] for k, v in s["parts"].items()},
         "steps": {k: v["steps"] for k, v in s["parts"].items()},
@@ -345,7 +348,8 @@ def train_profile(
     ex_te = downstream_examples(ctx, te, cutoff_seconds(start), cut)
     budget = None
     if dp is not None:
-        budget = privacy_budget(dp, {k: v[0].m for k, v in examples_of.items()}, ex_tr.m, len(tr))
+        groups = {k: v[0].m for k, v in examples_of.items()}
+        budget = privacy_budget(dp, groups, ex_tr.m, len(ctx.merchant_ids))  # δ over every merchant in the data
         say(f"privacy: σ = {budget.noise_multiplier:.3f} for ε = {budget.epsilon:.3f} at δ = {budget.delta:.2g}", 0.3)
     trained: dict[str, Any] = {}
     for name, (lo, hi) in seq_stages:
@@ -389,7 +393,8 @@ def train_profile(
     )
     pm.meta["without_branches"] = sorted(opt.without_branches)
     if budget is not None and dp is not None:
-        pm.meta["privacy"] = privacy_meta(budget, dp, len(tr))  # before any part is computed: it drops the graph
+        # before any part is computed: it drops the graph
+        pm.meta["privacy"] = privacy_meta(budget, dp, len(tr), len(ctx.merchant_ids))
     say("fusion: branch embeddings", 0.8)
     parts = pm.compute_parts(ctx, start, seed=seed)
     scaler, fusion_dp = None, None
