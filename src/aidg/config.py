@@ -205,6 +205,10 @@ class StreamSettings(_Group):
     group: str = Field("aidg-workers", min_length=1, description="consumer group the stream workers share")
     batch_size: int = Field(200, ge=1, le=10_000, description="events a worker takes per read")
     block_ms: int = Field(1000, ge=1, description="how long a read waits for new events")
+    linger_ms: float = Field(
+        20.0, ge=0, le=1000, description="after a batch smaller than batch_size, wait this long before the next read "
+        "(under load a worker then wakes ~50 times a second, not once per event; Kafka's fetch.wait idea)"
+    )
     claim_idle_ms: int = Field(30_000, ge=1, description="an unacknowledged event idle this long is reclaimed")
     max_deliveries: int = Field(5, ge=1, description="deliveries after which an event goes to the dead-letter stream")
     apply_delay_ms: float = Field(

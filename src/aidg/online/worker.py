@@ -285,8 +285,11 @@ class StreamWorker:
                     log.exception("outbox republish failed")
                 next_outbox = now + outbox_every_s
             try:
-                if self.run_once():
+                n = self.run_once()
+                if n:
                     last_msg = time.monotonic()
+                    if n < self.settings.batch_size and self.settings.linger_ms > 0:
+                        self._stop.wait(self.settings.linger_ms / 1000.0)  # let the next batch gather
             except BackendUnavailableError as exc:  # an outage: one line a second, not a traceback each
                 log.warning("stream batch waits for a backend: %s", exc)
                 self._stop.wait(1.0)
