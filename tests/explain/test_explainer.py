@@ -62,6 +62,10 @@ def test_explain_returns_ranked_variants_with_readable_reasons(trained: dict[str
     assert len(out["attributions"][best]) == 5
     assert out["rules"][best].startswith(("IF ", "ALWAYS "))
     assert out["rules"][best].endswith(("recommend high-GP30 deal", "do not recommend"))
+    # every rule shown carries its own support and precision, the global ones too
+    assert set(out["rule_stats"]) == set(out["rules"]) and len(out["global_rule_stats"]) == len(out["global_rules"])
+    for st in [*out["rule_stats"].values(), *out["global_rule_stats"]]:
+        assert st["support"] >= 1 and 0.5 <= st["precision"] <= 1.0  # a leaf's majority label: at least half
     sims = [s["merchant_id"] for s in out["similar_merchants"]]
     scores = [s["similarity"] for s in out["similar_merchants"]]
     assert scores == sorted(scores, reverse=True) and all(-1 <= x <= 1 for x in scores)

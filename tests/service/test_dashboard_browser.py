@@ -250,6 +250,9 @@ def test_dashboard_in_a_browser(service: dict[str, Any], tmp_path: Path) -> None
             assert decision_id and decision_id in (page.text_content("#explanation-title") or "")
             ex = http.get(f"/v1/decisions/{decision_id}/explanation").json()
             assert (page.text_content("#explanation-verdict") or "").strip() == ex["verdict"]["text"]  # the first line
+            shown_rules = page.locator("#rules li").all_text_contents()  # each with its support and precision
+            with_stats = [r for r in shown_rules if "support " in r and "precision " in r]
+            assert shown_rules and with_stats == [r for r in shown_rules if ":" in r], shown_rules
             age = page.text_content("#prototypes-age") or ""  # the prototypes' age beside the similar merchants
             assert age.startswith("prototypes ") and age.endswith(" h old") and ex["prototypes_age_hours"] >= 0
             page.fill("#whatif-value", "0.3")

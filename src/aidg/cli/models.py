@@ -170,7 +170,9 @@ def print_explanation(report: dict[str, Any], top: int) -> None:
             console.print(f"  top-5 ({t5['source']}; attention concentration {t5['attention_concentration']:.2f}× "
                           f"uniform): {names}")  # fmt: skip
         if vid in report["rules"]:
-            console.print(f"  rule: {report['rules'][vid]}")
+            st = report.get("rule_stats", {}).get(vid)
+            said = "" if not st else f" (support {st['support']}, precision {st['precision']:.0%})"
+            console.print(f"  rule: {report['rules'][vid]}{said}")
     if report["similar_merchants"]:
         sims = ", ".join(f"{m['merchant_id']} ({m['similarity']:.2f})" for m in report["similar_merchants"])
         age = report.get("prototypes_age_hours")

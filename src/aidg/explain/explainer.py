@@ -23,7 +23,7 @@ from aidg.errors import DataError, NotFoundError
 from aidg.explain.attribution import integrated_gradients
 from aidg.explain.prototypes import PrototypicalMemory
 from aidg.explain.reading import attention_concentration, top_features, verdict
-from aidg.explain.surrogate import RuleSurrogate
+from aidg.explain.surrogate import Rule, RuleSurrogate
 from aidg.explain.variant_row import TopFeature, VariantRow, variant_rows
 from aidg.explain.whatif import what_if
 from aidg.features.context import FeatureContext
@@ -70,6 +70,11 @@ def rule_frame(ctx: FeatureContext, snap: Snapshot, candidates: pd.DataFrame) ->
     return out
 
 
+def _rule_stats(rule: Rule) -> dict[str, float]:
+    """A shown rule's support (training rows in its leaf) and precision (the share of them labelled as it says)."""
+    return {"support": int(rule.support), "precision": round(float(rule.confidence), 4)}
+
+
 def _term_columns(rows: pd.DataFrame) -> dict[str, np.ndarray]:
     """The term columns of scored rows for :func:`variant_rows` (rows without a focus or type column: primary,
     variant)."""
@@ -95,6 +100,8 @@ class Explanation:
     current: VariantRow | None = None  # the current deal, scored
     top5: dict[int, dict[str, Any]] = field(default_factory=dict)  # per explained variant: source and features
     prototypes_age_hours: float | None = None  # how old the similar merchants' prototypes are (refreshed every 24 h)
+    rule_stats: dict[int, dict[str, float]] = field(default_factory=dict)  # per shown rule: support, precision
+    global_rule_stats: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -110,6 +117,9 @@ class Explanation:
             "similar_merchants": self.similar_merchants,
             "prototypes_age_hours": self.prototypes_age_hours,
             "global_rules": self.global_rules,
+            # each shown rule's training rows (support) and the share of them the scorer labels as the rule says
+            "rule_stats": {str(k): v for k, v in self.rule_stats.items()},
+            "global_rule_stats": self.global_rule_stats,
             "what_if": self.what_if,
             "notes": self.notes,
         }
@@ -201,6 +211,7 @@ class Explainer:
         attributions: dict[int, list[dict[str, Any]]] = {}
         top5: dict[int, dict[str, Any]] = {}
         rules: dict[int, str] = {}
+        rule_stats: dict[int, dict[str, float]] = {}
         frame = rule_frame(ctx, snap, t) if self.surrogate is not None else None
         for rank, i in enumerate(order[:explain_variants]):  # variants are listed in this order
             vid = variants[rank]["variant"]
@@ -209,7 +220,8 @@ class Explainer:
             concentration = variants[rank]["attention_concentration"]
             top5[vid] = top_features(shown, attributions[vid], concentration, self.settings.attention_flat_ratio)
             if self.surrogate is not None and frame is not None:
-                rules[vid] = self.surrogate.rule_for(frame.iloc[[int(i)]]).text()
+                rule = self.surrogate.rule_for(frame.iloc[[int(i)]])
+                rules[vid], rule_stats[vid] = rule.text(), _rule_stats(rule)
         similar: list[dict[str, Any]] = []
         notes: list[str] = []
         memory = self.memory  # one read: a replica's refresh may swap in a new memory meanwhile
@@ -221,9 +233,11 @@ class Explainer:
             except (DataError, NotFoundError) as exc:  # e.g. no prototypes in this category (all held out, erased)
                 notes.append(f"similar merchants unavailable: {exc}")
         global_rules: list[str] = []
+        global_stats: list[dict[str, float]] = []
         if self.surrogate is not None:  # the rules that recommend first (a reviewer reads those), then the others
             ranked = sorted(self.surrogate.rules(), key=lambda r: (not r.recommend, -r.support))
             global_rules = [r.text() for r in ranked[:5]]
+            global_stats = [_rule_stats(r) for r in ranked[:5]]
         wi = None
         if change is not None:
             v, term, value = change
@@ -258,6 +272,8 @@ class Explainer:
             similar_merchants=similar,
             prototypes_age_hours=None if memory is None else memory.age_hours(datetime.now(UTC)),
             global_rules=global_rules,
+            rule_stats=rule_stats,
+            global_rule_stats=global_stats,
             what_if=wi,
             notes=notes,
         )

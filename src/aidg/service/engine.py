@@ -437,6 +437,8 @@ class DealEngine:
             "prototypes_age_hours": None if memory is None else memory.age_hours(self.prototypes.clock()),
             "rules": ex["rules"],
             "global_rules": ex["global_rules"],
+            "rule_stats": ex["rule_stats"],  # each shown rule's support and precision
+            "global_rule_stats": ex["global_rule_stats"],
             "what_if": ex["what_if"],
             "notes": ex["notes"],
             "events": [

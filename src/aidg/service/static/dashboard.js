@@ -700,10 +700,14 @@
     renderAttributions(ex);
 
     const rules = clear($("rules"));
+    // every rule shown with its support (training rows in its leaf) and precision (share labelled as it says)
+    const said = (st) => (st ? ` (support ${fmt(st.support, "int")}, precision ${fmt(st.precision, "pct")})` : "");
     for (const [k, text] of Object.entries(obj(ex.rules))) {
-      rules.appendChild(el("li", {}, [el("b", { text: `variant ${k}: ` }), String(text)]));
+      rules.appendChild(el("li", {}, [el("b", { text: `variant ${k}: ` }), String(text) + said(obj(ex.rule_stats)[k])]));
     }
-    for (const text of arr(ex.global_rules)) rules.appendChild(el("li", { class: "global", text: `global: ${text}` }));
+    arr(ex.global_rules).forEach((text, i) => {
+      rules.appendChild(el("li", { class: "global", text: `global: ${text}` + said(arr(ex.global_rule_stats)[i]) }));
+    });
     if (!rules.firstChild) rules.appendChild(el("li", { class: "muted", text: "no rules" }));
 
     const age = ex.prototypes_age_hours;  // the prototypes are refreshed every 24 h (memo §1.2)
