@@ -14,6 +14,7 @@ from tests.benches import load_bench
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "branch_ablation.py"
 
 
+@pytest.mark.heavy  # a bench's arena runs: make faults / make test-all (make test stays under 10 minutes)
 def test_each_branch_and_the_whole_profile_are_ablated_on_the_decision_metric(
     trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

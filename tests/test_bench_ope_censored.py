@@ -14,6 +14,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "ope_censored.py"
 KEYS = ("truth", "dr_complete_case_rel_error", "censoring_aware_rel_error", "coverage_90")
 
 
+@pytest.mark.heavy  # a bench on a simulated log: make faults / make test-all (make test stays under 10 minutes)
 def test_a_cut_log_is_valued_against_the_truth(trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIDG_HOME", str(trained["settings"].home))
     mod = load_bench(BENCH.name, "ope_censored")

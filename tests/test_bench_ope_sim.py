@@ -12,6 +12,7 @@ from tests.benches import load_bench
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "ope_sim.py"
 
 
+@pytest.mark.heavy  # a bench on a simulated log: make faults / make test-all (make test stays under 10 minutes)
 def test_simulated_log_ope_reports_errors_against_the_truth(
     trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

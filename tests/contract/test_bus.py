@@ -21,7 +21,7 @@ from tests.servers import kafka_broker, require_server
 REDIS_URL = "redis://127.0.0.1:6379/0"
 IDLE_MS = 100  # claim_idle_ms of the buses under test
 MAX_DELIVERIES = 2
-SESSION_MS = 2_000  # the Kafka consumers' group session: a joining consumer may wait part of it at the broker
+SESSION_MS = 1_500  # the Kafka consumers' group session: a joining consumer may wait part of it at the broker
 
 
 @pytest.fixture(scope="module")
