@@ -12,6 +12,7 @@ from tests.benches import load_bench
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bandit.py"
 
 
+@pytest.mark.heavy  # a bench: make faults / make test-all (make test stays under 10 minutes)
 def test_bandit_bench_measures_both_on_the_same_data(trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIDG_HOME", str(trained["settings"].home))
     mod = load_bench(BENCH.name, "bench_bandit")
