@@ -23,8 +23,9 @@ Which protection each test guards:
 * ``test_idempotent_claims_...``: ``Tx.claim`` marking each event applied once (else redeliveries and
   outbox republishes are double counted) — and that the posterior and KPI checks catch it.
 
-The last two run with the protection in place in ``make test``; their runs with it removed (which must lose or
-double-count events) are ``heavy``.
+``test_idempotent_claims_...`` runs with the protection in place in ``make test`` and without it (which must
+double-count events) as ``heavy``; both halves of ``test_acking_only_...`` are ``heavy`` (``make test`` keeps the
+combined run, whose kills need the ack after the commit too).
 
 Each protection test runs the same setup with the protection (it passes) and without it (the check fails).
 """
@@ -108,7 +109,10 @@ def test_without_the_outbox_a_redis_restart_loses_the_events_it_could_not_take(b
 
 
 # the protection removed (the run must then lose events) is the slower half: make faults / make test-all
-@pytest.mark.parametrize("fault", ["none", pytest.param("ack_before_commit", marks=pytest.mark.heavy)])
+# both halves run in make faults / make test-all (make test keeps the combined run above, whose kills also need the
+# ack after the commit)
+@pytest.mark.heavy
+@pytest.mark.parametrize("fault", ["none", "ack_before_commit"])
 def test_acking_only_after_the_commit_is_what_keeps_a_killed_batch(bench: ModuleType, fault: str) -> None:
     """Outbox off, so only the ack order and the reclaim of a dead worker's pending entries can save a batch.
 
