@@ -108,7 +108,6 @@ def test_without_the_outbox_a_redis_restart_loses_the_events_it_could_not_take(b
     assert out["pending_after_s"] is None, why  # the harness's "quiet" check never passes: they stay unapplied
 
 
-# the protection removed (the run must then lose events) is the slower half: make faults / make test-all
 # both halves run in make faults / make test-all (make test keeps the combined run above, whose kills also need the
 # ack after the commit)
 @pytest.mark.heavy
