@@ -64,10 +64,10 @@ def _censoring_aware(rows: list[ShadowRow], a: np.ndarray, p: np.ndarray, q: np.
     q_late[np.arange(n), a] = [w.w_gp30 * x.predicted["gp30_uplift"] for x in rows]
     alpha = settings.rollout.gate_alpha
     ch = censored_dr(early, late, a, p, pi, q - q_late, q_late, alpha=alpha, n_bootstrap=N_BOOTSTRAP, seed=seed)
-    logged = np.zeros_like(pi)
+    logged = np.zeros_like(pi)  # the champion on its own choices: weights 1, its own score as the reward model
     logged[np.arange(n), a] = 1.0
-    q_logged = q_late + logged * (np.array([x.score for x in rows])[:, None] - q_late)  # the champion's own score
-    h = censored_dr(early, late, a, np.ones(n), logged, q_logged - q_late, q_late, alpha=alpha,
+    q_champion = logged * np.array([x.score for x in rows])[:, None]
+    h = censored_dr(early, late, a, np.ones(n), logged, q_champion - q_late, q_late, alpha=alpha,
                     n_bootstrap=N_BOOTSTRAP, seed=seed)  # fmt: skip
     return ch.value, ch.low, h.value, h.low
 

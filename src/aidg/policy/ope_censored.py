@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from aidg.errors import DataError
-from aidg.policy.ope import N_BOOTSTRAP, Estimate
+from aidg.policy.ope import N_BOOTSTRAP, Estimate, _check
 
 
 def _terms(
@@ -77,21 +77,14 @@ def censored_dr(
         min_prob: Rows less likely to have landed than this get the carried bias instead of 1/G weights.
     """
     e, ell = np.asarray(early, float), np.asarray(late, float)
-    a = np.asarray(action).astype(np.int64)
-    p, pi = np.asarray(pscore, float), np.asarray(action_dist, float)
-    qe, ql = np.asarray(q_early, float), np.asarray(q_late, float)
-    n = len(e)
-    if n == 0:
-        raise DataError("the decision log is empty: nothing to evaluate")
-    if not (len(ell) == len(a) == len(p) == n and pi.shape[0] == n and qe.shape == ql.shape == pi.shape):
-        raise DataError("early, late, action, pscore, action_dist and the two predictions must have one row per "
-                        f"decision ({n}) and the predictions action_dist's shape {pi.shape}")  # fmt: skip
     if not np.isfinite(e).all() or np.isinf(ell).any():
         raise DataError("early parts must be finite and late parts finite or NaN (not landed)")
-    if not ((p > 0) & (p <= 1)).all():
-        raise DataError("propensities must be in (0, 1]: a logged action with propensity 0 cannot be re-weighted")
-    if (a < 0).any() or (a >= pi.shape[1]).any():
-        raise DataError(f"actions must index action_dist's {pi.shape[1]} columns")
+    e, a, pi, w = _check(e, action, pscore, action_dist)  # the log's own checks, as DR makes them; w = π_e / p
+    qe, ql = np.asarray(q_early, float), np.asarray(q_late, float)
+    n = len(e)
+    if not (len(ell) == n and qe.shape == ql.shape == pi.shape):
+        raise DataError("late and the two predictions must have one row per decision "
+                        f"({n}) and the predictions action_dist's shape {pi.shape}")  # fmt: skip
     prob = None
     if landed_prob is not None:
         prob = np.asarray(landed_prob, float)
@@ -101,7 +94,6 @@ def censored_dr(
         raise DataError(f"min_prob must be in (0, 1], got {min_prob}")
     landed = np.isfinite(ell)
     rows = np.arange(n)
-    w = pi[rows, a] / p
     base = (pi * (qe + ql)).sum(1)
     res_e = e - qe[rows, a]
     res_l = np.where(landed, ell, 0.0) - ql[rows, a]
