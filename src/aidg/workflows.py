@@ -203,11 +203,13 @@ def arena_data(
     latent_reference: bool = True,
     records: bool = True,
     drop: frozenset[str] = frozenset(),
+    model: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The arena's setup (:func:`aidg.policy.arena.build_arena`) for a version's held-out merchants of a world
     (``latent_reference``: fit the ``latent_informed`` reference too; ``records``: score the merchants' records,
     where ``risk_aware_ts``'s posterior starts; ``drop``: profile branches switched off for every merchant, the
-    decision ablation)."""
+    decision ablation; ``model``: a trained :class:`~aidg.inference.profile_model.ProfileModel` with its scorer,
+    judged in place of a registered version, as the privacy audit does)."""
     from aidg.explain.explainer import load_explainer
     from aidg.features.candidates import CandidateGenerator
     from aidg.features.context import FeatureContext
@@ -222,7 +224,7 @@ def arena_data(
     if world is None:
         raise DataError(f"{data} has no simulator truth: the arena judges policies by it; run it on `aidg simulate`")
     registry = ModelRegistry(settings)
-    pm = registry.load_profile(version)
+    pm = registry.load_profile(version) if model is None else model
     branches = list(pm.fusion.config.branches)
     unknown = sorted(set(drop) - set(branches))
     if unknown:
@@ -278,7 +280,8 @@ def arena_data(
         latent_score=latent,
         record=record,
     )
-    return arena, {"version": version if version != "latest" else registry.versions()[-1], "merchants": len(ids)}
+    name = "in memory" if model is not None else version if version != "latest" else registry.versions()[-1]
+    return arena, {"version": name, "merchants": len(ids)}
 
 
 LATENT_TRAIN_MERCHANTS = 400  # training merchants whose deals fit the latent-informed reference
@@ -333,9 +336,11 @@ def simulate_policy(
     version: str = "latest",
     without: tuple[str, ...] = (),
     progress: Progress | None = None,
+    model: Any = None,
 ) -> dict[str, Any]:
     """The policy arena (:mod:`aidg.policy.arena`) on the held-out merchants of a simulated world (``without``:
-    profile branches switched off for every merchant, as the decision ablation does)."""
+    profile branches switched off for every merchant, as the decision ablation does; ``model``: a trained profile
+    with its scorer judged in place of a registered version)."""
     from aidg.policy.arena import arena
     from aidg.policy.names import POLICIES
 
@@ -348,7 +353,7 @@ def simulate_policy(
     chosen = tuple(policies) if policies else POLICIES
     data_, meta = arena_data(
         settings, data, days, version, latent_reference="latent_informed" in chosen, records="risk_aware_ts" in chosen,
-        drop=frozenset(without),
+        drop=frozenset(without), model=model,
     )  # fmt: skip
     res = arena(
         data_,
@@ -372,3 +377,40 @@ def simulate_policy(
         }
     )
     return res
+
+
+AUDIT_DECISION_KEYS = ("oracle_gain_share", "gp30_uplift_vs_current", "safety_violation_rate", "override_rate",
+                       "cumulative_reward")  # fmt: skip
+
+
+def audit_privacy(
+    settings: Settings,
+    data: Path,
+    *,
+    scale: str = "small",
+    seed: int = 0,
+    references: int = 2,
+    arena_rounds: int = 50_000,
+    arena_seeds: int = 1,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The privacy audit (:func:`aidg.compliance.audit.audit_privacy`) with the decisions' price of DP: each model
+    (with and without DP) decides for the held-out merchants in the policy arena (``risk_aware_ts`` beside the
+    current system, ``arena_rounds`` rounds over ``arena_seeds`` seeds; 0 rounds: no arena)."""
+    from aidg.compliance.audit import audit_privacy as run_audit
+
+    if arena_rounds < 0 or arena_seeds < 1:
+        raise DataError(f"arena rounds must be ≥ 0 and seeds ≥ 1 (got {arena_rounds}, {arena_seeds})")
+
+    def decisions(pm: Any) -> dict[str, Any]:
+        threads = torch.get_num_threads()  # the arena runs on one thread; the next training gets its own back
+        try:
+            res = simulate_policy(settings, data, rounds=arena_rounds, seed=seed, seeds=arena_seeds,
+                                  policies=("current", "risk_aware_ts"), model=pm)  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
+        ours = res["policies"]["risk_aware_ts"]
+        return {**{k: ours[k] for k in AUDIT_DECISION_KEYS}, "policy": "risk_aware_ts", "rounds": arena_rounds,
+                "seeds": arena_seeds, "merchants": res["merchants"]}  # fmt: skip
+
+    return run_audit(settings, data, scale, seed, progress, references, decisions if arena_rounds else None)

@@ -247,10 +247,23 @@ def test_the_privacy_audit_reports_every_figure(
     tables["feedback_notes"] = tables["feedback_notes"].assign(sentiment=None)
     data = tmp_path / "world"
     save_world(World(tables=tables, truth=world.truth, meta=world.meta), data)
-    report = audit.audit_privacy(Settings(home=tmp_path / "home"), data, scale="tiny", seed=0)
-    keys = ("dp_epsilon", "dp_delta", "mia_auc_dp", "mia_auc_nondp", "dp_utility_cost")
+    from aidg import workflows
+
+    # the real arena judges both models' decisions (few rounds); one reference model per run for the LiRA attack
+    # (the merchants of its half are then scored; `make test`'s budget: the default, 2, is one more training each)
+    report = workflows.audit_privacy(Settings(home=tmp_path / "home"), data, scale="tiny", seed=0, references=1,
+                                     arena_rounds=300)  # fmt: skip
+    keys = ("dp_epsilon", "dp_delta", "mia_auc_dp", "mia_auc_nondp", "dp_utility_cost", "lira_auc_dp",
+            "lira_auc_nondp", "dp_oracle_gain_share", "nondp_oracle_gain_share")  # fmt: skip
     for key in (*keys, "reward_spearman_dp", "reward_spearman_nondp"):
         assert isinstance(report[key], float) and math.isfinite(report[key]), key
+    for run in ("dp", "nondp"):  # the audit's share is the arena's risk_aware_ts share on the held-out merchants
+        assert report["decisions"][run]["oracle_gain_share"] == report[f"{run}_oracle_gain_share"]
+        assert report["decisions"][run]["rounds"] == 300 and report["decisions"][run]["merchants"] > 0
+        assert set(report["lira_auc_by_objective"][run]) == {"deal_history", "override", "sequence", "fusion"}
+    assert report["lira_references"] == 1 and report["seconds"]["dp_lira"] > 0
+    pays = report["dp_oracle_gain_share"] >= 0.9 * report["nondp_oracle_gain_share"]
+    assert report["acceptance"]["dp_oracle_gain_share_at_least_0.9_of_nondp"] is pays
     n_all = report["train_merchants"] + report["heldout_merchants"]
     assert report["dp_epsilon"] <= 1.0 and report["dp_delta"] <= 1 / (10 * n_all)
     assert report["acceptance"]["delta_at_most_1_over_10n"] is True
@@ -273,9 +286,10 @@ def test_settings_give_the_dp_config_and_the_cli_refuses_bad_input(tmp_path: Pat
     assert train_options(s, "small", 0, dp=cfg).dp == cfg and train_options(s, "small", 0).dp is None
     env = {**os.environ, "AIDG_HOME": str(tmp_path)}
     cli = [sys.executable, "-m", "aidg.cli", "audit-privacy"]
-    missing = subprocess.run(
-        [*cli, "--data", str(tmp_path / "nowhere"), "--json"], capture_output=True, text=True, env=env
-    )
-    assert missing.returncode == 2 and "does not exist" in missing.stderr and missing.stdout == ""
-    scale = subprocess.run([*cli, "--data", str(tmp_path), "--scale", "full"], capture_output=True, text=True, env=env)
-    assert scale.returncode == 2 and "choose tiny or small" in scale.stderr
+    cases = ([*cli, "--data", str(tmp_path / "nowhere"), "--json"], [*cli, "--data", str(tmp_path), "--scale", "full"],
+             [*cli, "--data", str(tmp_path), "--references", "-1"])  # fmt: skip
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in cases]
+    missing, scale, refs = [(*p.communicate(), p.returncode) for p in procs]  # all three at once
+    assert missing[2] == 2 and "does not exist" in missing[1] and missing[0] == ""
+    assert scale[2] == 2 and "choose tiny or small" in scale[1]
+    assert refs[2] == 2 and "--references" in refs[1]

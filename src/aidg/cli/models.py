@@ -61,20 +61,34 @@ def audit_privacy(
     data: Annotated[Path, typer.Option(help="Data folder (aidg simulate's output: its truth measures the utility).")],
     scale: Annotated[str, typer.Option(help="Training budget: tiny or small (default).")] = "small",
     seed: Annotated[int, typer.Option(help="Seed of the split and of both trainings.")] = 0,
+    references: Annotated[
+        int, typer.Option(min=0, help="Reference models per run for the likelihood-ratio attack (0: none).")
+    ] = 2,
+    arena_rounds: Annotated[
+        int, typer.Option(min=0, help="Policy-arena rounds judging each model's decisions (0: no arena).")
+    ] = 50_000,
+    arena_seeds: Annotated[int, typer.Option(min=1, help="Arena seeds per model.")] = 1,
     json_out: JsonOpt = False,
 ) -> None:
-    """Membership-inference audit: train with and without DP, attack both, and compare the scorers' reward Spearman."""
-    from aidg.compliance.audit import audit_privacy as run_audit
+    """Privacy audit: train with and without DP, attack both (loss and likelihood-ratio attacks), and compare their
+    scorers' reward Spearman and their decisions' share of the oracle's gain."""
+    from aidg import workflows
 
     s = cli_settings()
     if scale not in ("tiny", "small"):
         fail(f"unknown audit scale {scale!r}; choose tiny or small")
     with user_errors(), progress_bar("audit-privacy", json_out) as update:
-        report = run_audit(s, data, scale=scale, seed=seed, progress=update)
+        report = workflows.audit_privacy(
+            s, data, scale=scale, seed=seed, references=references, arena_rounds=arena_rounds,
+            arena_seeds=arena_seeds, progress=update,
+        )  # fmt: skip
     if json_out:
         emit(report)
         return
-    keys = ("dp_epsilon", "dp_delta", "mia_auc_dp", "mia_auc_nondp", "reward_spearman_dp", "reward_spearman_nondp")
+    keys = (
+        "dp_epsilon", "dp_delta", "mia_auc_dp", "mia_auc_nondp", "lira_auc_dp", "lira_auc_nondp",
+        "reward_spearman_dp", "reward_spearman_nondp", "dp_oracle_gain_share", "nondp_oracle_gain_share",
+    )  # fmt: skip
     figures = {k: report[k] for k in (*keys, "dp_utility_cost")}
     figures.update({f"accept: {k}": v for k, v in report["acceptance"].items()})
     print_report(f"Privacy audit of {report['train_merchants']} training merchants", figures, report["seconds"])
