@@ -16,7 +16,7 @@ import torch
 from aidg import workflows
 from aidg.errors import DataError, NotFoundError
 from aidg.explain.attribution import _forward, faithfulness, integrated_gradients
-from aidg.explain.explainer import load_explainer
+from aidg.explain.explainer import RULES_MISS, load_explainer
 from aidg.explain.whatif import what_if
 from aidg.features.candidates import CandidateGenerator
 from aidg.features.context import FeatureContext
@@ -60,10 +60,11 @@ def test_explain_returns_ranked_variants_with_readable_reasons(trained: dict[str
         assert set(x["components"]) == {"gp30_uplift", "approval", "conversion"}
     best = str(v[0]["variant"])
     assert len(out["attributions"][best]) == 5
-    assert out["rules"][best].startswith(("IF ", "ALWAYS "))
-    assert out["rules"][best].endswith(("recommend high-GP30 deal", "do not recommend"))
+    assert out["rules"][best].startswith(("IF ", "ALWAYS ", RULES_MISS))
+    assert out["rules"][best].endswith(("THEN beats the current deal", "THEN does not beat the current deal"))
     # every rule shown carries its own support and precision, the global ones too
     assert set(out["rule_stats"]) == set(out["rules"]) and len(out["global_rule_stats"]) == len(out["global_rules"])
+    assert all(isinstance(st["agrees"], bool) for st in out["rule_stats"].values())
     for st in [*out["rule_stats"].values(), *out["global_rule_stats"]]:
         assert st["support"] >= 1 and 0.5 <= st["precision"] <= 1.0  # a leaf's majority label: at least half
     sims = [s["merchant_id"] for s in out["similar_merchants"]]

@@ -1,5 +1,6 @@
 """What a reader sees first, over every held-out merchant of the tiny world: the verdict never contradicts the
-ranking against the current deal, and the top-5 say where they come from (attributions where attention is flat)."""
+ranking against the current deal, no shown rule contradicts it either, and the top-5 say where they come from
+(attributions where attention is flat)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aidg.explain.explainer import load_explainer
+from aidg.explain.explainer import RULES_MISS, load_explainer
 from aidg.explain.reading import KEEP, attention_concentration, top_features, verdict
 from aidg.features.candidates import CandidateGenerator
 from aidg.features.context import FeatureContext
@@ -46,6 +47,32 @@ def test_the_first_line_agrees_with_the_ranking_against_the_current_deal(explain
         kept += not beats
         assert ex["current"]["type"] == "current" and next(iter(ex)) == "verdict"  # the first key people read
     assert 0 <= kept <= len(explained)
+
+
+def test_every_shown_rule_agrees_with_how_the_variant_ranks_against_the_current_deal(
+    explained: list[dict[str, Any]],
+) -> None:
+    """The rules are asked what the verdict answers (does the variant beat this merchant's current deal?): a rule
+    shown as a variant's reason says what the model expects of it; where the tree's leaf says otherwise, the text
+    says no rule matches and names what the model expects."""
+    shown = agreed = 0
+    for ex in explained:
+        current = ex["current"]["score"]
+        for v in ex["variants"]:
+            key = str(v["variant"])
+            if key not in ex["rules"]:
+                continue
+            text, stats, beats = ex["rules"][key], ex["rule_stats"][key], v["score"] > current
+            said = "to beat the current deal" if beats else "not to beat the current deal"
+            if stats["agrees"]:
+                assert text.endswith("THEN beats the current deal" if beats else "THEN does not beat the current deal")
+                assert not text.startswith(RULES_MISS)
+            else:
+                assert text.startswith(f"{RULES_MISS}: the model expects this variant {said};"), text
+            shown += 1
+            agreed += stats["agrees"]
+    assert shown == 3 * len(explained)  # the top 3 of every held-out merchant
+    assert agreed / shown >= 0.8  # the tree mostly covers them; the rest say so
 
 
 def test_the_top5_say_their_source_and_use_attributions_where_attention_is_flat(

@@ -23,6 +23,7 @@ from aidg.errors import DataError, NotFoundError
 from aidg.explain.attribution import integrated_gradients
 from aidg.explain.prototypes import PrototypicalMemory
 from aidg.explain.reading import attention_concentration, top_features, verdict
+from aidg.explain.rule_inputs import LABEL_BEATS, LABEL_TOP_SHARE, rule_frame, surrogate_inputs
 from aidg.explain.surrogate import Rule, RuleSurrogate
 from aidg.explain.variant_row import TopFeature, VariantRow, variant_rows
 from aidg.explain.whatif import what_if
@@ -35,44 +36,23 @@ if TYPE_CHECKING:
     from aidg.inference.profile_model import ProfileModel
 
 TERM_COLUMNS = [*DEAL_TERMS, "focus", "type"]
-RULE_TERMS = [
-    "discount",
-    "size_x_list_price",
-    "duration_days",
-    "focus",
-    "discount_vs_habitual",
-    "discount_gap",
-    "size_gap",
-]
+RULES_MISS = "no rule matches the model here"
 
 
-def rule_frame(ctx: FeatureContext, snap: Snapshot, candidates: pd.DataFrame) -> pd.DataFrame:
-    """Readable rows for the rule surrogate: the merchant's named features and the variant's terms."""
-    rows = ctx.codes(candidates.merchant_id.astype(str).to_numpy())
-    merchant = snap.view.frame(ctx.category_ids).iloc[rows].reset_index(drop=True)
-    m = ctx.tables["merchants"].iloc[rows]
-    lp = (m.list_price if "list_price" in m else m.baseline_price).astype(float).to_numpy()
-    terms = pd.DataFrame(
-        {
-            "discount": candidates.discount_pct.to_numpy(float),
-            "size_x_list_price": candidates.price.to_numpy(float) / np.maximum(lp, 1e-3),
-            "duration_days": candidates.duration_days.to_numpy(float),
-            "focus": candidates.focus.astype(str).to_numpy() if "focus" in candidates else "primary",
-            "discount_vs_habitual": candidates.discount_pct.to_numpy(float)
-            - m.baseline_discount_pct.astype(float).to_numpy(),
-        }
-    )
-    terms["discount_gap"] = terms.discount_vs_habitual.abs()  # how far from the habitual discount, either way
-    terms["size_gap"] = np.abs(np.log(np.maximum(terms.size_x_list_price, 1e-3)))  # how far from one list price
-    out = pd.concat([merchant, terms], axis=1)
-    num = out.columns.difference(["category", "focus"])
-    out[num] = out[num].astype(float).fillna(0.0)  # unknown history reads as 0 in rules, as in the scorer
-    return out
-
-
-def _rule_stats(rule: Rule) -> dict[str, float]:
+def _rule_stats(rule: Rule) -> dict[str, Any]:
     """A shown rule's support (training rows in its leaf) and precision (the share of them labelled as it says)."""
     return {"support": int(rule.support), "precision": round(float(rule.confidence), 4)}
+
+
+def _shown_rule(rule: Rule, expected: bool | None) -> tuple[str, dict[str, Any]]:
+    """A variant's rule as shown, and its stats with ``agrees``: where the rule's outcome is not what the model
+    expects of the variant (``expected``: it beats the current deal), the text says so first and names what the
+    model expects, so a rule never reads as the reason for an answer it contradicts."""
+    stats = {**_rule_stats(rule), "agrees": expected is None or rule.recommend == expected}
+    if stats["agrees"]:
+        return rule.text(), stats
+    said = "to beat the current deal" if expected else "not to beat the current deal"
+    return f"{RULES_MISS}: the model expects this variant {said}; the nearest rule reads {rule.text()}", stats
 
 
 def _term_columns(rows: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -100,8 +80,8 @@ class Explanation:
     current: VariantRow | None = None  # the current deal, scored
     top5: dict[int, dict[str, Any]] = field(default_factory=dict)  # per explained variant: source and features
     prototypes_age_hours: float | None = None  # how old the similar merchants' prototypes are (refreshed every 24 h)
-    rule_stats: dict[int, dict[str, float]] = field(default_factory=dict)  # per shown rule: support, precision
-    global_rule_stats: list[dict[str, float]] = field(default_factory=list)
+    rule_stats: dict[int, dict[str, Any]] = field(default_factory=dict)  # per shown rule: support, precision, agrees
+    global_rule_stats: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,12 +116,14 @@ class Explainer:
         settings: ExplainSettings | None = None,
         surrogate_threshold: float | None = None,
         fingerprint_mean: np.ndarray | None = None,
+        surrogate_label: str = LABEL_TOP_SHARE,
     ) -> None:
         self.scorer = scorer
         self.memory = memory
         self.surrogate = surrogate
         self.settings = settings or ExplainSettings()
         self.surrogate_threshold = surrogate_threshold
+        self.surrogate_label = surrogate_label  # what the tree was asked (aidg.explain.rule_inputs)
         self.fingerprint_mean = fingerprint_mean
         names = scorer.config.token_names
         self.profile_tokens = [i for i, n in enumerate(names) if n.startswith("profile[")]
@@ -153,7 +135,18 @@ class Explainer:
         memory = PrototypicalMemory.from_state(a["prototypes"]) if "prototypes" in a else None
         tree = RuleSurrogate.from_bytes(a["surrogate"]) if "surrogate" in a else None
         mean = np.asarray(a["fingerprint_mean"], np.float32) if "fingerprint_mean" in a else None
-        return cls(scorer, memory, tree, settings.explain, a.get("surrogate_threshold"), mean)
+        label = str(a.get("surrogate_label", LABEL_TOP_SHARE))
+        return cls(scorer, memory, tree, settings.explain, a.get("surrogate_threshold"), mean, label)
+
+    def surrogate_rows(
+        self, ctx: FeatureContext, snap: Snapshot, scored: pd.DataFrame
+    ) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """The surrogate's rows for scored candidates and the model's label of each (what the tree was asked:
+        beats the current deal, or in the top share by the version's threshold; None without a threshold)."""
+        if self.surrogate_label == LABEL_BEATS:
+            return surrogate_inputs(self.scorer, ctx, snap, scored)
+        th = self.surrogate_threshold
+        return rule_frame(ctx, snap, scored), None if th is None else scored.score.to_numpy(float) >= th
 
     def embedding(self, ctx: FeatureContext, snap: Snapshot, rows: np.ndarray) -> np.ndarray:
         """The prototypes' embedding: behaviour fingerprints centred on the training merchants' mean.
@@ -211,8 +204,8 @@ class Explainer:
         attributions: dict[int, list[dict[str, Any]]] = {}
         top5: dict[int, dict[str, Any]] = {}
         rules: dict[int, str] = {}
-        rule_stats: dict[int, dict[str, float]] = {}
-        frame = rule_frame(ctx, snap, t) if self.surrogate is not None else None
+        rule_stats: dict[int, dict[str, Any]] = {}
+        frame, expected = self.surrogate_rows(ctx, snap, t) if self.surrogate is not None else (None, None)
         for rank, i in enumerate(order[:explain_variants]):  # variants are listed in this order
             vid = variants[rank]["variant"]
             attributions[vid] = list(integrated_gradients(self.scorer, inp, int(i)).top(self.settings.top_features))
@@ -221,7 +214,7 @@ class Explainer:
             top5[vid] = top_features(shown, attributions[vid], concentration, self.settings.attention_flat_ratio)
             if self.surrogate is not None and frame is not None:
                 rule = self.surrogate.rule_for(frame.iloc[[int(i)]])
-                rules[vid], rule_stats[vid] = rule.text(), _rule_stats(rule)
+                rules[vid], rule_stats[vid] = _shown_rule(rule, None if expected is None else bool(expected[i]))
         similar: list[dict[str, Any]] = []
         notes: list[str] = []
         memory = self.memory  # one read: a replica's refresh may swap in a new memory meanwhile
@@ -233,7 +226,7 @@ class Explainer:
             except (DataError, NotFoundError) as exc:  # e.g. no prototypes in this category (all held out, erased)
                 notes.append(f"similar merchants unavailable: {exc}")
         global_rules: list[str] = []
-        global_stats: list[dict[str, float]] = []
+        global_stats: list[dict[str, Any]] = []
         if self.surrogate is not None:  # the rules that recommend first (a reviewer reads those), then the others
             ranked = sorted(self.surrogate.rules(), key=lambda r: (not r.recommend, -r.support))
             global_rules = [r.text() for r in ranked[:5]]

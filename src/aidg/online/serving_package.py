@@ -64,7 +64,7 @@ class ServingPackage:
     meta: dict[str, Any]
     scorer_config: dict[str, Any]
     scorer_state: dict[str, torch.Tensor]
-    explain: dict[str, Any]  # the explainers' artifacts: prototypes, surrogate, its threshold, fingerprint mean
+    explain: dict[str, Any]  # the explainers' artifacts: prototypes, surrogate and what it was asked, fingerprint mean
     snapshot: bytes  # aidg.inference.snapshot.Snapshot.to_bytes
     projector: dict[str, Any] | None  # aidg.policy.projector.ContextProjector.state (None: fit at the first start)
     tables: dict[str, pd.DataFrame]

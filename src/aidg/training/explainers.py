@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from aidg.config import Settings
-from aidg.explain.explainer import rule_frame
 from aidg.explain.prototypes import PrototypicalMemory
+from aidg.explain.rule_inputs import LABEL_BEATS, NEGATIVE, POSITIVE, surrogate_inputs
 from aidg.explain.surrogate import RuleSurrogate
 from aidg.features.candidates import CandidateGenerator
 from aidg.features.context import FeatureContext
@@ -29,7 +29,6 @@ from aidg.progress import Progress, no_progress
 from aidg.training.gbm_baseline import GBMBaseline
 from aidg.training.scorer import ScorerOptions, train_scorer
 
-RECOMMEND_QUANTILE = 0.8  # "recommend high-GP30 deal": a score in the top 20 % of training candidates
 SURROGATE_MERCHANTS = 1000  # training merchants whose candidates teach the rule surrogate
 
 
@@ -50,19 +49,18 @@ def fit_prototypes(
 
 def fit_surrogate(
     pm: ProfileModel, ctx: FeatureContext, snap: Snapshot, codes: np.ndarray, settings: Settings, seed: int
-) -> tuple[RuleSurrogate, float, float]:
-    """The rule surrogate on the scorer's recommendations for ``codes``' candidates; (tree, threshold, fidelity)."""
+) -> tuple[RuleSurrogate, float]:
+    """The rule surrogate on ``codes``' candidates, asked whether the scorer expects each to beat its merchant's
+    current deal (:mod:`aidg.explain.rule_inputs`); (tree, training fidelity)."""
     assert pm.scorer is not None
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(codes, size=min(len(codes), SURROGATE_MERCHANTS), replace=False))
     gen = CandidateGenerator(ctx.tables["merchants"], ctx.tables["deals"], settings.candidates)
     cand = gen.generate_many(ctx.merchant_ids[pick], snap.at, settings.bandit.n_candidates)
-    scores = score_candidates(pm.scorer, ctx, snap, cand).table.score.to_numpy()
-    threshold = float(np.quantile(scores, RECOMMEND_QUANTILE))
-    frame = rule_frame(ctx, snap, cand)
-    labels = scores >= threshold
-    tree = RuleSurrogate(max_leaves=settings.explain.surrogate_max_leaves, seed=seed).fit(frame, labels)
-    return tree, threshold, tree.fidelity(frame, labels)
+    frame, labels = surrogate_inputs(pm.scorer, ctx, snap, score_candidates(pm.scorer, ctx, snap, cand).table)
+    tree = RuleSurrogate(max_leaves=settings.explain.surrogate_max_leaves, seed=seed, positive=POSITIVE,
+                         negative=NEGATIVE).fit(frame, labels)  # fmt: skip
+    return tree, tree.fidelity(frame, labels)
 
 
 class ScorerBundle(NamedTuple):
@@ -97,13 +95,13 @@ def fit_scorer_bundle(
     say("explainers: prototypical memory", 0.85)
     memory, fingerprint_mean = fit_prototypes(pm, ctx, snap, tr, settings)
     say("explainers: rule surrogate", 0.9)
-    tree, threshold, fidelity = fit_surrogate(pm, ctx, snap, tr, settings, options.seed)
+    tree, fidelity = fit_surrogate(pm, ctx, snap, tr, settings, options.seed)
     pm.artifacts = {
         "baseline": baseline.to_bytes(),
         "prototypes": memory.state(),
         "fingerprint_mean": fingerprint_mean.tolist(),
         "surrogate": tree.to_bytes(),
-        "surrogate_threshold": threshold,
+        "surrogate_label": LABEL_BEATS,
     }
     metrics.update({"surrogate_train_fidelity": fidelity, "surrogate_leaves": tree.n_leaves})
     say("scorer bundle done", 1.0)

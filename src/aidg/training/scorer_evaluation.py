@@ -39,7 +39,7 @@ from sklearn.metrics import ndcg_score
 
 from aidg.config import Settings
 from aidg.explain.attribution import faithfulness, integrated_gradients
-from aidg.explain.explainer import load_explainer, rule_frame
+from aidg.explain.explainer import load_explainer
 from aidg.features.candidates import CandidateGenerator
 from aidg.features.context import FeatureContext
 from aidg.inference.history import Predict, merchant_record, scorer_predict
@@ -169,9 +169,10 @@ def evaluate_scorer(
                     agree.append(ptype.get(other) == ptype.get(mid))
             out["prototype_type_agreement"] = float(np.mean(agree)) if agree else float("nan")
     say("surrogate", 0.7)
-    if explainer.surrogate is not None and explainer.surrogate_threshold is not None:
-        labels = t.score.to_numpy() >= explainer.surrogate_threshold
-        out["surrogate_fidelity"] = explainer.surrogate.fidelity(rule_frame(ctx, snap, t), labels)
+    frame, labels = explainer.surrogate_rows(ctx, snap, t) if explainer.surrogate is not None else (t, None)
+    if explainer.surrogate is not None and labels is not None:
+        out["surrogate_fidelity"] = explainer.surrogate.fidelity(frame, labels)
+        out["surrogate_label"] = explainer.surrogate_label
         out["surrogate_leaves"] = explainer.surrogate.n_leaves
         out["surrogate_majority_fidelity"] = float(max(labels.mean(), 1 - labels.mean()))
         out["surrogate_rules"] = [r.text() for r in explainer.surrogate.rules()[:5]]
