@@ -67,7 +67,7 @@ def estimated_rates(m: np.ndarray, day: np.ndarray, delay: np.ndarray, cut: floa
 
 
 def one_log(h: dict[str, Any], means: np.ndarray, decisions: int, cut: float, tau_log: float, tau_eval: float,
-            truth: float, seed: int) -> dict[str, Any]:  # fmt: skip
+            truth: float, seed: int, refit: bool = True) -> dict[str, Any]:  # fmt: skip
     w, k = h["settings"].reward, h["k"]
     score, up, appr, rest = h["score"], h["up"], h["appr"], h["rest"]
     pb, pe = softmax(score, tau_log), softmax(score, tau_eval)
@@ -85,13 +85,19 @@ def one_log(h: dict[str, Any], means: np.ndarray, decisions: int, cut: float, ta
     q_late = w.w_gp30 * h["uplift_pred"][m]
     q_early = score[m] - q_late
     p = pb[m, a]
-    rate = estimated_rates(m, day, delay, cut, n_m)[m]
-    g = 1.0 - np.exp(-rate * np.maximum(cut - GP30_DAYS - day, 0.0))  # P(started in time for the GP30 to land)
+
+    def landed_chance(i: np.ndarray) -> np.ndarray:
+        """P(started in time for the GP30 to land) of log rows ``i``, the start rates fitted on those rows (each
+        bootstrap sample refits them, as the log's own estimate is fitted on the log)."""
+        rate = estimated_rates(m[i], day[i], delay[i], cut, n_m)[m[i]]
+        return np.asarray(1.0 - np.exp(-rate * np.maximum(cut - GP30_DAYS - day[i], 0.0)))
+
     boot = {"alpha": 0.1, "n_bootstrap": 500, "seed": seed}
     cc = dr((early + late)[landed], a[landed], p[landed], pe[m][landed], score[m][landed], **boot)  # type: ignore[arg-type]
     plugged = early + np.where(landed, late, q_late[np.arange(decisions), a])
     plug = dr(plugged, a, p, pe[m], score[m], **boot)  # type: ignore[arg-type]
-    ca = censored_dr(early, np.where(landed, late, np.nan), a, p, pe[m], q_early, q_late, landed_prob=g,
+    ca = censored_dr(early, np.where(landed, late, np.nan), a, p, pe[m], q_early, q_late,
+                     landed_prob=landed_chance if refit else landed_chance(np.arange(decisions)),
                      alpha=0.1, n_bootstrap=500, seed=seed)  # fmt: skip
 
     def rel(v: float) -> float:
@@ -106,14 +112,15 @@ def one_log(h: dict[str, Any], means: np.ndarray, decisions: int, cut: float, ta
     }  # fmt: skip
 
 
-def run(data: Path, decisions: int, seeds: int, cut: float, tau_log: float, tau_eval: float) -> dict[str, Any]:
+def run(data: Path, decisions: int, seeds: int, cut: float, tau_log: float, tau_eval: float,
+        refit: bool = True) -> dict[str, Any]:  # fmt: skip
     t0 = time.perf_counter()
     h = heldout_scored(data)
     means = start_delay_means(h)
     truth = float((softmax(h["score"], tau_eval) * h["true_r"]).sum(1).mean())
     rows = []
     for s in range(seeds):
-        rows.append(one_log(h, means, decisions, cut, tau_log, tau_eval, truth, s))
+        rows.append(one_log(h, means, decisions, cut, tau_log, tau_eval, truth, s, refit))
         print(f"[ope_censored] log {s + 1}/{seeds}: complete-case {rows[-1]['dr_complete_case_rel_error']:+.3f}, "
               f"censoring-aware {rows[-1]['censoring_aware_rel_error']:+.3f}", file=sys.stderr)  # fmt: skip
 
@@ -126,6 +133,7 @@ def run(data: Path, decisions: int, seeds: int, cut: float, tau_log: float, tau_
         "dr_complete_case_rel_error": mean_abs("dr_complete_case_rel_error"),
         "censoring_aware_rel_error": mean_abs("censoring_aware_rel_error"),
         "plug_in_rel_error": mean_abs("plug_in_rel_error"),
+        "censoring_model_in_bootstrap": "refitted" if refit else "fixed",
         "coverage_90": float(np.mean([r["covered"] for r in rows])),
         "seconds": round(time.perf_counter() - t0, 1), "seeds": rows,
     }  # fmt: skip
@@ -139,13 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cut-day", type=float, default=60.0, help="the log is cut this many days after it began")
     p.add_argument("--tau-log", type=float, default=0.1, help="logging policy: softmax temperature of the score")
     p.add_argument("--tau-eval", type=float, default=0.05, help="evaluation policy: a greedier softmax")
+    p.add_argument("--fixed-censoring-model", action="store_true",
+                   help="the bootstrap keeps the log's censoring model (the old, too wide interval)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if a.decisions < 100 or a.seeds < 1:
         p.error("--decisions must be at least 100 and --seeds at least 1")
     if a.cut_day <= GP30_DAYS:
         p.error(f"--cut-day must exceed {GP30_DAYS:g} (no GP30 could land before that)")
-    res = run(a.data, a.decisions, a.seeds, a.cut_day, a.tau_log, a.tau_eval)
+    res = run(a.data, a.decisions, a.seeds, a.cut_day, a.tau_log, a.tau_eval, not a.fixed_censoring_model)
     if a.json:
         print(json.dumps(res))
     else:

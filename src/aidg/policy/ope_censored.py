@@ -21,14 +21,22 @@ Unbiased when either the reward model or the censoring model is right on the row
 the others as long as the model's late-part bias is the same there. Without ``landed_prob`` the landed rows
 are taken as a random sample of all (each landed row keeps its own residual, each other row gets their mean).
 The interval is the percentile bootstrap of the whole estimator (rows resampled, the carried bias recomputed).
+When the censoring model is estimated from the same log, pass it as a function of the log's rows: each bootstrap
+sample then refits it. Held fixed at the log's estimate, the bootstrap values the estimator as if the censoring
+model were known, and an estimated one makes inverse-probability weighting *less* variable than the known one
+(Robins, Rotnitzky & Zhao 1994): the interval would be too wide.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from aidg.errors import DataError
 from aidg.policy.ope import N_BOOTSTRAP, Estimate, _check
+
+LandedModel = Callable[[np.ndarray], np.ndarray]  # log rows → each one's landed chance, refitted on those rows
 
 
 def _terms(
@@ -60,7 +68,7 @@ def censored_dr(
     action_dist: np.ndarray,
     q_early: np.ndarray,
     q_late: np.ndarray,
-    landed_prob: np.ndarray | None = None,
+    landed_prob: np.ndarray | LandedModel | None = None,
     min_prob: float = 0.1,
     alpha: float = 0.05,
     n_bootstrap: int = N_BOOTSTRAP,
@@ -73,7 +81,9 @@ def censored_dr(
         late: (n,) its late part (the weighted GP30 term), NaN where it has not landed.
         action, pscore, action_dist: As :func:`aidg.policy.ope.dr`.
         q_early, q_late: (n, actions) the reward model's predictions of the two parts.
-        landed_prob: (n,) each row's chance of having landed by the cut (the censoring model), or None.
+        landed_prob: (n,) each row's chance of having landed by the cut (the censoring model), or None; or the
+            censoring model as a function of row indices (a bootstrap sample, repeats included) returning the
+            chances of those rows under the model refitted on them.
         min_prob: Rows less likely to have landed than this get the carried bias instead of 1/G weights.
     """
     e, ell = np.asarray(early, float), np.asarray(late, float)
@@ -85,11 +95,16 @@ def censored_dr(
     if not (len(ell) == n and qe.shape == ql.shape == pi.shape):
         raise DataError("late and the two predictions must have one row per decision "
                         f"({n}) and the predictions action_dist's shape {pi.shape}")  # fmt: skip
-    prob = None
-    if landed_prob is not None:
-        prob = np.asarray(landed_prob, float)
-        if prob.shape != (n,) or not ((prob >= 0) & (prob <= 1)).all():
+    def chances(i: np.ndarray) -> np.ndarray | None:
+        if landed_prob is None:
+            return None
+        p = np.asarray(landed_prob(i) if callable(landed_prob) else np.asarray(landed_prob, float)[i], float)
+        if p.shape != i.shape or not ((p >= 0) & (p <= 1)).all():
             raise DataError("landed_prob must hold one probability in [0, 1] per decision")
+        return p
+
+    if not callable(landed_prob) and landed_prob is not None and np.shape(landed_prob) != (n,):
+        raise DataError("landed_prob must hold one probability in [0, 1] per decision")
     if not 0 < min_prob <= 1:
         raise DataError(f"min_prob must be in (0, 1], got {min_prob}")
     landed = np.isfinite(ell)
@@ -97,15 +112,14 @@ def censored_dr(
     base = (pi * (qe + ql)).sum(1)
     res_e = e - qe[rows, a]
     res_l = np.where(landed, ell, 0.0) - ql[rows, a]
-    value = float(_terms(landed, w, base, res_e, res_l, prob, min_prob).mean())
+    value = float(_terms(landed, w, base, res_e, res_l, chances(rows), min_prob).mean())
     rng = np.random.default_rng(seed)
     boot = np.empty(n_bootstrap)
     for b in range(n_bootstrap):
         i = rng.integers(0, n, n)
-        boot[b] = _terms(landed[i], w[i], base[i], res_e[i], res_l[i],
-                         None if prob is None else prob[i], min_prob).mean()  # fmt: skip
+        boot[b] = _terms(landed[i], w[i], base[i], res_e[i], res_l[i], chances(i), min_prob).mean()
     low, high = (float(x) for x in np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
     return Estimate("censored_dr", value, low, high, alpha, n)
 
 
-__all__ = ["censored_dr"]
+__all__ = ["LandedModel", "censored_dr"]
