@@ -31,6 +31,8 @@ from aidg.service.routes import dashboard
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ADMIN = "admin-dashboard-test-key"
+TRAFFIC = "admin-traffic-test-key"  # the simulated client's own key: its generates and feedback (well over the
+# per-key rate limit of 50 req/s on a slow machine) must not spend the page's allowance (429s on its polls)
 REASON = "dashboard test: rollback from the page"
 # the charts fed by /v1/monitor and /v1/rollout; the explanation's two come after a click
 LIVE_CHARTS = ("chart-gp30", "chart-uplift", "chart-override", "chart-conversion", "chart-errors", "chart-latency",
@@ -137,7 +139,7 @@ def service(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         home=Path(trained["settings"].home),
         service={"data": trained["data"], "model_version": base},
         database_url=f"sqlite:///{tmp / 'decisions.sqlite'}",
-        api_keys={ADMIN: {"role": "admin"}},
+        api_keys={ADMIN: {"role": "admin"}, TRAFFIC: {"role": "admin"}},
         # 30 simulated seconds a second: the series' 2 hours are 4 real minutes (2-second points); no trigger may
         # fire on a few hundred decisions (an auto-rollback would take the page's rollback from it)
         monitor={
@@ -165,7 +167,7 @@ def service(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
         r = http.post("/v1/rollout/advance", json={"reason": "dashboard test: forced to ab", "force": True})
         assert r.status_code == 200 and r.json()["state"] == "ab", r.text
         merchants = list(map(str, app.state.engine.model.ctx.merchant_ids))
-        traffic = SimulatedClient(url, trained["world"], merchants, api_key=ADMIN, rate=25.0,
+        traffic = SimulatedClient(url, trained["world"], merchants, api_key=TRAFFIC, rate=25.0,
                                   conversion_delay_s=0.3, gp30_delay_s=0.8, seed=3)  # fmt: skip
         runner = threading.Thread(target=traffic.run, kwargs={"seconds": 300.0}, name="dashboard-traffic", daemon=True)
         runner.start()
