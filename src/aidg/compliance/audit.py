@@ -17,6 +17,7 @@ AUC is reported beside (``mia_auc_by_objective``, ``lira_auc_by_objective``).
 against the simulator's true expected reward over every held-out merchant's
 candidates (as :func:`aidg.training.scorer_evaluation.decision_metrics` computes it), and
 ``dp_utility_cost = (spearman_nondp − spearman_dp) / |spearman_nondp|``.
+
 **Decisions.** With ``decisions`` (a function of the trained profile with its
 scorer: :func:`aidg.workflows.audit_privacy` gives the policy arena), each
 model's ``oracle_gain_share`` on the held-out merchants, and the acceptance
@@ -56,7 +57,6 @@ from aidg.training.scorer_evaluation import decision_metrics
 MIA_AUC_LIMIT = 0.55  # the privacy issue's acceptance: the DP model's attack AUC at most this
 UTILITY_COST_LIMIT = 0.05  # … and at most 5 % of the non-DP scorer's reward Spearman lost
 DECISION_SHARE_RATIO = 0.9  # … and the DP model's decisions take ≥ 0.9 × the non-DP model's share of the oracle gain
-
 
 
 def reward_spearman(
