@@ -95,16 +95,18 @@ def censored_dr(
     if not (len(ell) == n and qe.shape == ql.shape == pi.shape):
         raise DataError("late and the two predictions must have one row per decision "
                         f"({n}) and the predictions action_dist's shape {pi.shape}")  # fmt: skip
-    def chances(i: np.ndarray) -> np.ndarray | None:
-        if landed_prob is None:
-            return None
-        p = np.asarray(landed_prob(i) if callable(landed_prob) else np.asarray(landed_prob, float)[i], float)
-        if p.shape != i.shape or not ((p >= 0) & (p <= 1)).all():
+    def valid(p: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        if p.shape != shape or not ((p >= 0) & (p <= 1)).all():
             raise DataError("landed_prob must hold one probability in [0, 1] per decision")
         return p
 
-    if not callable(landed_prob) and landed_prob is not None and np.shape(landed_prob) != (n,):
-        raise DataError("landed_prob must hold one probability in [0, 1] per decision")
+    fixed = None if landed_prob is None or callable(landed_prob) else valid(np.asarray(landed_prob, float), (n,))
+
+    def chances(i: np.ndarray) -> np.ndarray | None:  # a given array is checked once; a model at every refit
+        if callable(landed_prob):
+            return valid(np.asarray(landed_prob(i), float), i.shape)
+        return None if fixed is None else fixed[i]
+
     if not 0 < min_prob <= 1:
         raise DataError(f"min_prob must be in (0, 1], got {min_prob}")
     landed = np.isfinite(ell)
