@@ -17,12 +17,12 @@ variant worth it for this merchant, in the model's own terms, beside the merchan
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from aidg.features.candidates import current_deals
 from aidg.features.context import FeatureContext
 from aidg.inference.scoring import score_candidates
 from aidg.inference.snapshot import Snapshot
@@ -71,21 +71,6 @@ def rule_frame(ctx: FeatureContext, snap: Snapshot, candidates: pd.DataFrame) ->
     return out
 
 
-def current_deals(ctx: FeatureContext, merchant_ids: Sequence[str]) -> pd.DataFrame:
-    """The merchants' current (habitual) deals as candidate rows (variant -1, type ``current``), as
-    :meth:`~aidg.features.candidates.CandidateGenerator.current` builds one."""
-    m = ctx.tables["merchants"].set_index("merchant_id").loc[list(merchant_ids)]
-    return pd.DataFrame(
-        {
-            "merchant_id": np.asarray(merchant_ids, dtype=object), "variant": -1,
-            "discount_pct": m.baseline_discount_pct.astype(float).to_numpy(),
-            "price": m.baseline_price.astype(float).to_numpy(),
-            "duration_days": m.baseline_duration_days.astype(int).to_numpy(),
-            "category_id": m.category_id.astype(str).to_numpy(), "focus": "primary", "type": "current", "distance": 0.0,
-        }
-    )  # fmt: skip
-
-
 def surrogate_inputs(
     scorer: ContextualDealScorer, ctx: FeatureContext, snap: Snapshot, scored: pd.DataFrame
 ) -> tuple[pd.DataFrame, np.ndarray]:
@@ -93,7 +78,8 @@ def surrogate_inputs(
     label: the variant's score above its merchant's current deal's (the merchants' current deals are scored
     here, with the same scorer and snapshot)."""
     ids = [str(m) for m in pd.unique(scored.merchant_id.astype(str))]
-    cur = score_candidates(scorer, ctx, snap, current_deals(ctx, ids)).table.set_index("merchant_id")
+    by_id = ctx.tables["merchants"].set_index(ctx.tables["merchants"].merchant_id.astype(str))
+    cur = score_candidates(scorer, ctx, snap, current_deals(by_id, ids)).table.set_index("merchant_id")
     frame = rule_frame(ctx, snap, scored)
     mids = scored.merchant_id.astype(str).to_numpy()
     for part, name in RELATIVE.items():
@@ -101,5 +87,5 @@ def surrogate_inputs(
     return frame, scored.score.to_numpy(float) > cur.score.reindex(mids).to_numpy(float)
 
 
-__all__ = ["LABEL_BEATS", "LABEL_TOP_SHARE", "NEGATIVE", "POSITIVE", "RELATIVE", "RULE_TERMS", "current_deals",
-           "rule_frame", "surrogate_inputs"]  # fmt: skip
+__all__ = ["LABEL_BEATS", "LABEL_TOP_SHARE", "NEGATIVE", "POSITIVE", "RELATIVE", "RULE_TERMS", "rule_frame",
+           "surrogate_inputs"]  # fmt: skip

@@ -158,14 +158,7 @@ class CandidateGenerator:
 
     def current(self, merchant_id: str) -> pd.DataFrame:
         """The merchant's current (habitual) deal as one candidate row: variant -1, type ``current``."""
-        m = self.merchants.loc[str(merchant_id)].to_dict()
-        return pd.DataFrame(
-            {
-                "merchant_id": [str(merchant_id)], "variant": [-1], "discount_pct": [float(m["baseline_discount_pct"])],
-                "price": [float(m["baseline_price"])], "duration_days": [int(m["baseline_duration_days"])],
-                "category_id": [str(m["category_id"])], "focus": ["primary"], "type": ["current"], "distance": [0.0],
-            }
-        )  # fmt: skip
+        return current_deals(self.merchants, [str(merchant_id)])
 
     def generate(self, merchant_id: str, at: pd.Timestamp | str, n: int = 50) -> pd.DataFrame:
         """``n`` variants (the anchor first), by type quota, reproducible for a (merchant, date)."""
@@ -196,3 +189,18 @@ class CandidateGenerator:
         if not frames:
             return pd.DataFrame(columns=CANDIDATE_COLUMNS)
         return pd.concat(frames, ignore_index=True)
+
+
+def current_deals(merchants: pd.DataFrame, merchant_ids: list[str]) -> pd.DataFrame:
+    """The merchants' current (habitual) deals as candidate rows (variant -1, type ``current``), from a merchants
+    table indexed by merchant id (the baseline terms)."""
+    m = merchants.loc[list(merchant_ids)]
+    return pd.DataFrame(
+        {
+            "merchant_id": np.asarray(merchant_ids, dtype=object), "variant": -1,
+            "discount_pct": m.baseline_discount_pct.astype(float).to_numpy(),
+            "price": m.baseline_price.astype(float).to_numpy(),
+            "duration_days": m.baseline_duration_days.astype(int).to_numpy(),
+            "category_id": m.category_id.astype(str).to_numpy(), "focus": "primary", "type": "current", "distance": 0.0,
+        }
+    )  # fmt: skip
