@@ -177,6 +177,10 @@ class CacheSettings(_Group):
         24.0, gt=0, description="only entries read within this window are refreshed ahead (the rest expire)"
     )
     refresh_interval_seconds: float = Field(60.0, gt=0, description="how often the refresher sweeps the cache")
+    score_memo_mb: float = Field(
+        128.0, ge=0, description="per served version and worker: the scorer's outputs for the bundles read most "
+        "recently, reused while the cache returns the same bytes (0: score every request)"
+    )
 
 
 class BackendSettings(_Group):

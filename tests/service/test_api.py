@@ -77,6 +77,24 @@ def test_generate_returns_scored_explained_variants_and_a_logged_choice(client: 
     assert _generate(client, merchant, n_variants=10)["n_variants"] == 10
 
 
+def test_a_cache_hit_reuses_the_scores_of_the_same_bundle_and_scores_match_a_fresh_pass(
+    client: TestClient, merchant: str
+) -> None:
+    served = client.app.state.engine.champion  # type: ignore[attr-defined]
+    served.memo.discard()
+    first = _generate(client, merchant, n_variants=12)
+    hits = served.memo.hits
+    again = _generate(client, merchant, n_variants=12)
+    assert served.memo.hits == hits + 1  # the same bytes from the cache: no second forward pass
+    served.memo.discard()
+    fresh = _generate(client, merchant, n_variants=12)  # scored again from the bundle
+
+    def scores(out: dict[str, Any]) -> dict[int, float]:
+        return {v["variant"]: v["score"] for v in out["variants"]}
+
+    assert scores(first) == scores(again) == scores(fresh)
+
+
 def test_feedback_is_idempotent_and_reaches_the_posterior(client: TestClient, merchant: str) -> None:
     engine = client.app.state.engine  # type: ignore[attr-defined]
     d = _generate(client, merchant)["decision_id"]

@@ -462,6 +462,7 @@ class DealEngine:
         for s in self.served():
             keys = s.cache.scan(f"{glob_escape(s.ns + merchant_id)}|*")
             removed += s.cache.invalidate(keys)
+            s.memo.discard(f"{s.ns}{merchant_id}|")
             memory = s.model.explainer.memory
             if memory is not None:
                 memory.remove(merchant_id)

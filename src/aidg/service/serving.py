@@ -28,6 +28,7 @@ from aidg.errors import BackendUnavailableError
 from aidg.explain.variant_row import TopFeature, VariantRow, variant_rows
 from aidg.online.bundle import Bundle, unpack_bundle
 from aidg.online.feature_row import bundle_key
+from aidg.online.score_memo import ScoreMemo
 from aidg.online.serving_model import ServingModel
 from aidg.policy.pooled import CURRENT_FEATURES, term_features
 from aidg.policy.response_model import current_deals, current_terms, merchant_records
@@ -73,6 +74,7 @@ class Served:
             refresh_ahead_s=c.refresh_ahead_seconds,
             keep_warm_s=c.keep_warm_hours * 3600,
         )
+        self.memo = ScoreMemo(int(c.score_memo_mb * 2**20))  # the scorer's outputs for the bundles read recently
         self.policy = RiskAwarePolicy(
             model.projector.dim, settings.bandit, settings.guard, settings.exploration, settings.reward,
             seed=int.from_bytes(uuid.uuid4().bytes[:4], "little"), posterior=settings.posterior,
@@ -140,24 +142,48 @@ class Served:
         return True
 
     def bundle(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> Bundle:
+        """The merchant's bundle for the day, unscored (the safe answer's)."""
         try:
             return unpack_bundle(self.cache.get(self.ns + bundle_key(merchant_id, at.date(), n)))
         except BackendUnavailableError as exc:
             degraded.append(f"cache or online store unavailable, served from the model's snapshot: {exc}")
             return self.model.bundle_from_snapshot(merchant_id, at, n)
 
+    def scored_bundle(
+        self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]
+    ) -> tuple[Bundle, dict[str, np.ndarray], float]:
+        """The merchant's bundle for the day, the scorer's outputs for it (from the score memo when the cache
+        handed back the bytes they were computed from) and the seconds spent reading the bytes."""
+        t0 = time.perf_counter()
+        key = self.ns + bundle_key(merchant_id, at.date(), n)
+        try:
+            raw = self.cache.get(key)
+        except BackendUnavailableError as exc:
+            degraded.append(f"cache or online store unavailable, served from the model's snapshot: {exc}")
+            b = self.model.bundle_from_snapshot(merchant_id, at, n)
+            read_s = time.perf_counter() - t0
+            return b, self._score(b), read_s
+        read_s = time.perf_counter() - t0
+        return (*self.memo.get(key, raw, self._unpack_and_score), read_s)
+
+    def _unpack_and_score(self, raw: bytes) -> tuple[Bundle, dict[str, np.ndarray]]:
+        b = unpack_bundle(raw)
+        return b, self._score(b)
+
+    def _score(self, b: Bundle) -> dict[str, np.ndarray]:
+        """The scorer's outputs; ValueError on a NaN score (never memoised: the request gets the safe answer)."""
+        s = self.model.score(b, self.settings.explain.top_features)
+        if not np.isfinite(s["score"][: b.n + 1]).all():
+            raise ValueError(f"model version {self.version} scored merchant {b.merchant_id!r} as NaN")
+        return s
+
     def decide(
         self, decision_id: str, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str], explore: bool = True,
     ) -> Scored:  # fmt: skip
         """Score the merchant's variants and choose (the policy forgets the decision: workers learn from it)."""
-        t0 = time.perf_counter()
-        b = self.bundle(merchant_id, n, at, degraded)
+        b, s, t_features = self.scored_bundle(merchant_id, n, at, degraded)
         explore = explore and not degraded  # no exploration while a backend is down
-        t_features = time.perf_counter() - t0
-        s = self.model.score(b, self.settings.explain.top_features)
         n = b.n
-        if not np.isfinite(s["score"][: n + 1]).all():
-            raise ValueError(f"model version {self.version} scored merchant {merchant_id!r} as NaN")
         cands = Candidates(
             np.asarray(b.labels["type"][:n], dtype=object), np.asarray(b.labels["category_id"][:n], dtype=object),
             s["score"][:n], s["risk"][:n], s["uplift"][:n], s["approval"][:n], s["conversion"][:n],
