@@ -109,3 +109,28 @@ def test_forgetting_a_merchant_leaves_the_posterior_it_would_have_had_without_it
             ref_mean, ref_cov = without.part_posteriors(m, c)[part]
             np.testing.assert_allclose(mean, ref_mean, atol=1e-9)
             np.testing.assert_allclose(cov, ref_cov, atol=1e-9)
+
+
+def test_a_cached_posterior_follows_every_change_of_the_statistics() -> None:
+    rng = np.random.default_rng(3)
+    cached, fresh = PooledLinear(0.5, (1.0, 0.5, 0.3)), None
+    psi = rng.normal(size=(6, K))
+    for i, (m, c) in enumerate([("a", "x"), ("b", "x"), ("c", "y"), ("a", "x"), ("d", "y"), ("b", "x")]):
+        before = cached.posterior("a", "x")  # read (and cached) between the changes, as a replica does
+        cached.add(m, c, psi[i], float(i + 1), first=True)
+        fresh = PooledLinear(0.5, (1.0, 0.5, 0.3))
+        for j, (m2, c2) in enumerate([("a", "x"), ("b", "x"), ("c", "y"), ("a", "x"), ("d", "y"), ("b", "x")][: i + 1]):
+            fresh.add(m2, c2, psi[j], float(j + 1), first=True)
+        for who in (("a", "x"), ("c", "y"), ("e", "y")):
+            np.testing.assert_allclose(cached.posterior(*who)[0], fresh.posterior(*who)[0])
+            np.testing.assert_allclose(cached.posterior(*who)[1], fresh.posterior(*who)[1])
+        assert not np.allclose(before[0], cached.posterior("a", "x")[0])  # every change reaches a (levels)
+    assert fresh is not None
+    cached.widen(2.0)
+    fresh.widen(2.0)
+    np.testing.assert_allclose(cached.posterior("a", "x")[1], fresh.posterior("a", "x")[1])
+    cached.forget("a")
+    fresh.forget("a")
+    np.testing.assert_allclose(cached.posterior("a", "x")[0], fresh.posterior("a", "x")[0])
+    with pytest.raises(ValueError, match="read-only"):
+        cached.posterior("a", "x")[0][0] = 1.0

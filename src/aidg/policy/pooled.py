@@ -100,14 +100,22 @@ class PooledLinear:
         self._base_prec = [np.diag(1.0 / np.broadcast_to(np.asarray(s, float), (K,)) ** 2) for s in prior_sd]
         self._top: tuple[np.ndarray, np.ndarray] | None = None
         self._cat: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # each merchant's posterior as last computed (three K×K inversions a request): valid until any level's
+        # statistics or prior change, which a replica does in batches (its posterior reload), not per request
+        self._own: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.reset()
+
+    def _changed(self) -> None:
+        """A level's statistics or prior changed: every cached posterior is stale."""
+        self._top = None
+        self._cat.clear()
+        self._own.clear()
 
     def widen(self, factor: float) -> None:
         """Every level's prior standard deviation × ``factor`` (the prior's scale fitted to the data at hand)."""
         self.factor = float(factor)
         self.prior_prec = [p / factor**2 for p in self._base_prec]
-        self._top = None
-        self._cat.clear()
+        self._changed()
 
     def reset(self) -> None:
         self.prior_prec = list(self._base_prec)
@@ -117,8 +125,7 @@ class PooledLinear:
         self.merchants_: dict[str, _Stats] = {}
         self.category_of_: dict[str, str] = {}
         self.online_: dict[str, _Stats] = {}  # what set_online last brought per merchant
-        self._top = None
-        self._cat = {}
+        self._changed()
 
     def add(self, merchant: str, category: str, psi: np.ndarray, y: float, first: bool) -> None:
         """One observation's change: ``y`` joins Σψy; ``first`` (its first value) adds ψψᵀ too."""
@@ -147,8 +154,7 @@ class PooledLinear:
             if A is not None:
                 s.A += A
             s.b += b
-        self._top = None
-        self._cat.clear()
+        self._changed()
 
     def set_online(self, merchant: str, category: str, A: np.ndarray, b: np.ndarray) -> None:
         """The merchant's online statistics as the stream workers last saved them (``Σψψᵀ``, ``Σψy`` of its
@@ -169,8 +175,7 @@ class PooledLinear:
         for s in (self.population_, self.categories_[category]):
             s.A -= own.A
             s.b -= own.b
-        self._top = None
-        self._cat.clear()
+        self._changed()
         return True
 
     def _level(
@@ -187,11 +192,19 @@ class PooledLinear:
         return m_above + dev, cov + g @ c_above @ g.T
 
     def posterior(self, merchant: str, category: str) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, covariance) of the merchant's total θ."""
+        """(mean, covariance) of the merchant's total θ (read-only arrays, cached until the statistics change)."""
+        own = self._own.get((merchant, category))
+        if own is not None:
+            return own
         top = self._top
         if top is None:
             top = self._top = self._level(self.population_, self.prior_prec[0], (np.zeros(K), np.zeros((K, K))))
         cat = self._cat.get(category)
         if cat is None:
             cat = self._cat[category] = self._level(self.categories_.get(category), self.prior_prec[1], top)
-        return self._level(self.merchants_.get(merchant), self.prior_prec[2], cat)
+        mean, cov = self._level(self.merchants_.get(merchant), self.prior_prec[2], cat)
+        mean, cov = mean.copy(), cov.copy()  # (a level without data hands back the level above's own arrays)
+        mean.setflags(write=False)
+        cov.setflags(write=False)
+        self._own[(merchant, category)] = (mean, cov)
+        return mean, cov
