@@ -51,6 +51,7 @@ class Scored:
     features_s: float = 0.0  # time spent reading the bundle
     psi: np.ndarray | None = None  # the played deal's term features (the per-merchant posterior learns with them)
     shared: dict[str, Any] | None = None  # what the shared policy state did for it (gate, exploration)
+    rows: list[VariantRow] | None = None  # every variant's response row and the current deal's (shared: read only)
 
     @property
     def n(self) -> int:
@@ -58,6 +59,35 @@ class Scored:
 
     def row(self, i: int) -> dict[str, float]:
         return {k: float(self.out[k][i]) for k in PREDICTED}
+
+
+ROW_BYTES = 2300  # a response row in memory (a dict, its components and top-5; measured with sys.getsizeof)
+
+
+def _read_only(*arrays: np.ndarray) -> None:
+    for a in arrays:
+        a.setflags(write=False)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a request reads from a bundle before the policy draws, computed once per bundle bytes (the score memo
+    shares it between requests: arrays read-only, rows never modified, a refused row is copied)."""
+
+    bundle: Bundle
+    out: dict[str, np.ndarray]
+    cands: Candidates
+    current: dict[str, float]  # the current deal's predictions
+    psi: np.ndarray | None  # the variants' term features (the per-merchant posterior), None when it is off
+    rows: list[VariantRow]  # every variant's response row, then the current deal's (index order)
+
+    def nbytes(self, raw: bytes) -> int:
+        """The memory the entry holds, as the memo's budget counts it."""
+        b = self.bundle
+        size = len(raw) + sum(a.nbytes for a in self.out.values()) + b.x.nbytes
+        size += sum(t.numel() * t.element_size() for t in (*b.tensors, b.deal, b.deal_category))
+        size += sum(a.nbytes for a in b.terms.values()) + (0 if self.psi is None else self.psi.nbytes)
+        return int(size) + ROW_BYTES * len(self.rows)
 
 
 class Served:
@@ -74,7 +104,8 @@ class Served:
             refresh_ahead_s=c.refresh_ahead_seconds,
             keep_warm_s=c.keep_warm_hours * 3600,
         )
-        self.memo = ScoreMemo(int(c.score_memo_mb * 2**20))  # the scorer's outputs for the bundles read recently
+        # what the bundles read most recently gave once scored (aidg.online.score_memo)
+        self.memo: ScoreMemo[Prepared] = ScoreMemo(int(c.score_memo_mb * 2**20), lambda raw, p: p.nbytes(raw))
         self.policy = RiskAwarePolicy(
             model.projector.dim, settings.bandit, settings.guard, settings.exploration, settings.reward,
             seed=int.from_bytes(uuid.uuid4().bytes[:4], "little"), posterior=settings.posterior,
@@ -149,11 +180,9 @@ class Served:
             degraded.append(f"cache or online store unavailable, served from the model's snapshot: {exc}")
             return self.model.bundle_from_snapshot(merchant_id, at, n)
 
-    def scored_bundle(
-        self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]
-    ) -> tuple[Bundle, dict[str, np.ndarray], float]:
-        """The merchant's bundle for the day, the scorer's outputs for it (from the score memo when the cache
-        handed back the bytes they were computed from) and the seconds spent reading the bytes."""
+    def prepared(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> tuple[Prepared, float]:
+        """The merchant's bundle for the day with what the request needs from it (from the score memo when the cache
+        handed back the bytes it was computed from), and the seconds spent reading the bytes."""
         t0 = time.perf_counter()
         key = self.ns + bundle_key(merchant_id, at.date(), n)
         try:
@@ -161,40 +190,42 @@ class Served:
         except BackendUnavailableError as exc:
             degraded.append(f"cache or online store unavailable, served from the model's snapshot: {exc}")
             b = self.model.bundle_from_snapshot(merchant_id, at, n)
-            read_s = time.perf_counter() - t0
-            return b, self._score(b), read_s
+            return self._prepare(b), time.perf_counter() - t0
         read_s = time.perf_counter() - t0
-        return (*self.memo.get(key, raw, self._unpack_and_score), read_s)
+        return self.memo.get(key, raw, lambda data: self._prepare(unpack_bundle(data))), read_s
 
-    def _unpack_and_score(self, raw: bytes) -> tuple[Bundle, dict[str, np.ndarray]]:
-        b = unpack_bundle(raw)
-        return b, self._score(b)
-
-    def _score(self, b: Bundle) -> dict[str, np.ndarray]:
-        """The scorer's outputs; ValueError on a NaN score (never memoised: the request gets the safe answer)."""
+    def _prepare(self, b: Bundle) -> Prepared:
+        """Score the bundle (ValueError on a NaN score: never memoised, the request gets the safe answer) and build
+        the policy's inputs and the response rows."""
         s = self.model.score(b, self.settings.explain.top_features)
-        if not np.isfinite(s["score"][: b.n + 1]).all():
-            raise ValueError(f"model version {self.version} scored merchant {b.merchant_id!r} as NaN")
-        return s
-
-    def decide(
-        self, decision_id: str, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str], explore: bool = True,
-    ) -> Scored:  # fmt: skip
-        """Score the merchant's variants and choose (the policy forgets the decision: workers learn from it)."""
-        b, s, t_features = self.scored_bundle(merchant_id, n, at, degraded)
-        explore = explore and not degraded  # no exploration while a backend is down
         n = b.n
+        if not np.isfinite(s["score"][: n + 1]).all():
+            raise ValueError(f"model version {self.version} scored merchant {b.merchant_id!r} as NaN")
+        _read_only(*s.values())
         cands = Candidates(
             np.asarray(b.labels["type"][:n], dtype=object), np.asarray(b.labels["category_id"][:n], dtype=object),
             s["score"][:n], s["risk"][:n], s["uplift"][:n], s["approval"][:n], s["conversion"][:n],
             np.nan_to_num(b.terms["distance"][:n]),
         )  # fmt: skip
-        current = {k: float(s[k][n]) for k in PREDICTED}
-        terms = None
+        _read_only(cands.types, cands.categories, cands.distance)
+        psi = None
         if self.settings.posterior.enabled:
             psi = term_features(b.terms["discount_pct"][:n], b.terms["price"][:n], b.terms["duration_days"][:n],
-                                np.asarray(b.labels["focus"][:n]) == "secondary", self.current_deals[merchant_id])
-            terms = MerchantTerms(merchant_id, self.categories[merchant_id], psi, CURRENT_FEATURES)  # fmt: skip
+                                np.asarray(b.labels["focus"][:n]) == "secondary", self.current_deals[b.merchant_id])
+            _read_only(psi)
+        current = {k: float(s[k][n]) for k in PREDICTED}
+        return Prepared(b, s, cands, current, psi, self._rows(b, s, np.arange(n + 1)))
+
+    def decide(
+        self, decision_id: str, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str], explore: bool = True,
+    ) -> Scored:  # fmt: skip
+        """Score the merchant's variants and choose (the policy forgets the decision: workers learn from it)."""
+        p, t_features = self.prepared(merchant_id, n, at, degraded)
+        explore = explore and not degraded  # no exploration while a backend is down
+        b, s, cands, current, n = p.bundle, p.out, p.cands, p.current, p.bundle.n
+        terms = None
+        if p.psi is not None:
+            terms = MerchantTerms(merchant_id, self.categories[merchant_id], p.psi, CURRENT_FEATURES)
         shared = None
         if self.current_only:
             why = "the existing system plays the merchant's current deal"
@@ -210,11 +241,24 @@ class Served:
                     shared = {"gate": gate, **({"explore": ex} if ex else {})}
                 self.policy.release(decision_id)
         played_psi = None if terms is None else (terms.current if d.index == CURRENT else terms.psi[d.index])
-        return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features, played_psi, shared)
+        return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features, played_psi, shared, p.rows)
 
     def variants(self, sc: Scored, idx: np.ndarray) -> list[VariantRow]:
-        """The response rows of variants ``idx`` (:func:`variant_rows`), with the guard's refusals."""
-        b, s, refused = sc.bundle, sc.out, sc.decision.refused
+        """The response rows of variants ``idx``, with the guard's refusals (a refused row is a copy: the rows
+        are shared through the score memo)."""
+        refused = sc.decision.refused
+        rows = sc.rows if sc.rows is not None else self._rows(sc.bundle, sc.out, np.arange(sc.n + 1))
+        out = []
+        for i in idx.tolist():
+            row = rows[i]
+            if i in refused:
+                row = row.copy()
+                row["refused"] = refused[i]
+            out.append(row)
+        return out
+
+    def _rows(self, b: Bundle, s: dict[str, np.ndarray], idx: np.ndarray) -> list[VariantRow]:
+        """The response rows of variants ``idx`` (:func:`variant_rows`)."""
         names, values = self.model.token_names, self.model.token_values(b)
         top_i, top_w = s["top_index"][idx].tolist(), np.round(s["top_weight"][idx], 4).tolist()
         tops: list[list[TopFeature]] = [
@@ -223,11 +267,7 @@ class Served:
         ]
         terms = {**{k: b.terms[k][idx] for k in ("variant", "discount_pct", "price", "duration_days")},
                  **{k: [b.labels[k][i] for i in idx.tolist()] for k in ("category_id", "focus", "type")}}  # fmt: skip
-        out = variant_rows(terms, {k: s[k][idx] for k in PREDICTED}, tops)
-        for row, i in zip(out, idx.tolist(), strict=True):
-            if i in refused:
-                row["refused"] = refused[i]
-        return out
+        return variant_rows(terms, {k: s[k][idx] for k in PREDICTED}, tops)
 
 
 __all__ = ["Scored", "Served"]
