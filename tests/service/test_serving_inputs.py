@@ -22,14 +22,26 @@ def _refuse(*a: object, **k: object) -> None:
     raise AssertionError("recomputed what the version carries")
 
 
+@pytest.fixture(scope="module")
+def inputs(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The session's version's serving inputs computed now, once for the module (another test's erasure may have
+    dropped the stored ones, as erasure must; they depend on the data folder's content, not its path)."""
+    data = tmp_path_factory.mktemp("inputs") / "world"
+    shutil.copytree(trained["data"], data)
+    pm = ModelRegistry(trained["settings"]).load_profile(trained["report"]["version"])
+    return dict(sm.ServingModel.precompute(trained["settings"], pm, data))
+
+
 @pytest.fixture()
-def carried(trained: dict[str, Any], tmp_path: Path) -> tuple[Settings, Path, str, dict[str, Any]]:
-    """The session's version with its serving inputs computed now (another test's erasure may have dropped the
-    stored ones, as erasure must), registered in a home of its own, and a copy of its data folder."""
+def carried(
+    trained: dict[str, Any], inputs: dict[str, Any], tmp_path: Path
+) -> tuple[Settings, Path, str, dict[str, Any]]:
+    """The session's version with its serving inputs, registered in a home of its own, and a copy of its data
+    folder (each test its own: some change them)."""
     data = tmp_path / "world"
     shutil.copytree(trained["data"], data)
     pm = ModelRegistry(trained["settings"]).load_profile(trained["report"]["version"])
-    pm.artifacts[sm.SERVING_ARTIFACT] = sm.ServingModel.precompute(trained["settings"], pm, data)
+    pm.artifacts[sm.SERVING_ARTIFACT] = dict(inputs)
     settings = Settings(home=tmp_path / "home")
     version = ModelRegistry(settings).register_profile(pm, {"data": str(data), "as_of": pm.meta["as_of"]}, {})
     return settings, data, version, pm.artifacts[sm.SERVING_ARTIFACT]
