@@ -40,27 +40,6 @@ from aidg.store.cache import EmbeddingCache
 log = logging.getLogger("aidg.service")
 
 
-@dataclass
-class Scored:
-    """A bundle, the scorer's outputs, the policy's decision and the index played (n: the current deal)."""
-
-    bundle: Bundle
-    out: dict[str, np.ndarray]
-    decision: Decision
-    played: int
-    features_s: float = 0.0  # time spent reading the bundle
-    psi: np.ndarray | None = None  # the played deal's term features (the per-merchant posterior learns with them)
-    shared: dict[str, Any] | None = None  # what the shared policy state did for it (gate, exploration)
-    rows: list[VariantRow] | None = None  # every variant's response row and the current deal's (shared: read only)
-
-    @property
-    def n(self) -> int:
-        return self.bundle.n
-
-    def row(self, i: int) -> dict[str, float]:
-        return {k: float(self.out[k][i]) for k in PREDICTED}
-
-
 ROW_BYTES = 2300  # a response row in memory (a dict, its components and top-5; measured with sys.getsizeof)
 
 
@@ -88,6 +67,34 @@ class Prepared:
         size += sum(t.numel() * t.element_size() for t in (*b.tensors, b.deal, b.deal_category))
         size += sum(a.nbytes for a in b.terms.values()) + (0 if self.psi is None else self.psi.nbytes)
         return int(size) + ROW_BYTES * len(self.rows)
+
+
+@dataclass
+class Scored:
+    """What the request read from its bundle (:class:`Prepared`), the policy's decision and the index played (n:
+    the current deal)."""
+
+    prepared: Prepared
+    decision: Decision
+    played: int
+    features_s: float = 0.0  # time spent reading the bundle
+    psi: np.ndarray | None = None  # the played deal's term features (the per-merchant posterior learns with them)
+    shared: dict[str, Any] | None = None  # what the shared policy state did for it (gate, exploration)
+
+    @property
+    def bundle(self) -> Bundle:
+        return self.prepared.bundle
+
+    @property
+    def out(self) -> dict[str, np.ndarray]:
+        return self.prepared.out
+
+    @property
+    def n(self) -> int:
+        return self.bundle.n
+
+    def row(self, i: int) -> dict[str, float]:
+        return {k: float(self.out[k][i]) for k in PREDICTED}
 
 
 class Served:
@@ -172,23 +179,26 @@ class Served:
         self.merchants_loaded = max(r.updated_at for r in rows)
         return True
 
-    def bundle(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> Bundle:
-        """The merchant's bundle for the day, unscored (the safe answer's)."""
+    def _read(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> tuple[str, bytes | None]:
+        """The bundle's cache key and bytes; None (and a degraded reason) when the cache or online store is down."""
+        key = self.ns + bundle_key(merchant_id, at.date(), n)
         try:
-            return unpack_bundle(self.cache.get(self.ns + bundle_key(merchant_id, at.date(), n)))
+            return key, self.cache.get(key)
         except BackendUnavailableError as exc:
             degraded.append(f"cache or online store unavailable, served from the model's snapshot: {exc}")
-            return self.model.bundle_from_snapshot(merchant_id, at, n)
+            return key, None
+
+    def bundle(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> Bundle:
+        """The merchant's bundle for the day, unscored (the safe answer's: it never depends on the model)."""
+        raw = self._read(merchant_id, n, at, degraded)[1]
+        return self.model.bundle_from_snapshot(merchant_id, at, n) if raw is None else unpack_bundle(raw)
 
     def prepared(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str]) -> tuple[Prepared, float]:
         """The merchant's bundle for the day with what the request needs from it (from the score memo when the cache
         handed back the bytes it was computed from), and the seconds spent reading the bytes."""
         t0 = time.perf_counter()
-        key = self.ns + bundle_key(merchant_id, at.date(), n)
-        try:
-            raw = self.cache.get(key)
-        except BackendUnavailableError as exc:
-            degraded.append(f"cache or online store unavailable, served from the model's snapshot: {exc}")
+        key, raw = self._read(merchant_id, n, at, degraded)
+        if raw is None:
             b = self.model.bundle_from_snapshot(merchant_id, at, n)
             return self._prepare(b), time.perf_counter() - t0
         read_s = time.perf_counter() - t0
@@ -222,7 +232,7 @@ class Served:
         """Score the merchant's variants and choose (the policy forgets the decision: workers learn from it)."""
         p, t_features = self.prepared(merchant_id, n, at, degraded)
         explore = explore and not degraded  # no exploration while a backend is down
-        b, s, cands, current, n = p.bundle, p.out, p.cands, p.current, p.bundle.n
+        cands, n = p.cands, p.bundle.n
         terms = None
         if p.psi is not None:
             terms = MerchantTerms(merchant_id, self.categories[merchant_id], p.psi, CURRENT_FEATURES)
@@ -234,20 +244,20 @@ class Served:
             with self.lock:
                 if self.shared is not None:
                     self.shared[1].last = {}  # set only if this request asks to explore
-                d = self.policy.select_action(decision_id, cands, s["phi"][:n], b.override_rate, s["phi"][n], current,
+                phi = p.out["phi"]
+                d = self.policy.select_action(decision_id, cands, phi[:n], p.bundle.override_rate, phi[n], p.current,
                                               explore=explore, terms=terms)  # fmt: skip
                 if self.shared is not None:
                     gate, ex = self.shared[0].trace(decision_id), self.shared[1].last
                     shared = {"gate": gate, **({"explore": ex} if ex else {})}
                 self.policy.release(decision_id)
         played_psi = None if terms is None else (terms.current if d.index == CURRENT else terms.psi[d.index])
-        return Scored(b, s, d, n if d.index == CURRENT else d.index, t_features, played_psi, shared, p.rows)
+        return Scored(p, d, n if d.index == CURRENT else d.index, t_features, played_psi, shared)
 
     def variants(self, sc: Scored, idx: np.ndarray) -> list[VariantRow]:
         """The response rows of variants ``idx``, with the guard's refusals (a refused row is a copy: the rows
         are shared through the score memo)."""
-        refused = sc.decision.refused
-        rows = sc.rows if sc.rows is not None else self._rows(sc.bundle, sc.out, np.arange(sc.n + 1))
+        refused, rows = sc.decision.refused, sc.prepared.rows
         out = []
         for i in idx.tolist():
             row = rows[i]
