@@ -96,6 +96,32 @@ class PosteriorSettings(_Group):
     delta: float = Field(0.1, gt=0, lt=1, description="the guard refuses where P(GP30 < 0.8 × current deal's) > this")
 
 
+class AutonomySettings(_Group):
+    """The apprentice → copilot → autopilot dial per segment (:mod:`aidg.policy.autonomy`). Set a priori: autonomy is
+    earned slowly (one-sided 95 % bounds) and lost fast (80 % bounds over the last two weeks)."""
+
+    enabled: bool = Field(True, description="each segment's level from its record (false: every segment copilot)")
+    segment_by: Literal["category_tier", "rep_team"] = Field(
+        "category_tier", description="category × city tier, or rep team"
+    )
+    min_decisions: int = Field(30, ge=1, description="decisions with a known rep action before a segment graduates")
+    graduate_agreement: float = Field(0.6, gt=0, lt=1, description="apprentice → copilot: lower bound of the "
+                                      "agreement of AIDG's prediction of the rep's action (Personalizer: 60-80 %)")
+    autopilot_agreement: float = Field(0.7, gt=0, lt=1, description="copilot → autopilot: lower bound of the share of "
+                                       "AIDG's picks approved and kept unedited")
+    autopilot_max_override: float = Field(0.25, ge=0, le=1, description="autopilot only for merchants overriding less")
+    demote_acceptance: float = Field(0.35, gt=0, lt=1, description="demote when the upper bound of the last "
+                                     "window's approved-and-unedited share falls under this")
+    demote_uplift: float = Field(
+        -0.2, description="or when the upper bound of its realised GP30 uplift falls under this"
+    )
+    window_days: float = Field(14.0, gt=0, description="the demotion window")
+    min_window: int = Field(8, ge=1, description="decisions in the window before a demotion is considered")
+    z_graduate: float = Field(1.645, gt=0, description="one-sided bound for graduation (95 %)")
+    z_demote: float = Field(1.28, gt=0, description="one-sided bound for demotion (80 %: harm is acted on early)")
+    explain_in_copilot: bool = Field(True, description="copilot shows AIDG's explanation with its pick")
+
+
 class CandidateSettings(_Group):
     """Deal variants proposed per request (memo §2.1 action space: safe / explore / hybrid)."""
 
@@ -465,6 +491,7 @@ class Settings(BaseSettings):
     reward: RewardSettings = RewardSettings()
     bandit: BanditSettings = BanditSettings()
     posterior: PosteriorSettings = PosteriorSettings()
+    autonomy: AutonomySettings = AutonomySettings()
     guard: GuardSettings = GuardSettings()
     candidates: CandidateSettings = CandidateSettings()
     explain: ExplainSettings = ExplainSettings()

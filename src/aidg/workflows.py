@@ -216,7 +216,8 @@ def arena_data(
     from aidg.inference.history import merchant_record, scorer_predict
     from aidg.inference.scoring import score_candidates
     from aidg.inference.snapshot import snapshot
-    from aidg.policy.arena import build_arena
+    from aidg.policy.arena import RepsOfMerchants, build_arena
+    from aidg.policy.arena_reps import segments_of
     from aidg.sim.oracle import Oracle
     from aidg.sim.storage import load_data_folder
 
@@ -267,6 +268,11 @@ def arena_data(
         if latent_reference
         else None
     )
+    reps = RepsOfMerchants(
+        rep=oracle.rep_index(ids), n_reps=len(oracle.rep_ids),
+        segment=segments_of(tables, ids, settings.autonomy.segment_by),
+        dpref=oracle.traits(ids).preferred_discount.to_numpy(float), trust=oracle.trust_config,
+    )  # fmt: skip
     arena = build_arena(
         scored.table,
         scored.representation,
@@ -279,6 +285,7 @@ def arena_data(
         legacy=legacy,
         latent_score=latent,
         record=record,
+        reps=reps,
     )
     name = "in memory" if model is not None else version if version != "latest" else registry.versions()[-1]
     return arena, {"version": name, "merchants": len(ids)}
@@ -337,11 +344,15 @@ def simulate_policy(
     without: tuple[str, ...] = (),
     progress: Progress | None = None,
     model: Any = None,
+    reps: bool = True,
+    drill: str | None = None,
 ) -> dict[str, Any]:
     """The policy arena (:mod:`aidg.policy.arena`) on the held-out merchants of a simulated world (``without``:
     profile branches switched off for every merchant, as the decision ablation does; ``model``: a trained profile
-    with its scorer judged in place of a registered version)."""
+    with its scorer judged in place of a registered version; ``reps``: reps in the loop, with the autonomy dial;
+    ``drill``: ``SEGMENT@DAY``, one segment's suggestions made bad on purpose from that day)."""
     from aidg.policy.arena import arena
+    from aidg.policy.arena_reps import Drill
     from aidg.policy.names import POLICIES
 
     if rounds < 1 or days < 1 or seeds < 1:
@@ -362,9 +373,14 @@ def simulate_policy(
         list(range(seed, seed + seeds)),
         chosen,
         progress=lambda name, f: say(f"policy {name}", 0.15 + 0.85 * f),
+        reps=reps,
+        drill=Drill.parse(drill) if drill else None,
     )
+    trust = data_.trust
     res.update(
         {
+            "reps_in_loop": reps,
+            "rep_trust": "on" if trust is not None and trust.enabled else "off",
             "rounds": rounds,
             "days": days,
             "seeds": seeds,

@@ -12,16 +12,18 @@ from rich.console import Console
 from rich.table import Table
 
 from aidg.cli.common import JsonOpt, app, emit, err, fail, progress_bar, user_errors
-from aidg.errors import DataValidationError
+from aidg.errors import DataError, DataValidationError
 
 
-def simulate_report(scale: str, seed: int, out: Path, quiet: bool = False) -> dict[str, Any]:
+def simulate_report(scale: str, seed: int, out: Path, quiet: bool = False, rep_trust: bool = True) -> dict[str, Any]:
     from aidg.sim import graph_size, personalization, simulate
+    from aidg.sim.reps import TrustConfig
     from aidg.sim.storage import save_world
 
     t0 = time.perf_counter()
+    trust = TrustConfig() if rep_trust else TrustConfig.off()
     with progress_bar(f"simulate {scale}", quiet) as update:
-        world = simulate(scale, seed=seed, progress=lambda s, f: update(s, 0.6 * f))
+        world = simulate(scale, seed=seed, progress=lambda s, f: update(s, 0.6 * f), rep_trust=trust)
         update("writing tables", 0.65)
         save_world(world, out)
         update("oracle figures", 0.8)
@@ -32,6 +34,7 @@ def simulate_report(scale: str, seed: int, out: Path, quiet: bool = False) -> di
         "out": str(out),
         "scale": scale,
         "seed": seed,
+        "rep_trust": "on" if rep_trust else "off",
         "as_of": str(world.as_of.date()),
         "rows": {k: len(v) for k, v in world.tables.items()},
         "graph_nodes": g.nodes,
@@ -53,6 +56,9 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Folder to write <table>.parquet files (and truth/) into.")],
     scale: Annotated[str, typer.Option(help="World size: tiny, small (default) or full (the memo's scale).")] = "small",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")] = 0,
+    rep_trust: Annotated[str, typer.Option(
+        help="on: reps edit less as AIDG earns their trust and more after its flops (docs/simulator.md); "
+             "off: reps without memory (the behaviour before).")] = "on",
     json_out: JsonOpt = False,
 ) -> None:
     """Simulate a marketplace with ground truth and write its tables."""
@@ -60,7 +66,9 @@ def simulate(
         from aidg.sim import get_scale
 
         get_scale(scale)
-        report = simulate_report(scale, seed, out, quiet=json_out)
+        if rep_trust not in ("on", "off"):
+            raise DataError(f"--rep-trust takes on or off, got {rep_trust!r}")
+        report = simulate_report(scale, seed, out, quiet=json_out, rep_trust=rep_trust == "on")
     if json_out:
         emit(report)
         return

@@ -26,6 +26,12 @@ def simulate_policy(
         str | None,
         typer.Option(help="Comma-separated profile branches to switch off for every merchant (the decision ablation)."),
     ] = None,
+    reps: Annotated[bool, typer.Option(
+        help="Reps in the loop: each policy meets its own reps (trust), the autonomy dial per segment decides what "
+             "they see, AIDG learns from their overrides (--no-reps: every pick shown, reps at trust 0).")] = True,
+    drill: Annotated[str | None, typer.Option(
+        help="SEGMENT@DAY: make one segment's suggestions bad on purpose from that day (its demotion is reported; "
+             "segments are category|city-tier, e.g. spa|1).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The policy arena: run deal policies through simulated time with delayed rewards, judged by the oracle."""
@@ -46,6 +52,8 @@ def simulate_policy(
             version=version,
             without=tuple(b.strip() for b in without_branch.split(",") if b.strip()) if without_branch else (),
             progress=update,
+            reps=reps,
+            drill=drill,
         )
     if json_out:
         report.pop("curves", None)

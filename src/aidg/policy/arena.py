@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aidg.config import Settings
+from aidg.config import RewardSettings, Settings
 from aidg.errors import DataError
+from aidg.policy.arena_reps import LEVEL_CODES, Drill, RepLoop, timeline
 from aidg.policy.baselines import ArenaPolicy, RiskAwareTS, make_policy, vw_lines
 from aidg.policy.merchant_posterior import Record
 from aidg.policy.names import POLICIES
@@ -52,6 +53,7 @@ from aidg.policy.pooled import CURRENT_FEATURES
 from aidg.policy.projector import ContextProjector
 from aidg.policy.response_model import deal_features, merchant_records
 from aidg.policy.risk_aware import CURRENT, Candidates, MerchantTerms
+from aidg.sim.reps import TrustConfig
 
 APPROVAL_DELAY, CONVERSION_DELAY, GP30_DELAY = 0.1, 3.0, 30.0
 CONVERSION_NOISE = 0.15
@@ -73,6 +75,7 @@ class MerchantArms:
     latent_score: np.ndarray | None = None  # (n + 1,) the latent-informed reference's predictions, current deal last
     terms: MerchantTerms | None = None  # the merchant and its deals' term features (the per-merchant posterior)
     record: Record | None = None  # reward part -> its record (term features, scorer errors, ages)
+    current_discount: float = 0.0  # the current deal's discount (the edit learner's prior of what is accepted)
 
     @cached_property
     def vw_lines(self) -> list[str]:
@@ -89,6 +92,20 @@ class ArenaData:
     days: int
     dim: int
     n_variants: int
+    rep: np.ndarray | None = None  # (merchants,) each merchant's rep as an index (-1: none)
+    n_reps: int = 0
+    segment: list[str] | None = None  # each merchant's autonomy segment
+    dpref: np.ndarray | None = None  # (merchants,) the discount each merchant prefers (where an edit goes)
+    trust: TrustConfig | None = None  # the world's reps with memory (None: reps without)
+
+    def __post_init__(self) -> None:
+        n = len(self.merchants)
+        if self.rep is None:
+            self.rep, self.n_reps = np.full(n, -1), 0
+        if self.segment is None:
+            self.segment = ["all"] * n
+        if self.dpref is None:
+            self.dpref = np.array([a.current_discount for a in self.arms], float)
 
 
 def build_arena(
@@ -104,6 +121,7 @@ def build_arena(
     legacy: pd.DataFrame | None = None,
     latent_score: np.ndarray | None = None,
     record: pd.DataFrame | None = None,
+    reps: RepsOfMerchants | None = None,
 ) -> ArenaData:
     """Assemble the arena from scored candidates (``n`` per merchant, merchant by merchant) and truth.
 
@@ -114,6 +132,7 @@ def build_arena(
         legacy: optionally, another reference deal per merchant (judged, never played): slot ``n + 1``.
         latent_score: optionally (merchants, n + 1), the ``latent_informed`` reference's predicted reward of every
             variant and the current deal (:mod:`aidg.policy.latent_informed`).
+        reps: optionally, each merchant's rep, autonomy segment and preferred discount, and the world's trust model.
     """
     ids = list(dict.fromkeys(scored.merchant_id.astype(str)))
     n_m = len(ids)
@@ -150,6 +169,7 @@ def build_arena(
                 None if latent_score is None else latent_score[j],
                 mterms,
                 rec,
+                c_terms[0],
             )
         )
     weeks = max(1, int(np.ceil(days / 7)))
@@ -165,13 +185,34 @@ def build_arena(
         for key in truth:
             truth[key][w, terms._m.to_numpy(), terms._slot.to_numpy()] = t[key].to_numpy(float)
     severity = truth.pop("override_severity")[0, :, 0]
-    return ArenaData(ids, arms, truth, severity, days, proj.dim, n)
+    r = reps or RepsOfMerchants()
+    return ArenaData(ids, arms, truth, severity, days, proj.dim, n, r.rep, r.n_reps, r.segment, r.dpref, r.trust)
+
+
+@dataclass(frozen=True)
+class RepsOfMerchants:
+    """Who handles each arena merchant and how (:class:`ArenaData`'s rep fields; defaults: no reps in the loop)."""
+
+    rep: np.ndarray | None = None
+    n_reps: int = 0
+    segment: list[str] | None = None
+    dpref: np.ndarray | None = None
+    trust: TrustConfig | None = None
 
 
 def run_policy(
-    data: ArenaData, policy: ArenaPolicy, rounds: int, seed: int, progress: Callable[[float], None] | None = None
+    data: ArenaData,
+    policy: ArenaPolicy,
+    rounds: int,
+    seed: int,
+    progress: Callable[[float], None] | None = None,
+    loop: RepLoop | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run one policy over one seed's requests; returns the chosen slot (``n`` = current deal) per request."""
+    """Run one policy over one seed's requests; returns the chosen slot (``n`` = current deal) per request.
+
+    ``loop``: reps in the loop (:mod:`aidg.policy.arena_reps`): the autonomy level decides what is shown, the reps'
+    trust moves with what they saw, and the edit learner feeds the policy's trade-off. None: as before, every request
+    plays the policy's pick and reps edit with the world's chance at trust 0."""
     rng = np.random.default_rng(seed)
     t = np.sort(rng.uniform(0, data.days, rounds))
     m = rng.integers(0, len(data.merchants), rounds)
@@ -182,33 +223,58 @@ def run_policy(
     n = data.n_variants
     chosen = np.zeros(rounds, np.int64)
     pscore = np.zeros(rounds)
+    p_edit = np.zeros(rounds)
     events: list[tuple[float, int, str, str, float]] = []
     seq = 0
     day = 0
     tr = data.truth
     policy.warm_start(data.arms)
+    if loop is not None and hasattr(policy, "edit_risk"):
+        policy.edit_risk = loop.edit_risk_of  # the trade-off reads the learnt edit response
+    own = set()  # decisions the policy made or registered (an apprentice's shown deal may not be)
     for j in range(rounds):
         while events and events[0][0] <= t[j]:
-            _, _, did, part, value = heapq.heappop(events)
-            if part == "close":
+            when, _, did, part, value = heapq.heappop(events)
+            if part.startswith("rep:"):
+                _rep_event(loop, data, part, int(value), when, chosen, m, u_approve, weeks, conv_noise, shock)
+            elif did not in own:
+                continue
+            elif part == "close":
                 policy.close(did)
+                own.discard(did)
             else:
                 policy.update_params(did, part, value)
         while day < int(t[j]):
             policy.end_of_period()
             day += 1
+            if loop is not None:
+                loop.end_of_day(float(day))
         did = f"s{seed}-{j}"
-        i, p = policy.select_action(did, data.arms[m[j]])
-        a = n if i == CURRENT else i
-        chosen[j], pscore[j] = a, p
         w, mm = weeks[j], m[j]
+        lvl = "copilot" if loop is None else loop.level_for(mm)
+        if lvl == "apprentice":  # the current system's deal is shown; the policy may learn from it
+            a, p = n, 1.0
+            if policy.observe_current(did, data.arms[mm]):
+                own.add(did)
+        else:
+            i, p = policy.select_action(did, data.arms[mm])
+            own.add(did)
+            a = n if i == CURRENT else i
+            if loop is not None and loop.drilled(mm, t[j]):  # bad on purpose (RepLoop.drill_pick)
+                a = loop.drill_pick(mm)
+        chosen[j], pscore[j] = a, p
         approved = u_approve[j] < tr["approval_prob"][w, mm, a]
-        over = data.severity[mm] if u_override[j] < tr["override_prob"][w, mm, a] else 0.0
+        p_edit[j] = tr["override_prob"][w, mm, a] if loop is None else loop.decide(j, mm, w, a, lvl)
+        edited = u_override[j] < p_edit[j]
+        over = data.severity[mm] if edited else 0.0
         for dt, part, value in (
             (APPROVAL_DELAY, "approval", float(approved)),
             (APPROVAL_DELAY, "override", float(over)),
         ):
             heapq.heappush(events, (t[j] + dt, seq, did, part, value))
+            seq += 1
+        if loop is not None:
+            heapq.heappush(events, (t[j] + APPROVAL_DELAY, seq, did, "rep:edited" if edited else "rep:kept", j))
             seq += 1
         if approved:
             conv = float(np.clip(tr["conversion"][w, mm, a] * conv_noise[j], 0, 1))
@@ -216,19 +282,53 @@ def run_policy(
             heapq.heappush(events, (t[j] + CONVERSION_DELAY, seq, did, "conversion", conv))
             heapq.heappush(events, (t[j] + GP30_DELAY, seq + 1, did, "gp30_uplift", gp))
             seq += 2
+            if loop is not None:
+                heapq.heappush(events, (t[j] + CONVERSION_DELAY, seq, did, "rep:sales", j))
+                heapq.heappush(events, (t[j] + GP30_DELAY, seq + 1, did, "rep:gp30", j))
+                seq += 2
         heapq.heappush(events, (t[j] + GP30_DELAY + 1e-6, seq, did, "close", 0.0))
         seq += 1
         if progress is not None and j % 1000 == 0:
             progress(j / rounds)
-    return {"chosen": chosen, "pscore": pscore, "time": t, "merchant": m, "week": weeks}
+    out = {"chosen": chosen, "pscore": pscore, "time": t, "merchant": m, "week": weeks, "override_prob": p_edit}
+    if loop is not None:
+        out |= {"level": loop.level, "override_floor": loop.floor, "override_prob_legacy": loop.p_edit_legacy}
+    return out
 
 
-def summarize(data: ArenaData, run: dict[str, np.ndarray], alpha: float) -> dict[str, float]:
+def _rep_event(loop: RepLoop | None, data: ArenaData, part: str, j: int, when: float, chosen: np.ndarray,
+               m: np.ndarray, u: np.ndarray, weeks: np.ndarray, conv_noise: np.ndarray, shock: np.ndarray) -> None:
+    """A reps-in-the-loop event of decision ``j`` (its draws are the run's own: the same for every policy)."""
+    if loop is None:
+        return
+    mm, a, w = int(m[j]), int(chosen[j]), int(weeks[j])
+    tr = data.truth
+    if part in ("rep:edited", "rep:kept"):
+        approved = bool(u[j] < tr["approval_prob"][w, mm, a])
+        edited = part == "rep:edited"
+        loop.rep_action(j, mm, a, when, approved, edited, loop.corrected(mm) if edited else float("nan"))
+    elif part == "rep:sales":
+        arms = data.arms[mm]
+        predicted = float(arms.current["conversion"] if a == data.n_variants else arms.cands.conversion[a])
+        loop.sales(j, mm, float(tr["conversion"][w, mm, a] * conv_noise[j]) / max(predicted, 1e-6))
+    elif part == "rep:gp30":
+        arms = data.arms[mm]
+        predicted = float(arms.current["uplift"] if a == data.n_variants else arms.cands.uplift[a])
+        loop.gp30(j, mm, when, float((1 + tr["expected_uplift"][w, mm, a]) * shock[j] - 1), predicted)
+
+
+def summarize(
+    data: ArenaData, run: dict[str, np.ndarray], alpha: float, rewards: RewardSettings | None = None
+) -> dict[str, float]:
     """The oracle's judgement of one run (module docstring); paired with the current system's deal."""
     w, m, a = run["week"], run["merchant"], run["chosen"]
     n = data.n_variants
     tr = data.truth
     reward = tr["reward"][w, m, a]
+    if "override_prob_legacy" in run:  # the risk penalty at the reps' trust of the moment (the truth holds trust 0)
+        rw = rewards or RewardSettings()
+        extra_edits = run["override_prob"] - run["override_prob_legacy"]
+        reward = reward - rw.w_risk * rw.risk_penalty_scale * data.severity[m] * extra_edits
     cur_reward = tr["reward"][w, m, n]
     best = tr["reward"][w, m, : n + 1].max(1)  # the best of the variants and the current deal
     gp30, cur_gp30 = tr["expected_gp30"][w, m, a], tr["expected_gp30"][w, m, n]
@@ -248,14 +348,23 @@ def summarize(data: ArenaData, run: dict[str, np.ndarray], alpha: float) -> dict
         "acceptance_uplift_vs_current": float(approval / tr["approval_prob"][w, m, n].mean() - 1),
         "mean_reward": float(reward.mean()),
         "gp30_uplift_vs_current": float(gp30.sum() / cur_gp30.sum() - 1),
-        "override_rate": float(tr["override_prob"][w, m, a].mean()),
+        "override_rate": float(run["override_prob"].mean()) if "override_prob" in run
+        else float(tr["override_prob"][w, m, a].mean()),
         "safety_violation_rate": float(np.mean(tr["expected_uplift"][w, m, a] < -0.2)),
         "regret_vs_oracle": float((best - reward).sum()),
         "conservative_violation": bool(np.any(cum < (1 - alpha) * cum_cur)),
         "worst_checkpoint_ratio": float(np.min(cum / np.where(cum_cur == 0, np.nan, cum_cur))),
         "current_deal_share": float(np.mean(a == n)),
-        "override_floor": float(tr["override_prob"][w, m, : n + 1].min(1).mean()),
+        "override_floor": float(run["override_floor"].mean()) if "override_floor" in run
+        else float(tr["override_prob"][w, m, : n + 1].min(1).mean()),
+        **_level_shares(run),
     }
+
+
+def _level_shares(run: dict[str, np.ndarray]) -> dict[str, float]:
+    if "level" not in run:
+        return {}
+    return {f"share_{name}": float(np.mean(run["level"] == code)) for name, code in LEVEL_CODES.items()}
 
 
 def arena(
@@ -265,13 +374,22 @@ def arena(
     seeds: list[int],
     policies: tuple[str, ...] = POLICIES,
     progress: Callable[[str, float], None] | None = None,
+    reps: bool = True,
+    drill: Drill | None = None,
 ) -> dict[str, Any]:
-    """Every policy over every seed; per policy, the mean of each figure over seeds and the violation share."""
+    """Every policy over every seed; per policy, the mean of each figure over seeds and the violation share.
+
+    ``reps``: reps in the loop (:mod:`aidg.policy.arena_reps`): each policy meets its own reps, the autonomy dial
+    decides what they see; per policy the first seed's week-by-week ``timeline`` and ``autonomy`` changes.
+    ``drill``: one segment's suggestions made bad on purpose from a day on (its demotion is reported)."""
     unknown = [p for p in policies if p not in POLICIES]
     if unknown:
         raise DataError(f"unknown policies {', '.join(unknown)}; choose from {', '.join(POLICIES)}")
     if rounds < 1:
         raise DataError(f"run at least one round, got {rounds}")
+    if drill is not None and drill.segment not in set(data.segment or ()):
+        known = sorted(set(data.segment or ()))
+        raise DataError(f"no arena merchant is in segment {drill.segment!r}; segments: {', '.join(known[:12])}")
     alpha = settings.bandit.conservative_alpha
     out: dict[str, Any] = {}
     curves: dict[str, list[float]] = {}
@@ -288,10 +406,13 @@ def arena(
                 if progress is not None:
                     progress(label, (base + f) / total)
 
-            run = run_policy(data, pol, rounds, s, tick)
-            per_seed.append(summarize(data, run, alpha))
+            loop = RepLoop(data, settings, name != "current", rounds, s, drill) if reps else None
+            run = run_policy(data, pol, rounds, s, tick, loop)
+            per_seed.append(summarize(data, run, alpha, settings.reward))
             if s == seeds[0]:
                 curves[name] = _daily_curve(data, run)
+                if loop is not None:
+                    extra |= _loop_report(data, run, loop, drill)
                 if hasattr(pol, "why_current"):
                     extra["why_current"] = dict(pol.why_current)
             if hasattr(pol, "finish"):
@@ -308,6 +429,30 @@ def arena(
     if "risk_aware_ts" in policies and settings.posterior.enabled:
         report["posterior"] = interval_coverage(data, settings)
     return report
+
+
+def _loop_report(data: ArenaData, run: dict[str, np.ndarray], loop: RepLoop, drill: Drill | None) -> dict[str, Any]:
+    """The first seed's reps in the loop: week by week, the segments' levels and every change, the reps' trust."""
+    changes = [c.to_dict() for c in loop.dial.changes]
+    segs = sorted(set(loop.segment))
+    graduated = {c["segment"] for c in changes if c["from_level"] == "apprentice" and c["to_level"] == "copilot"}
+    out: dict[str, Any] = {
+        "timeline": timeline(data, run),
+        "autonomy_changes": changes,
+        "segments": len(segs),
+        "segments_graduated_share": len(graduated & set(segs)) / max(len(segs), 1) if loop.aidg else 0.0,
+        "final_levels": loop.dial.levels(),
+        "mean_rep_trust_end": float(loop.trust.trust.mean()),
+        "trust_curve": loop.trust_curve,
+    }
+    if drill is not None and loop.aidg:
+        demoted = [c for c in changes if c["segment"] == drill.segment and c["day"] >= drill.day
+                   and c["to_level"] in ("apprentice", "copilot") and c["from_level"] != "apprentice"]  # fmt: skip
+        was = [c for c in changes if c["segment"] == drill.segment and c["day"] < drill.day]
+        out["drill"] = {"segment": drill.segment, "day": drill.day,
+                        "level_at_drill": was[-1]["to_level"] if was else "apprentice",
+                        "demoted_after_days": round(demoted[0]["day"] - drill.day, 2) if demoted else None}  # fmt: skip
+    return out
 
 
 def interval_coverage(data: ArenaData, settings: Settings, z: float = 1.645) -> dict[str, Any]:

@@ -66,6 +66,11 @@ class ArenaPolicy(ABC):
     def update_params(self, decision_id: str, part: str, value: float) -> None:
         return None
 
+    def observe_current(self, decision_id: str, arms: Arms) -> bool:
+        """The current system's deal was shown (an apprentice segment): learn from it if the policy can; True when
+        the decision is registered (its reward parts then reach :meth:`update_params`)."""
+        return False
+
     def warm_start(self, arms: Sequence[Arms]) -> None:
         """Before the first request: what the merchants' records say (only a per-merchant learner uses it)."""
         return None
@@ -175,15 +180,21 @@ class RiskAwareTS(ArenaPolicy):
         )  # fmt: skip
         self.why_current: dict[str, int] = {}
         self.widened: dict[str, float] = {}  # the prior's widening per part (MerchantPosterior.calibrate)
+        self.edit_risk: Any = None  # arms -> each variant's and the current deal's chance the rep edits it
 
     def select_action(self, decision_id: str, arms: Arms) -> tuple[int, float]:
         a = arms
+        er = None if self.edit_risk is None else self.edit_risk(a)
         d = self.policy.select_action(
-            decision_id, a.cands, a.phi, a.override_rate, a.current_phi, a.current, terms=a.terms
+            decision_id, a.cands, a.phi, a.override_rate, a.current_phi, a.current, terms=a.terms, edit_risk=er
         )
         if d.why_current:
             self.why_current[d.why_current] = self.why_current.get(d.why_current, 0) + 1
         return d.index, d.pscore
+
+    def observe_current(self, decision_id: str, arms: Arms) -> bool:
+        self.policy.observe_current(decision_id, arms.current_phi, arms.current, arms.terms)
+        return True
 
     def warm_start(self, arms: Sequence[Arms]) -> None:
         mp = self.policy.merchants

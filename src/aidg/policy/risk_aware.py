@@ -39,6 +39,7 @@ from aidg.domain import PREDICTED
 from aidg.errors import DataError
 from aidg.policy.bandit import PARTS, RiskAwareThompsonSampling, risk_adjust
 from aidg.policy.conservative import ConservativeGate, Gate
+from aidg.policy.edit_response import kept_value
 from aidg.policy.guard import ExplorationManager, SafetyGuard
 from aidg.policy.merchant_posterior import MerchantPosterior
 
@@ -170,6 +171,7 @@ class RiskAwarePolicy:
         current: Mapping[str, float],
         explore: bool = True,
         terms: MerchantTerms | None = None,
+        edit_risk: np.ndarray | None = None,
     ) -> Decision:
         """Choose for one request.
 
@@ -183,6 +185,9 @@ class RiskAwarePolicy:
                 personalization arm, or while an alert holds exploration back).
             terms: the merchant and its deals' term features; given (and ``PosteriorSettings.enabled``), the
                 choice and the GP30 clause come from the per-merchant posterior (:meth:`_select_pooled`).
+            edit_risk: (n + 1,) the learnt chance the rep edits each variant and the current deal
+                (:class:`~aidg.policy.edit_response.EditResponse`); given (on the posterior's path), a variant's gain
+                over the current deal counts only with the chance the rep keeps it (:func:`kept_value`).
         """
         if decision_id in self.open_:
             raise DataError(f"decision {decision_id!r} was already made: decision ids must be unique")
@@ -192,7 +197,9 @@ class RiskAwarePolicy:
         if terms is not None and self.posterior_settings.enabled:
             if terms.psi.shape[0] != n:
                 raise DataError(f"{n} variants but {terms.psi.shape[0]} term-feature rows")
-            return self._select_pooled(decision_id, cands, phi, override_rate, current_phi, current, explore, terms)
+            return self._select_pooled(
+                decision_id, cands, phi, override_rate, current_phi, current, explore, terms, edit_risk
+            )
         # expected GP30 relative to the merchant's baseline, both from the same model: the scorer's errors are
         # largely merchant-wide, so the ratio to its own estimate of the current deal cancels them
         rel_uplift = (1 + cands.uplift) / max(1 + float(current["uplift"]), 1e-3) - 1
@@ -244,6 +251,7 @@ class RiskAwarePolicy:
         current: Mapping[str, float],
         explore: bool,
         terms: MerchantTerms,
+        edit_risk: np.ndarray | None = None,
     ) -> Decision:
         """Guard (GP30 clause from the posterior) → exploration share → risk → Thompson sampling over the corrected
         rewards, the current deal competing as one more arm → conservative gate."""
@@ -269,6 +277,8 @@ class RiskAwarePolicy:
         draws = score[None, :] + mp.sample_corrections(post, psi, 1 + m, self.bandit.rng)
         draws -= self.posterior_settings.caution * sd_corr[None, :]
         draws = risk_adjust(draws, np.append(cands.risk, float(current["risk"]))[None, :])
+        if edit_risk is not None:  # an edited pick becomes the rep's own deal: only a kept gain counts
+            draws = kept_value(draws, draws[:, -1:], np.asarray(edit_risk, float)[None, :])
         draws[:, np.flatnonzero(~eligible)] = -np.inf  # the last column, the current deal, is always eligible
         winners = draws.argmax(1)
         i = int(winners[0])
@@ -287,6 +297,17 @@ class RiskAwarePolicy:
         self._register(decision_id, phi[i], cands.row(i), "policy", bool(cands.types[i] == "explore"))
         mp.register(decision_id, terms.merchant, terms.category, terms.psi[i], cands.row(i))
         return Decision(i, pscore, str(cands.types[i]), refused, "", lcb)
+
+    def observe_current(
+        self, decision_id: str, current_phi: np.ndarray, current: Mapping[str, float], terms: MerchantTerms | None
+    ) -> Decision:
+        """The current system's deal is shown whatever AIDG would pick (an apprentice segment): learn from its
+        outcome as from any played current deal; nothing is explored."""
+        if decision_id in self.open_:
+            raise DataError(f"decision {decision_id!r} was already made: decision ids must be unique")
+        b = float(current["score"])
+        return self._play_current(decision_id, current_phi, current, b, {}, "apprentice: the current system's deal",
+                                  terms=terms)  # fmt: skip
 
     def _play_current(
         self,

@@ -25,6 +25,7 @@ from aidg.domain import DEAL_TERMS
 from aidg.errors import NotFoundError
 from aidg.reward import composite_reward
 from aidg.sim.history import HABITS, apply_habit
+from aidg.sim.reps import RepTrust, TrustConfig, shift_edit_probability
 from aidg.sim.response import CategoryContext, MerchantContext, override_probability, respond
 from aidg.sim.world import World
 
@@ -112,6 +113,10 @@ class Oracle:
         self._rep_mag = reps.magnitude.reindex(rep_of).fillna(0.1).to_numpy(float)
         self._rep_habit = reps.habit.reindex(rep_of).map({h: i for i, h in enumerate(HABITS)}).fillna(0).to_numpy(int)
         self._base = merchants[["baseline_discount_pct", "baseline_price", "baseline_duration_days"]].to_numpy(float)
+        self.rep_ids = reps.index.to_numpy(dtype=object)
+        self._rep_index = pd.Series(np.arange(len(reps)), index=self.rep_ids).reindex(rep_of).fillna(-1).to_numpy(int)
+        self.trust_config = TrustConfig.from_meta(world.meta)
+        self.trust = RepTrust(self.trust_config, len(reps))  # moved by whoever plays AIDG's suggestions to the reps
 
     # -- lookups ---------------------------------------------------------------------------------
     def rows(self, merchant_ids: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
@@ -158,6 +163,10 @@ class Oracle:
         b = respond(m, self._cats, self._base[rows, 0], self._base[rows, 1], self._base[rows, 2], m.primary_cat, doy)
         uplift = r.gp30 / b.gp30 - 1.0
         p_over = override_probability(self._rep_rate[rows], d, m.preferred_discount)
+        tau = self.rep_trust_of(rows)
+        moved = tau != 0.0  # the reps' trust in AIDG now (0 in the legacy era: the legacy chance, bit for bit)
+        if self.trust_config.enabled and moved.any():
+            p_over = np.where(moved, shift_edit_probability(p_over, tau, self.trust_config), p_over)
         severity = np.clip(self._rep_mag[rows] / MAX_HABIT_MAGNITUDE, 0, 1)
         reward = composite_reward(uplift, r.approval, r.conversion, p_over, severity, self.reward_settings)
         return pd.DataFrame(
@@ -171,6 +180,20 @@ class Oracle:
                 "reward": reward,
             }
         )
+
+    def rep_trust(self) -> pd.DataFrame:
+        """Each rep's current trust in AIDG (−1 … 1; 0 before AIDG is seen) and the record behind it."""
+        t = self.trust
+        return pd.DataFrame({"rep_id": self.rep_ids, "trust": t.trust.copy(), "successes": t.successes.copy(),
+                             "flops": t.flops.copy()})  # fmt: skip
+
+    def rep_index(self, merchant_ids: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
+        """Each merchant's rep as an index into :attr:`rep_ids` (−1: no rep)."""
+        return np.asarray(self._rep_index[self.rows(merchant_ids)])
+
+    def rep_trust_of(self, rows: np.ndarray) -> np.ndarray:
+        rep = self._rep_index[rows]
+        return np.where(rep >= 0, self.trust.trust[np.maximum(rep, 0)], 0.0)
 
     def traits(self, merchant_ids: Sequence[str] | pd.Series | np.ndarray) -> pd.DataFrame:
         """Each merchant's hidden traits as the response model uses them, with its rep's habit: what a perfect

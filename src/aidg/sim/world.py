@@ -12,6 +12,7 @@ from aidg.sim.catalog import CATEGORIES, CATEGORY_PRICE, CATEGORY_WEIGHTS
 from aidg.sim.geo import city_regions, competition_counts, extra_locations, make_cities, place_merchants
 from aidg.sim.history import HABIT_FIELD, HABIT_WEIGHTS, HABITS, RepTraits, simulate_history
 from aidg.sim.latent import draw_merchant_latent
+from aidg.sim.reps import TrustConfig
 from aidg.sim.response import CategoryContext, MerchantContext, respond
 from aidg.sim.scales import Scale, get_scale
 from aidg.sim.text import render_notes
@@ -40,8 +41,12 @@ class World:
         return pd.Timestamp(str(self.meta["as_of"]))
 
 
-def simulate(scale: str | Scale = "small", seed: int = 0, progress: Progress = no_progress) -> World:
-    """Build a world, deterministically from ``seed``.
+def simulate(
+    scale: str | Scale = "small", seed: int = 0, progress: Progress = no_progress, rep_trust: TrustConfig | None = None
+) -> World:
+    """Build a world, deterministically from ``seed``; ``rep_trust`` configures reps with memory
+    (:mod:`aidg.sim.reps`; default on, :meth:`TrustConfig.off` for reps without memory). The tables never depend
+    on it: trust only moves once AIDG's suggestions are seen.
 
     >>> w = simulate("tiny", seed=1)
     >>> sorted(w.tables)[:3], len(w.tables["merchants"])
@@ -207,7 +212,8 @@ def simulate(scale: str | Scale = "small", seed: int = 0, progress: Progress = n
         }
     )
     notes = tables.pop("_note_truth")
-    meta: dict[str, object] = {"scale": sc.name, "seed": seed, "as_of": str(AS_OF.date()), "sim_version": SIM_VERSION}
+    meta: dict[str, object] = {"scale": sc.name, "seed": seed, "as_of": str(AS_OF.date()), "sim_version": SIM_VERSION,
+                               "rep_trust": (rep_trust or TrustConfig()).to_meta()}  # fmt: skip
     progress("done", 1.0)
     return World(
         tables=tables,
