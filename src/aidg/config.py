@@ -120,6 +120,12 @@ class AutonomySettings(_Group):
     z_graduate: float = Field(1.645, gt=0, description="one-sided bound for graduation (95 %)")
     z_demote: float = Field(1.28, gt=0, description="one-sided bound for demotion (80 %: harm is acted on early)")
     explain_in_copilot: bool = Field(True, description="copilot shows AIDG's explanation with its pick")
+    service_start: Literal["apprentice", "copilot", "autopilot"] = Field(
+        "copilot", description="a segment's level in the service before the dial or an admin moved it: a version "
+        "serves only after the rollout's shadow (AIDG predicting while the existing system plays: apprentice for "
+        "the whole marketplace) and A/B; a marketplace starting from scratch sets apprentice",
+    )
+    review_seconds: float = Field(60.0, gt=0, description="how often a replica reviews the segments' levels")
 
 
 class CandidateSettings(_Group):

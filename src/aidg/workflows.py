@@ -217,7 +217,7 @@ def arena_data(
     from aidg.inference.scoring import score_candidates
     from aidg.inference.snapshot import snapshot
     from aidg.policy.arena import RepsOfMerchants, build_arena
-    from aidg.policy.arena_reps import segments_of
+    from aidg.policy.autonomy import segments_of
     from aidg.sim.oracle import Oracle
     from aidg.sim.storage import load_data_folder
 

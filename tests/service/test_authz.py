@@ -110,6 +110,11 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("POST", "/v1/rollout/{action}"): Entry(
         "admin", lambda t: Req("POST", "/v1/rollout/pause", body={"reason": "authorization matrix"})
     ),
+    ("GET", "/v1/rollout/autonomy"): Entry("admin", lambda t: Req("GET", "/v1/rollout/autonomy")),
+    # a segment that does not exist: an admin gets 404 naming the segments (nothing pinned), everyone else less
+    ("POST", "/v1/rollout/autonomy/{segment}"): Entry(
+        "admin", lambda t: Req("POST", "/v1/rollout/autonomy/nowhere%7C0", body={"level": "apprentice"})
+    ),
     ("GET", "/v1/monitor"): Entry("admin", lambda t: Req("GET", "/v1/monitor")),
     ("GET", "/healthz"): Entry("public", lambda t: Req("GET", "/healthz")),
     ("GET", "/readyz"): Entry("public", lambda t: Req("GET", "/readyz")),
@@ -431,6 +436,7 @@ MASS = [
      lambda x: {"event_id": "e", "decision_id": x.decision, "kind": "override",
                 "edited_terms": {"discount_pct": 0.2, "pscore": 1}}, "pscore"),
     ("rollout", "POST", "/v1/rollout/pause", lambda x: {"reason": "r", "actor": "someone else"}, "actor"),
+    ("autonomy", "POST", "/v1/rollout/autonomy/spa%7C1", lambda x: {"level": None, "actor": "someone"}, "actor"),
     ("consent", "PUT", "/v1/merchants/{m}/consent", lambda x: {"training": True, "erased": False}, "erased"),
 ]  # fmt: skip
 
@@ -451,7 +457,8 @@ def test_unknown_fields_are_422_naming_them(
 
 def test_every_body_route_has_a_mass_assignment_case(world: World) -> None:
     with_body = set(body_routes(world.client.app))
-    covered = {"/v1/deals/generate", "/v1/feedback", "/v1/rollout/{action}", "/v1/merchants/{merchant_id}/consent"}
+    covered = {"/v1/deals/generate", "/v1/feedback", "/v1/rollout/{action}", "/v1/merchants/{merchant_id}/consent",
+               "/v1/rollout/autonomy/{segment}"}  # fmt: skip
     assert with_body <= covered, f"routes with a body but no unknown-field case in MASS: {with_body - covered}"
 
 

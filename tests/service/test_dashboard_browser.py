@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -263,6 +264,22 @@ def test_dashboard_in_a_browser(service: dict[str, Any], tmp_path: Path) -> None
             assert "discount_pct" in (page.text_content("#whatif-result") or "")
             page.check("#auto-refresh")
             _shots(tmp_path, page, "dashboard-ab", saved)
+
+            # autonomy per segment: every segment's level, its override rate and agreement day by day; an admin's
+            # pin through the rollout API shows in the table
+            segs = sorted(http.get("/v1/rollout/autonomy").json()["segments"], key=lambda g: -g["decisions"])
+            seg = segs[0]["segment"]
+            r = http.post(f"/v1/rollout/autonomy/{quote(seg, safe='')}", json={"level": "apprentice", "reason": REASON})
+            assert r.status_code == 200 and r.json()["pinned"], r.text
+            page.wait_for_function(
+                "(s) => [...document.querySelectorAll('#autonomy tr[data-testid=autonomy-row]')]"
+                ".some((tr) => tr.dataset.segment === s && tr.textContent.includes('apprentice (pinned)'))",
+                arg=seg,
+            )
+            assert page.locator("#autonomy tr[data-testid=autonomy-row]").count() == len(segs)
+            autonomy_charts = ["chart-autonomy-override", "chart-autonomy-agreement"]
+            page.wait_for_function(f"() => ({MISSING_DATA_JS})({autonomy_charts!r}).length === 0")
+            assert "segments" in (page.text_content("#autonomy-summary") or "")
 
             # rollback from the page's controls
             page.fill("#reason", REASON)

@@ -9,6 +9,7 @@ a PostgreSQL schema with ``schema_translate_map``. Four tables:
 * ``aidg_kpis``: ``(bucket, name) -> (count, total)`` aggregates the monitor reads.
 * ``aidg_rollout`` (one row per rollout name), ``aidg_rollout_log`` (every transition: who, when, why) and
   ``aidg_shadow`` (the challenger's choice and reward estimates for a logged decision, for the promotion gate).
+* ``aidg_autonomy_log``: every autonomy level change of a segment (the dial's or an admin's pin), with evidence.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from sqlalchemy import (
 from aidg.errors import DataError
 
 __all__ = [
+    "AUTONOMY_LOG",
     "CHUNK",
     "DECISIONS",
     "EVENTS",
@@ -298,6 +300,23 @@ ROLLOUT_LOG = Table(
     Column("reason", String(2000), nullable=False),
     Column("detail", JSON(), nullable=False),
     Index("ix_aidg_rollout_log_name", "name", "id"),
+)
+
+# the autonomy dial's log (aidg.policy.autonomy): every level change of a segment, by the dial or an admin's pin;
+# a segment's level now is its newest row's ``to_level`` (no row: the service's starting level)
+AUTONOMY_LOG = Table(
+    "aidg_autonomy_log",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=True),
+    Column("segment", String(128), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("from_level", String(16), nullable=False),
+    Column("to_level", String(16), nullable=False),
+    Column("pinned", Boolean(), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", String(2000), nullable=False),
+    Column("evidence", JSON(), nullable=False),
+    Index("ix_aidg_autonomy_log_segment", "segment", "id"),
 )
 
 SHADOW = Table(

@@ -88,6 +88,41 @@ def arena_curves(curves: dict[str, list[float]], out: Path, alpha: float = 0.1) 
     return _save(fig, out)
 
 
+def reps_timeline(timelines: dict[str, list[dict[str, float]]], out: Path) -> Path:
+    """Reps in the arena's loop, week by week per policy: override rate, GP30 uplift over the current deals, safety
+    violations, and (``risk_aware_ts``, else the first AIDG policy) the share of decisions at each autonomy level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=110, sharex=True)
+    panels = (("override_rate", "override rate (memo KPI < 20 %)", 0.2), ("gp30_uplift_vs_current",
+              "GP30 uplift vs the current deals", None), ("safety_violation_rate", "safety violation rate", 0.01))
+    for ax, (key, label, bar) in zip(axes.flat, panels, strict=False):
+        for name, rows in timelines.items():
+            ax.plot([r["day"] for r in rows], [r[key] for r in rows], marker="o", ms=3, label=name,
+                    linewidth=2.5 if name == "risk_aware_ts" else 1.3)  # fmt: skip
+        if bar is not None:
+            ax.axhline(bar, color="crimson", linestyle="--", linewidth=1)
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    ours = "risk_aware_ts" if "risk_aware_ts" in timelines else next((k for k in timelines if k != "current"), None)
+    ax = axes.flat[3]
+    if ours is not None:
+        rows = timelines[ours]
+        levels = ("apprentice", "copilot", "autopilot")
+        ax.stackplot([r["day"] for r in rows], *[[r[f"share_{lv}"] for r in rows] for lv in levels], labels=levels,
+                     colors=("#c9ced8", "#7aa6e8", "#6cc48f"))  # fmt: skip
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title(f"{ours}: share of decisions at each autonomy level", fontsize=10)
+    for a in axes[1]:
+        a.set_xlabel("simulated day (weekly buckets)")
+    return _save(fig, out)
+
+
 def soak_timeline(
     rss: list[tuple[float, float]], p95_per_minute: list[float | None], windows: tuple[float, float, float], out: Path
 ) -> Path:

@@ -140,6 +140,7 @@ ARENA_COLUMNS = (
     ("gp30_uplift_vs_current", "GP30 vs current", "{:+.1%}"),
     ("acceptance_uplift_vs_legacy", "approval vs legacy", "{:+.1%}"),
     ("override_rate", "override rate", "{:.3f}"),
+    ("override_floor", "override floor", "{:.3f}"),
     ("safety_violation_rate", "safety violations", "{:.4f}"),
     ("regret_vs_oracle", "regret vs oracle", "{:,.0f}"),
     ("conservative_violation_runs", "conservative violations (runs)", "{:.2f}"),
@@ -149,7 +150,7 @@ ARENA_COLUMNS = (
 
 def show_arena(report: dict[str, Any], console: Console, plot: Path | None = None) -> Path | None:
     """The arena as a table (one row per policy) and, when asked, the cumulative-reward plot."""
-    from aidg.demo.plots import arena_curves
+    from aidg.demo.plots import arena_curves, reps_timeline
 
     t = Table(
         title=(
@@ -182,10 +183,25 @@ def show_arena(report: dict[str, Any], console: Console, plot: Path | None = Non
             "risk_aware_ts played the current system's deal because: "
             + "; ".join(f"{why} ({n:,}×)" for why, n in ours["why_current"].items())
         )
+    if ours.get("timeline"):
+        weeks = ours["timeline"]
+        console.print(
+            f"reps in the loop (risk_aware_ts, first seed): override rate {weeks[0]['override_rate']:.1%} in the "
+            f"first week → {weeks[-1]['override_rate']:.1%} in the last; {ours['segments_graduated_share']:.0%} of "
+            f"{ours['segments']} segments graduated from apprentice; reps' mean trust at the end "
+            f"{ours['mean_rep_trust_end']:+.2f}"
+        )
+        if ours.get("drill"):
+            d = ours["drill"]
+            after = "not demoted" if d["demoted_after_days"] is None else f"demoted {d['demoted_after_days']} days on"
+            console.print(f"drill: segment {d['segment']} bad on purpose from day {d['day']:g}: {after}")
     if plot is None or not report.get("curves"):
         return None
     path = arena_curves(report["curves"], plot)
     console.print(f"plot: {path}")
+    timelines = {k: v["timeline"] for k, v in report["policies"].items() if v.get("timeline")}
+    if timelines:
+        console.print(f"plot: {reps_timeline(timelines, plot.with_name('arena_reps.png'))}")
     return path
 
 

@@ -17,12 +17,10 @@ One :class:`RepLoop` per policy run (same seeds for every policy):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from aidg.config import Settings
 from aidg.policy.autonomy import APPRENTICE, AUTOPILOT, COPILOT, AutonomyDial
@@ -185,20 +183,6 @@ class RepLoop:
         if self.aidg:
             self.dial.review(day)
         self.trust_curve.append(float(self.trust.trust.mean()))
-
-
-def segments_of(tables: Mapping[str, pd.DataFrame], merchant_ids: list[str], by: str) -> list[str]:
-    """Each merchant's autonomy segment: ``category|tier`` (city tier 1–3 by population terciles of the world's
-    cities, 1 the largest) or ``team|<rep's city>`` (reps work in city teams)."""
-    merchants = tables["merchants"].set_index("merchant_id").loc[merchant_ids]
-    if by == "rep_team":
-        reps = tables["reps"].set_index("rep_id")
-        city = merchants.rep_id.map(reps.city_id).fillna("none")
-        return [f"team|{c}" for c in city]
-    cities = tables["cities"].set_index("city_id")
-    rank = cities.population.rank(ascending=False, method="first") / len(cities)
-    tier = pd.cut(rank, [0, 1 / 3, 2 / 3, 1.0], labels=[1, 2, 3], include_lowest=True).astype(int)
-    return [f"{c}|{t}" for c, t in zip(merchants.category_id, merchants.city_id.map(tier), strict=True)]
 
 
 def _name(code: int) -> str:

@@ -32,16 +32,38 @@ Every change is an :class:`AutonomyChange` with its evidence.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from aidg.config import AutonomySettings
 from aidg.errors import DataError
 
 APPRENTICE, COPILOT, AUTOPILOT = "apprentice", "copilot", "autopilot"
 LEVELS = (APPRENTICE, COPILOT, AUTOPILOT)
+
+
+def segments_of(tables: Mapping[str, pd.DataFrame], merchant_ids: list[str], by: str) -> list[str]:
+    """Each merchant's segment: ``category|tier`` (city tier 1–3 by population terciles of the cities, 1 the
+    largest; ``?`` without a cities table with populations) or ``team|<rep's city>`` (reps work in city teams)."""
+    merchants = tables["merchants"].set_index("merchant_id").loc[merchant_ids]
+    if by == "rep_team":
+        reps = tables.get("reps")
+        if reps is None or "rep_id" not in merchants:
+            return ["team|none"] * len(merchant_ids)
+        city = merchants.rep_id.map(reps.set_index("rep_id").city_id).fillna("none")
+        return [f"team|{c}" for c in city]
+    cities = tables.get("cities")
+    if cities is None or "population" not in cities or "city_id" not in merchants:
+        return [f"{c}|?" for c in merchants.category_id]
+    cities = cities.set_index("city_id")
+    rank = cities.population.rank(ascending=False, method="first") / len(cities)
+    tier = pd.cut(rank, [0, 1 / 3, 2 / 3, 1.0], labels=[1, 2, 3], include_lowest=True).astype(int)
+    return [f"{c}|{t}" for c, t in zip(merchants.category_id, merchants.city_id.map(tier).fillna(0).astype(int),
+                                        strict=True)]  # fmt: skip
 
 
 def wilson(successes: float, n: float, z: float) -> tuple[float, float]:
@@ -94,17 +116,23 @@ class _Record:
 class AutonomyDial:
     """Each segment's level (module docstring). ``observe`` what reps did, ``review`` once a day."""
 
-    def __init__(self, settings: AutonomySettings | None = None) -> None:
+    def __init__(self, settings: AutonomySettings | None = None, start: str = APPRENTICE) -> None:
         self.settings = settings or AutonomySettings()
+        if start not in LEVELS:
+            raise DataError(f"unknown autonomy level {start!r}; choose one of {', '.join(LEVELS)}")
+        self.start = start if self.settings.enabled else COPILOT
         self.segments: dict[str, _Record] = {}
         self.changes: list[AutonomyChange] = []
 
     def _rec(self, segment: str) -> _Record:
         rec = self.segments.get(segment)
         if rec is None:
-            start = APPRENTICE if self.settings.enabled else COPILOT
-            rec = self.segments[segment] = _Record(level=start)
+            rec = self.segments[segment] = _Record(level=self.start)
         return rec
+
+    def restore(self, segment: str, level: str, pinned: bool, since: float) -> None:
+        """Start ``segment`` at a level reached at day ``since`` (from a stored log; its record is fed after)."""
+        self.segments[segment] = _Record(level=level, since=since, pinned=pinned)
 
     def level(self, segment: str, override_rate: float | None = None) -> str:
         """The segment's level for a merchant (autopilot only when its override rate is low enough)."""

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from aidg.config import Settings
+from aidg.decisionlog.autonomy import AutonomyStore
 from aidg.decisionlog.log import DecisionRecord
 from aidg.decisionlog.privacy import PrivacyStore
 from aidg.decisionlog.rollout import RolloutStore
@@ -45,9 +46,11 @@ from aidg.online.bundle import write_through
 from aidg.online.feature_row import FeatureRow
 from aidg.online.serving_model import ServingModel
 from aidg.online.worker import StreamWorker
+from aidg.policy.autonomy import APPRENTICE, AUTOPILOT, COPILOT, segments_of
 from aidg.policy.risk_aware import RiskAwarePolicy, predicted_parts
 from aidg.privacy.ids import glob_escape
 from aidg.registry import ModelRegistry
+from aidg.service.autonomy import ServiceAutonomy
 from aidg.service.backends import Backends
 from aidg.service.disclosure import SimilarMerchants
 from aidg.service.intake import FeedbackIntake
@@ -88,6 +91,11 @@ class DealEngine:
             settings, backends, controller, self._rollout_changed, lambda: self.champion, lambda: self.challenger
         )
         self.privacy = ReplicaPrivacy(settings, PrivacyStore(backends.decisions), model.merchants)
+        ids = [str(m) for m in model.merchants.merchant_id]
+        segments = segments_of(model.ctx.tables, ids, settings.autonomy.segment_by)
+        self.autonomy = ServiceAutonomy(
+            settings, AutonomyStore(backends.decisions), dict(zip(ids, segments, strict=True))
+        )
         self.prototypes = PrototypeRefresher(
             settings, lambda: [s.model for s in self.served()], self.privacy.may_be_prototype
         )
@@ -171,6 +179,7 @@ class DealEngine:
             if erased:  # erased through another replica: out of this one's per-merchant posterior too
                 self._forget_posterior({m for m in self.model.ctx.merchant_ids if self.privacy.hash(m) in erased})
             self.replay_spill()
+            self.autonomy.review_if_due()
         except BackendUnavailableError:
             pass  # the decision log is still down: the spill keeps the feedback
         except Exception:
@@ -277,6 +286,8 @@ class DealEngine:
             return self._safe(merchant_id, n, at, degraded, view.state, NO_CONSENT, t0)
         arm = view.arm_for(merchant_id, self.settings.rollout.hash_salt)
         explore = not self.monitor.hold_exploration
+        segment, autonomy_level = self.autonomy.level(merchant_id)
+        apprentice = autonomy_level == APPRENTICE  # the current system's deal is shown; AIDG predicts what the rep does
         decision_id = uuid.uuid4().hex
         served, fallback, sc = self.champion, None, None
         if arm != "champion":
@@ -287,7 +298,8 @@ class DealEngine:
                 try:
                     if view.row.drill_fault_rate and self._rng.random() < view.row.drill_fault_rate:
                         raise DrillError("rollback drill: this challenger request failed on purpose")
-                    sc = ch.decide(decision_id, merchant_id, n, at, degraded, explore=explore and arm == "explore")
+                    sc = ch.decide(decision_id, merchant_id, n, at, degraded, explore=explore and arm == "explore",
+                                   apprentice=apprentice)  # fmt: skip
                     served = ch
                 except (NotFoundError, DataError):
                     raise
@@ -299,7 +311,8 @@ class DealEngine:
                     arm, fallback = "champion", f"the challenger failed ({exc}); the champion answered"
         if sc is None:
             try:
-                sc = self.champion.decide(decision_id, merchant_id, n, at, degraded, explore=explore)
+                sc = self.champion.decide(decision_id, merchant_id, n, at, degraded, explore=explore,
+                                          apprentice=apprentice)  # fmt: skip
             except (NotFoundError, DataError):
                 raise
             except Exception as exc:  # the model failed on this request (NaN, a bug): the safe answer, degraded
@@ -331,13 +344,22 @@ class DealEngine:
             "why_current": d.why_current or None,
             "variants": variants,
         }
+        if autonomy_level == AUTOPILOT and float(b.override_rate) > self.settings.autonomy.autopilot_max_override:
+            autonomy_level = COPILOT  # autopilot only for merchants whose reps rarely step in
+        response["autonomy"] = {
+            "segment": segment, "level": autonomy_level, "shown": "current" if apprentice else "aidg",
+            "applied": autonomy_level == AUTOPILOT,  # applied unless the rep steps in (an override event)
+            **({"predicted_edit": _round(float(b.override_rate), 4), "aidg_pick": int(order[0])} if apprentice else {}),
+        }  # fmt: skip
         if fallback:
             response["fallback"] = fallback
         row, base = sc.row(played), sc.row(n)
         current_margin = 1.0 - float(b.terms["discount_pct"][n])  # the GP30 proxy's normaliser (monitor.kpis)
         rec = DecisionRecord(
             decision_id, merchant_id, datetime.now(UTC), served.version, arm,
-            {k: chosen[k] for k in ("variant", *TERMS, "type")}, float(d.pscore), np.asarray(s["phi"][played], float),
+            {**{k: chosen[k] for k in ("variant", *TERMS, "type")}, "autonomy_segment": segment,
+             "autonomy_level": autonomy_level, **({"predicted_edit": float(b.override_rate)} if apprentice else {})},
+            float(d.pscore), np.asarray(s["phi"][played], float),
             row["score"], predicted_parts(row),
             {**response, "posterior": served.model.posterior_name, "ns": served.ns, "current_margin": current_margin,
              "proxy_baseline": base["approval"] * base["conversion"], "override_expected": float(b.override_rate),

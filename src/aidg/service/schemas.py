@@ -178,6 +178,15 @@ class RolloutRequest(_Request):
     )
 
 
+class AutonomyPin(_Request):
+    """Body of ``POST /v1/rollout/autonomy/{segment}``: hold the segment at a level, or ``null`` to release it."""
+
+    level: Literal["apprentice", "copilot", "autopilot"] | None = Field(
+        description="the level to hold the segment at; null hands it back to the dial"
+    )
+    reason: str = Field("", max_length=2000, description="why: kept in the autonomy log")
+
+
 class ConsentResponse(BaseModel):
     merchant_id: str
     personalization: bool

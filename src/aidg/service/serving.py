@@ -228,8 +228,10 @@ class Served:
 
     def decide(
         self, decision_id: str, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str], explore: bool = True,
+        apprentice: bool = False,
     ) -> Scored:  # fmt: skip
-        """Score the merchant's variants and choose (the policy forgets the decision: workers learn from it)."""
+        """Score the merchant's variants and choose (the policy forgets the decision: workers learn from it);
+        ``apprentice``: the segment's reps see the current system's deal (scored, nothing explored)."""
         p, t_features = self.prepared(merchant_id, n, at, degraded)
         explore = explore and not degraded  # no exploration while a backend is down
         cands, n = p.cands, p.bundle.n
@@ -237,8 +239,9 @@ class Served:
         if p.psi is not None:
             terms = MerchantTerms(merchant_id, self.categories[merchant_id], p.psi, CURRENT_FEATURES)
         shared = None
-        if self.current_only:
-            why = "the existing system plays the merchant's current deal"
+        if self.current_only or apprentice:
+            why = ("apprentice: the segment's reps see the current system's deal while AIDG learns to predict them"
+                   if apprentice else "the existing system plays the merchant's current deal")  # fmt: skip
             d = Decision(CURRENT, 1.0, "current", {}, why, float("nan"))
         else:
             with self.lock:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 
 from aidg.service.deps import CallerDep, EngineDep, require_admin
 from aidg.service.responses import JSON
-from aidg.service.schemas import RolloutRequest, error_responses
+from aidg.service.schemas import AutonomyPin, RolloutRequest, error_responses
 
 router = APIRouter(prefix="/v1/rollout", tags=["rollout"])
 Action = Literal["start", "advance", "pause", "resume", "promote", "rollback"]
@@ -30,6 +30,25 @@ def rollout_state(engine: EngineDep, caller: CallerDep) -> JSON:
     c = engine.monitor.controller
     c.reload()
     return JSON({**c.to_dict(), "challenger_loaded": engine.challenger_ready()})
+
+
+@router.get("/autonomy", responses=error_responses(401, 403, 429, 503))
+def autonomy_state(engine: EngineDep, caller: CallerDep, days: int = 30) -> JSON:
+    """Each segment's autonomy level (apprentice / copilot / autopilot), pin, and day by day its decisions,
+    agreement and override rate over the last ``days``; every level change with its evidence (newest first)."""
+    require_admin(caller)
+    if not 1 <= days <= 365:
+        raise HTTPException(422, f"days: between 1 and 365, got {days}")
+    return JSON(engine.autonomy.state(days))
+
+
+@router.post("/autonomy/{segment}", responses=error_responses(401, 403, 404, 413, 422, 429, 503))
+def autonomy_pin(segment: str, body: AutonomyPin, request: Request, engine: EngineDep, caller: CallerDep) -> JSON:
+    """Pin a segment at a level (``{"level": "apprentice"}``) or release it (``{"level": null}``); logged with who
+    and why. 404 names the segments when there is no such one."""
+    require_admin(caller)
+    row = engine.autonomy.pin(segment, body.level, _actor(request, caller), body.reason.strip())
+    return JSON(row.to_dict())
 
 
 @router.post(

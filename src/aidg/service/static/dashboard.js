@@ -456,6 +456,44 @@
     }
   }
 
+  // the autonomy dial: per segment its level now, and day by day its override rate and agreement (the level that
+  // day in the hover); segments with the most decisions first, the 8 busiest drawn
+  function renderAutonomy(a) {
+    const segs = arr(a && a.segments).slice().sort((x, y) => (y.decisions || 0) - (x.decisions || 0));
+    const shares = obj(a && a.level_shares);
+    $("autonomy-summary").textContent = segs.length
+      ? `${segs.length} segments (${fmt(a.segment_by)}): ` + ["apprentice", "copilot", "autopilot"]
+        .map((l) => `${fmt(shares[l], "pct")} ${l}`).join(" · ")
+      : "no segments";
+    const body = clear($("autonomy").tBodies[0]);
+    if (!segs.length) {
+      body.appendChild(el("tr", {}, [el("td", { colspan: 6, class: "muted", text: "no data yet" })]));
+    }
+    for (const g of segs) {
+      body.appendChild(el("tr", { "data-testid": "autonomy-row", "data-segment": g.segment }, [
+        el("td", { text: fmt(g.segment) }),
+        el("td", {}, [el("b", { class: `level ${g.level}`, text: fmt(g.level) }), g.pinned ? " (pinned)" : ""]),
+        el("td", { text: g.since ? shortTime(g.since) : "start", title: g.since ? localTime(g.since) : "" }),
+        el("td", { text: fmt(g.decisions, "int") }),
+        el("td", { text: fmt(g.agreement, "pct") }),
+        el("td", { text: fmt(g.override_rate, "pct") }),
+      ]));
+    }
+    const busy = segs.filter((g) => arr(g.series).length).slice(0, 8);
+    const line = (g, key) => ({
+      type: "scatter", mode: "lines+markers", name: g.segment,
+      x: arr(g.series).map((d) => d.day), y: arr(g.series).map((d) => d[key]),
+      customdata: arr(g.series).map((d) => [d.level, d.decisions]),
+      hovertemplate: `${g.segment}: %{y:.0%} on %{x} (%{customdata[0]}, %{customdata[1]} decisions)<extra></extra>`,
+    });
+    const layout = (title) => baseLayout(title, {
+      xaxis: { type: "category", title: { text: "day (UTC)" }, automargin: true },
+      yaxis: { tickformat: ".0%", rangemode: "tozero", gridcolor: "#eef1f6", automargin: true },
+    });
+    draw("chart-autonomy-override", busy.map((g) => line(g, "override_rate")), layout("Override rate per segment"));
+    draw("chart-autonomy-agreement", busy.map((g) => line(g, "agreement")), layout("Agreement per segment"));
+  }
+
   async function rolloutAction(action) {
     const out = $("action-result");
     const reason = $("reason").value.trim();
@@ -804,10 +842,10 @@
     clearTimeout(state.timer);
     let delay = FAST_MS;
     try {
-      const [mon, roll, dec] = await Promise.allSettled([
-        api("/v1/monitor"), api("/v1/rollout"), api("/v1/decisions?limit=20"),
+      const [mon, roll, dec, aut] = await Promise.allSettled([
+        api("/v1/monitor"), api("/v1/rollout"), api("/v1/decisions?limit=20"), api("/v1/rollout/autonomy"),
       ]);
-      const failed = [mon, roll, dec].filter((r) => r.status === "rejected").map((r) => r.reason);
+      const failed = [mon, roll, dec, aut].filter((r) => r.status === "rejected").map((r) => r.reason);
       if (mon.status === "fulfilled" && mon.value) {
         const m = mon.value;
         state.monitor = m;
@@ -827,6 +865,7 @@
       }
       if (roll.status === "fulfilled") renderRollout(roll.value);
       if (dec.status === "fulfilled") renderDecisions(dec.value);
+      if (aut.status === "fulfilled") renderAutonomy(aut.value);
       if (failed.length) {
         showError(explainError(failed[0]) + (failed.length > 1 ? ` (and ${failed.length - 1} more)` : ""));
         delay = SLOW_MS / 2;

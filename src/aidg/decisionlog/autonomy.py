@@ -1,0 +1,123 @@
+"""The autonomy dial's shared state in the decision log: the level log, and the reps' answers to logged decisions.
+
+Every replica reads a segment's level from the newest row of ``aidg_autonomy_log``
+(:class:`AutonomyStore.levels`) and the record the dial decides on from the
+decisions it logged (``variant`` carries the segment, the level and, in
+apprentice, the predicted edit) joined with their approval, override and GP30
+events (:meth:`AutonomyStore.outcomes`): the record is the marketplace's, not
+one process's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import desc, func, select
+
+from aidg.decisionlog.log import DecisionLog
+from aidg.decisionlog.schema import AUTONOMY_LOG, DECISIONS, EVENTS, check_aware, chunks
+
+OUTCOME_PARTS = ("approval", "override", "gp30_uplift")
+
+
+@dataclass(frozen=True)
+class LevelRow:
+    """One logged level change."""
+
+    segment: str
+    at: datetime
+    from_level: str
+    to_level: str
+    pinned: bool
+    actor: str
+    reason: str
+    evidence: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"segment": self.segment, "at": self.at.isoformat(), "from": self.from_level, "to": self.to_level,
+                "pinned": self.pinned, "actor": self.actor, "reason": self.reason,
+                "evidence": self.evidence}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A logged decision's segment and level and what came of it (None: not known yet)."""
+
+    decision_id: str
+    at: datetime
+    segment: str
+    level: str
+    predicted_edit: float | None
+    approved: bool | None
+    edited: bool | None
+    uplift: float | None
+
+
+def _level_row(r: Any) -> LevelRow:
+    ev = dict(r.evidence or {})
+    return LevelRow(r.segment, r.at, r.from_level, r.to_level, bool(r.pinned), r.actor, r.reason, ev)
+
+
+class AutonomyStore:
+    """The level log and the decisions' outcomes (module docstring) on a :class:`DecisionLog`."""
+
+    def __init__(self, log: DecisionLog) -> None:
+        self.log = log
+
+    def append(self, row: LevelRow) -> None:
+        check_aware(row.at, "a level change's time")
+        values = {"segment": row.segment[:128], "at": row.at, "from_level": row.from_level, "to_level": row.to_level,
+                  "pinned": row.pinned, "actor": row.actor[:128], "reason": row.reason[:2000],
+                  "evidence": row.evidence}  # fmt: skip
+        with self.log._session(write=True) as conn:
+            conn.execute(AUTONOMY_LOG.insert().values(**values))
+
+    def levels(self) -> dict[str, LevelRow]:
+        """Each segment's newest row (its level now)."""
+        newest = select(AUTONOMY_LOG.c.segment, func.max(AUTONOMY_LOG.c.id).label("id")).group_by(
+            AUTONOMY_LOG.c.segment
+        )
+        sub = newest.subquery()
+        q = select(AUTONOMY_LOG).join(sub, AUTONOMY_LOG.c.id == sub.c.id)
+        with self.log._session(write=False) as conn:
+            return {r.segment: _level_row(r) for r in conn.execute(q).all()}
+
+    def history(self, limit: int = 200) -> list[LevelRow]:
+        """The newest ``limit`` changes, newest first."""
+        q = select(AUTONOMY_LOG).order_by(desc(AUTONOMY_LOG.c.id)).limit(limit)
+        with self.log._session(write=False) as conn:
+            return [_level_row(r) for r in conn.execute(q).all()]
+
+    def outcomes(self, since: datetime, limit: int = 200_000) -> list[Outcome]:
+        """Decisions logged at or after ``since`` with an autonomy segment, oldest first, with their outcomes."""
+        check_aware(since, "since")
+        q = (
+            select(DECISIONS.c.decision_id, DECISIONS.c.created_at, DECISIONS.c.variant)
+            .where(DECISIONS.c.created_at >= since)
+            .order_by(DECISIONS.c.created_at)
+            .limit(limit)
+        )
+        with self.log._session(write=False) as conn:
+            rows = [r for r in conn.execute(q).all() if (r.variant or {}).get("autonomy_segment")]
+            parts: dict[str, dict[str, float]] = {}
+            for chunk in chunks([r.decision_id for r in rows]):
+                ev = select(EVENTS.c.decision_id, EVENTS.c.part, EVENTS.c.value).where(
+                    EVENTS.c.decision_id.in_(list(chunk)), EVENTS.c.part.in_(OUTCOME_PARTS)
+                )
+                for did, part, value in conn.execute(ev):
+                    parts.setdefault(did, {})[part] = float(value)
+        out = []
+        for r in rows:
+            v, p = r.variant, parts.get(r.decision_id, {})
+            pe = v.get("predicted_edit")
+            out.append(Outcome(
+                r.decision_id, r.created_at, str(v["autonomy_segment"]), str(v.get("autonomy_level", "copilot")),
+                None if pe is None else float(pe), None if "approval" not in p else p["approval"] > 0.5,
+                None if "override" not in p else p["override"] > 0.0, p.get("gp30_uplift"),
+            ))  # fmt: skip
+        return out
+
+
+__all__ = ["AutonomyStore", "LevelRow", "Outcome"]
