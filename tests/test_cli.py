@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -81,39 +82,40 @@ def test_config_json_shows_effective_settings(tmp_path: Path) -> None:
     assert data["exploration"]["initial_rate"] == 0.1 and data["home"] == str(tmp_path)
 
 
-def test_train_and_evaluate_explain_what_is_missing(tmp_path: Path) -> None:
+def test_train_and_evaluate_explain_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "w"
-    train, sim = run_many(["train", "--data", str(empty)], ["simulate", "--scale", "tiny", "--out", str(out)],
-                          home=tmp_path)  # fmt: skip
-    assert train.returncode == 2 and "missing table(s)" in train.stderr and "Traceback" not in train.stderr
-    assert sim.returncode == 0, sim.stderr
-    ev = run("evaluate", "--data", str(out), home=tmp_path / "fresh", check=False)
-    assert ev.returncode == 2 and "aidg train" in ev.stderr and "Traceback" not in ev.stderr
+    train = invoke(["train", "--data", str(empty)], tmp_path, monkeypatch)
+    sim = invoke(["simulate", "--scale", "tiny", "--out", str(out)], tmp_path, monkeypatch)
+    assert train.exit_code == 2 and "missing table(s)" in train.stderr and "Traceback" not in train.stderr
+    assert sim.exit_code == 0, sim.stderr
+    ev = invoke(["evaluate", "--data", str(out)], tmp_path / "fresh", monkeypatch)
+    assert ev.exit_code == 2 and "aidg train" in ev.stderr and "Traceback" not in ev.stderr
 
 
-def run_many(*commands: list[str], home: Path) -> list[subprocess.CompletedProcess[str]]:
-    """Several independent commands at once (each is mostly interpreter start-up), in order."""
-    env = {**os.environ, "AIDG_HOME": str(home)}
-    procs = [subprocess.Popen([*AIDG, *c], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for c in commands]  # fmt: skip
-    out = []
-    for c, p in zip(commands, procs, strict=True):
-        stdout, stderr = p.communicate(timeout=300)
-        out.append(subprocess.CompletedProcess([*AIDG, *c], p.returncode, stdout, stderr))
-    return out
+def invoke(args: list[str], home: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """One command in this process (no interpreter start-up: these refuse before doing anything), stderr apart."""
+    from typer.testing import CliRunner
+
+    from aidg.cli import app
+
+    monkeypatch.setenv("AIDG_HOME", str(home))
+    return CliRunner().invoke(app, args)
 
 
-def test_serve_and_stream_worker_refuse_what_they_cannot_do_safely(tmp_path: Path) -> None:
-    open_bind, no_model, no_data, worker, join = run_many(
+def test_serve_and_stream_worker_refuse_what_they_cannot_do_safely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("AIDG_API_KEYS", "AIDG_REDIS_URL", "AIDG_DATABASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    open_bind, no_model, no_data, worker, join = (invoke(c, tmp_path, monkeypatch) for c in (
         ["serve", "--host", "0.0.0.0"], ["serve", "--data", str(tmp_path)],
         ["serve", "--data", str(tmp_path / "nowhere")], ["stream-worker"],
         ["serve", "--join"],  # a replica that would share nothing
-        home=tmp_path,
-    )  # fmt: skip
-    assert open_bind.returncode == 2 and "AIDG_API_KEYS" in open_bind.stderr and "127.0.0.1" in open_bind.stderr
-    assert no_model.returncode == 2 and "aidg train" in no_model.stderr and "Traceback" not in no_model.stderr
-    assert no_data.returncode == 2 and "no data folder" in no_data.stderr
-    assert worker.returncode == 2 and "AIDG_REDIS_URL" in worker.stderr
-    assert join.returncode == 2 and "AIDG_REDIS_URL" in join.stderr and "Traceback" not in join.stderr
+    ))  # fmt: skip
+    assert open_bind.exit_code == 2 and "AIDG_API_KEYS" in open_bind.stderr and "127.0.0.1" in open_bind.stderr
+    assert no_model.exit_code == 2 and "aidg train" in no_model.stderr and "Traceback" not in no_model.stderr
+    assert no_data.exit_code == 2 and "no data folder" in no_data.stderr
+    assert worker.exit_code == 2 and "AIDG_REDIS_URL" in worker.stderr
+    assert join.exit_code == 2 and "AIDG_REDIS_URL" in join.stderr and "Traceback" not in join.stderr

@@ -58,6 +58,10 @@ class BanditSettings(_Group):
         description="risk_threshold bounds the risk a variant adds to the current deal's (in a marketplace whose "
         "reps edit a share of every deal, an absolute bound excludes whole merchants)",
     )
+    edit_tradeoff: bool = Field(
+        True, description="reps in the loop: a pick's gain over the current deal counts only with the learnt chance "
+        "the rep keeps it (aidg.policy.edit_response); false ignores edits when choosing",
+    )
 
 
 TermSpread = tuple[float, float, float, float, float, float, float]  # one value per term feature (policy.pooled)

@@ -35,6 +35,7 @@ def test_each_policy_meets_its_own_reps_and_the_report_runs_week_by_week(looped:
     assert 0 <= ours["override_floor"] <= ours["override_rate"] <= 1
 
 
+@pytest.mark.heavy  # 8,000 decisions (~20 s): make faults / make test-all; the dial's demotion rules have unit tests
 def test_a_drilled_segment_is_demoted_within_two_weeks(trained: dict[str, Any], looped: dict[str, Any]) -> None:
     first = looped["policies"]["risk_aware_ts"]["autonomy_changes"][0]  # the first segment to graduate
     drill = f"{first['segment']}@{first['day'] + 5}"

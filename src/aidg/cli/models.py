@@ -1,4 +1,4 @@
-"""Model commands: train, evaluate, explain a merchant's deals, audit privacy."""
+"""Model commands: train, evaluate, explain a merchant's deals, score every merchant, audit privacy."""
 
 from __future__ import annotations
 
@@ -114,6 +114,32 @@ def evaluate(
         f"Evaluation of version {report['version']} on {report['heldout_merchants']} held-out merchants", report, {}
     )
     print_ablation(ablation)
+
+
+@app.command("score-all")
+def score_all(
+    data: Annotated[Path, typer.Option(help="The data folder to score (every merchant in it).")],
+    out: Annotated[Path, typer.Option(help="The Parquet file to write (written aside, then moved in place).")],
+    version: Annotated[str, typer.Option(help="Model version, or 'latest'.")] = "latest",
+    variants: Annotated[int | None, typer.Option(help="Variants per merchant (default: bandit.n_candidates).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score every merchant's variants and current deal with a version, as the service would, into Parquet."""
+    from aidg.online.score_all import score_all as run
+
+    s = cli_settings()
+    if variants is not None and not 1 <= variants <= 200:
+        fail(f"--variants: between 1 and 200, got {variants}")
+    with user_errors(), progress_bar("score-all", json_out) as update:
+        report = run(s, data, out, version=version, n=variants, progress=update)
+    if json_out:
+        emit(report)
+        return
+    wide_console().print(
+        f"{report['candidates']:,} candidates of {report['merchants']:,} merchants (version {report['model_version']}, "
+        f"{report['as_of']}) → {report['out']}: {report['candidates_per_s']:,.0f} candidates/s "
+        f"(+{report['load_seconds']} s loading)"
+    )
 
 
 def _parse_what_if(text: str | None) -> tuple[int, str, Any] | None:

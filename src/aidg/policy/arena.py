@@ -45,7 +45,7 @@ import pandas as pd
 
 from aidg.config import RewardSettings, Settings
 from aidg.errors import DataError
-from aidg.policy.arena_reps import LEVEL_CODES, Drill, RepLoop, timeline
+from aidg.policy.arena_reps import LEGACY, LEVEL_CODES, Drill, RepLoop, timeline
 from aidg.policy.baselines import ArenaPolicy, RiskAwareTS, make_policy, vw_lines
 from aidg.policy.merchant_posterior import Record
 from aidg.policy.names import POLICIES
@@ -229,7 +229,7 @@ def run_policy(
     day = 0
     tr = data.truth
     policy.warm_start(data.arms)
-    if loop is not None and hasattr(policy, "edit_risk"):
+    if loop is not None and hasattr(policy, "edit_risk") and loop.edit_tradeoff:
         policy.edit_risk = loop.edit_risk_of  # the trade-off reads the learnt edit response
     own = set()  # decisions the policy made or registered (an apprentice's shown deal may not be)
     for j in range(rounds):
@@ -260,7 +260,7 @@ def run_policy(
             i, p = policy.select_action(did, data.arms[mm])
             own.add(did)
             a = n if i == CURRENT else i
-            if loop is not None and loop.drilled(mm, t[j]):  # bad on purpose (RepLoop.drill_pick)
+            if loop is not None and lvl != LEGACY and loop.drilled(mm, t[j]):  # AIDG's pick bad on purpose
                 a = loop.drill_pick(mm)
         chosen[j], pscore[j] = a, p
         approved = u_approve[j] < tr["approval_prob"][w, mm, a]

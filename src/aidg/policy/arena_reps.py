@@ -68,6 +68,7 @@ class RepLoop:
         self.edits = EditResponse()
         self.aidg, self.drill = aidg, drill
         self.explain = settings.autonomy.explain_in_copilot
+        self.edit_tradeoff = settings.bandit.edit_tradeoff
         self.rng = np.random.default_rng([seed, 77])
         self.level = np.zeros(rounds, np.int8)
         self.p_edit = np.zeros(rounds)
