@@ -33,6 +33,8 @@ from aidg.policy.autonomy import APPRENTICE, AUTOPILOT, COPILOT, LEVELS, Autonom
 
 DAY = 86_400.0
 READ_EVERY_S = 2.0
+STATE_EVERY_S = 10.0  # the per-segment view is recomputed at most this often (the dashboard polls every 2 s)
+LOOKBACK_DAYS = 30.0  # a review reads at most this far back (a segment's record since its level, within it)
 
 
 def _day(t: datetime) -> float:
@@ -51,6 +53,7 @@ class ServiceAutonomy:
         self._read_at = float("-inf")
         self._reviewed_at = float("-inf")
         self._lock = threading.Lock()
+        self._state: tuple[float, int, dict[str, Any]] | None = None  # (when, days, view)
 
     # -- the request path ----------------------------------------------------------------------------------------
     def _fresh_levels(self) -> dict[str, LevelRow]:
@@ -93,7 +96,7 @@ class ServiceAutonomy:
         why = reason or (f"pinned at {level}" if level is not None else "unpinned: the dial decides again")
         row = LevelRow(segment, now, before, to, level is not None, actor, why, {})
         self.store.append(row)
-        self._read_at = float("-inf")
+        self._read_at, self._state = float("-inf"), None
         return row
 
     # -- the dial ------------------------------------------------------------------------------------------------
@@ -109,7 +112,7 @@ class ServiceAutonomy:
         s = self.settings.autonomy
         now = self.clock()
         levels = self.store.levels()
-        lookback = now - timedelta(days=max(90.0, 2 * s.window_days))
+        lookback = now - timedelta(days=max(LOOKBACK_DAYS, 2 * s.window_days))
         since = {g: max(levels[g].at, lookback) if g in levels else lookback for g in self.segments}
         outcomes = self.store.outcomes(min(since.values(), default=lookback))
         dial = AutonomyDial(s, start=self._start())
@@ -126,13 +129,22 @@ class ServiceAutonomy:
             row = LevelRow(c.segment, now, c.from_level, c.to_level, False, "autonomy dial", c.reason, c.evidence)
             self.store.append(row)
             made.append(row)
-        self._read_at = float("-inf")
+        self._read_at, self._state = float("-inf"), None
         return made
 
     # -- what the API and the dashboard show ---------------------------------------------------------------------
     def state(self, days: int = 30) -> dict[str, Any]:
         """Per segment: its level now, pin, since when, and day by day its decisions, agreement and override rate
-        (with the level that day); the newest changes."""
+        (with the level that day); the newest changes. Recomputed at most every 10 s (and after this replica's own
+        reviews and pins)."""
+        cached = self._state
+        if cached is not None and cached[1] == days and time.monotonic() - cached[0] < STATE_EVERY_S:
+            return cached[2]
+        view = self._compute_state(days)
+        self._state = (time.monotonic(), days, view)
+        return view
+
+    def _compute_state(self, days: int) -> dict[str, Any]:
         now = self.clock()
         levels = self.store.levels()
         history = self.store.history()
