@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -55,6 +56,8 @@ def test_answers_carry_their_segment_and_level_and_a_pin_changes_what_is_shown(c
     seg, merchants = _segment_merchants(client)
     out = _generate(client, merchants[0])
     assert out["autonomy"] == {"segment": seg, "level": "copilot", "shown": "aidg", "applied": False}
+    expected = out["chosen"]["expected"]  # what the rep is shown to expect: corrected by the merchant's record
+    assert set(expected) == {"conversion", "gp30_uplift"} and all(np.isfinite(v) for v in expected.values())
     r = client.post(f"/v1/rollout/autonomy/{seg.replace('|', '%7C')}", json={"level": "apprentice", "reason": "t"})
     assert r.status_code == 200 and r.json()["to"] == "apprentice" and r.json()["pinned"] is True
     out = _generate(client, merchants[0])

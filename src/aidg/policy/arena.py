@@ -224,6 +224,7 @@ def run_policy(
     chosen = np.zeros(rounds, np.int64)
     pscore = np.zeros(rounds)
     p_edit = np.zeros(rounds)
+    shown = np.full((rounds, 2), np.nan)  # the conversion and GP30 uplift the policy showed (NaN: the scorer's)
     events: list[tuple[float, int, str, str, float]] = []
     seq = 0
     day = 0
@@ -236,7 +237,7 @@ def run_policy(
         while events and events[0][0] <= t[j]:
             when, _, did, part, value = heapq.heappop(events)
             if part.startswith("rep:"):
-                _rep_event(loop, data, part, int(value), when, chosen, m, u_approve, weeks, conv_noise, shock)
+                _rep_event(loop, data, part, int(value), when, chosen, m, u_approve, weeks, conv_noise, shock, shown)
             elif did not in own:
                 continue
             elif part == "close":
@@ -263,6 +264,9 @@ def run_policy(
             if loop is not None and lvl != LEGACY and loop.drilled(mm, t[j]):  # AIDG's pick bad on purpose
                 a = loop.drill_pick(mm)
         chosen[j], pscore[j] = a, p
+        own_view = policy.shown(did)
+        if own_view is not None:
+            shown[j] = (own_view["conversion"], own_view["gp30_uplift"])
         approved = u_approve[j] < tr["approval_prob"][w, mm, a]
         p_edit[j] = tr["override_prob"][w, mm, a] if loop is None else loop.decide(j, mm, w, a, lvl)
         edited = u_override[j] < p_edit[j]
@@ -297,8 +301,10 @@ def run_policy(
 
 
 def _rep_event(loop: RepLoop | None, data: ArenaData, part: str, j: int, when: float, chosen: np.ndarray,
-               m: np.ndarray, u: np.ndarray, weeks: np.ndarray, conv_noise: np.ndarray, shock: np.ndarray) -> None:
-    """A reps-in-the-loop event of decision ``j`` (its draws are the run's own: the same for every policy)."""
+               m: np.ndarray, u: np.ndarray, weeks: np.ndarray, conv_noise: np.ndarray, shock: np.ndarray,
+               shown: np.ndarray) -> None:  # fmt: skip
+    """A reps-in-the-loop event of decision ``j`` (its draws are the run's own: the same for every policy). The rep
+    judges the deal against what the policy showed (``shown``: its own expectations, else the scorer's)."""
     if loop is None:
         return
     mm, a, w = int(m[j]), int(chosen[j]), int(weeks[j])
@@ -310,10 +316,12 @@ def _rep_event(loop: RepLoop | None, data: ArenaData, part: str, j: int, when: f
     elif part == "rep:sales":
         arms = data.arms[mm]
         predicted = float(arms.current["conversion"] if a == data.n_variants else arms.cands.conversion[a])
+        predicted = float(shown[j, 0]) if np.isfinite(shown[j, 0]) else predicted
         loop.sales(j, mm, float(tr["conversion"][w, mm, a] * conv_noise[j]) / max(predicted, 1e-6))
     elif part == "rep:gp30":
         arms = data.arms[mm]
         predicted = float(arms.current["uplift"] if a == data.n_variants else arms.cands.uplift[a])
+        predicted = float(shown[j, 1]) if np.isfinite(shown[j, 1]) else predicted
         loop.gp30(j, mm, when, float((1 + tr["expected_uplift"][w, mm, a]) * shock[j] - 1), predicted)
 
 

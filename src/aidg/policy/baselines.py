@@ -66,6 +66,11 @@ class ArenaPolicy(ABC):
     def update_params(self, decision_id: str, part: str, value: float) -> None:
         return None
 
+    def shown(self, decision_id: str) -> dict[str, float] | None:
+        """What the policy showed the rep it expects of decision ``decision_id``'s deal (``conversion``,
+        ``gp30_uplift``), once; None: the scorer's predictions were shown."""
+        return None
+
     def observe_current(self, decision_id: str, arms: Arms) -> bool:
         """The current system's deal was shown (an apprentice segment): learn from it if the policy can; True when
         the decision is registered (its reward parts then reach :meth:`update_params`)."""
@@ -181,6 +186,7 @@ class RiskAwareTS(ArenaPolicy):
         self.why_current: dict[str, int] = {}
         self.widened: dict[str, float] = {}  # the prior's widening per part (MerchantPosterior.calibrate)
         self.edit_risk: Any = None  # arms -> each variant's and the current deal's chance the rep edits it
+        self.shown_: dict[str, dict[str, float]] = {}  # what was shown the rep, until the arena reads it
 
     def select_action(self, decision_id: str, arms: Arms) -> tuple[int, float]:
         a = arms
@@ -190,10 +196,20 @@ class RiskAwareTS(ArenaPolicy):
         )
         if d.why_current:
             self.why_current[d.why_current] = self.why_current.get(d.why_current, 0) + 1
+        self._expect(decision_id, a, d.index)
         return d.index, d.pscore
+
+    def _expect(self, decision_id: str, a: Arms, index: int) -> None:
+        if a.terms is not None and self.policy.posterior_settings.enabled:
+            row = a.current if index == CURRENT else a.cands.row(index)
+            self.shown_[decision_id] = self.policy.expectations(a.terms, index, row)
+
+    def shown(self, decision_id: str) -> dict[str, float] | None:
+        return self.shown_.pop(decision_id, None)
 
     def observe_current(self, decision_id: str, arms: Arms) -> bool:
         self.policy.observe_current(decision_id, arms.current_phi, arms.current, arms.terms)
+        self._expect(decision_id, arms, CURRENT)
         return True
 
     def warm_start(self, arms: Sequence[Arms]) -> None:

@@ -298,6 +298,14 @@ class RiskAwarePolicy:
         mp.register(decision_id, terms.merchant, terms.category, terms.psi[i], cands.row(i))
         return Decision(i, pscore, str(cands.types[i]), refused, "", lcb)
 
+    def expectations(self, terms: MerchantTerms, index: int, row: Mapping[str, float]) -> dict[str, float]:
+        """What AIDG shows a rep it expects of a played deal (``index``, CURRENT for the current deal): the scorer's
+        conversion and GP30 uplift corrected by the merchant's posterior (reps judge AIDG against what it showed)."""
+        post = self.merchants.part_posteriors(terms.merchant, terms.category)
+        psi = terms.current if index == CURRENT else terms.psi[index]
+        return {"conversion": float(row["conversion"] + psi @ post["conversion"][0]),
+                "gp30_uplift": float(row["uplift"] + psi @ post["gp30_uplift"][0])}  # fmt: skip
+
     def observe_current(
         self, decision_id: str, current_phi: np.ndarray, current: Mapping[str, float], terms: MerchantTerms | None
     ) -> Decision:

@@ -328,6 +328,8 @@ class DealEngine:
         variants = served.variants(sc, np.append(order, [played, n]))
         current_row = variants.pop()  # the current deal's row (n: the bundle's last)
         chosen: dict[str, Any] = dict(variants.pop())  # the played row, read by key below
+        if sc.expected is not None:  # the scorer's, corrected by the merchant's own record: what the rep should expect
+            chosen["expected"] = {k: _round(v, 5) for k, v in sc.expected.items()}
         response: dict[str, Any] = {
             "verdict": verdict(variants, current_row, chosen, d.why_current),
             "decision_id": decision_id,

@@ -122,6 +122,10 @@ class Variant(BaseModel):
     risk: float | None
     top_features: list[TopFeature]
     refused: str | None = None
+    expected: dict[str, float] | None = Field(
+        None, description="chosen deal only: the conversion and GP30 uplift to expect, the scorer's corrected by the "
+        "merchant's own record (what the rep is shown and judges AIDG against)",
+    )
 
 
 class Verdict(BaseModel):
@@ -146,6 +150,10 @@ class GenerateResponse(BaseModel):
     rollout_arm: str = Field(description="champion, challenger (new personalization) or explore (docs/rollout.md)")
     rollout_state: str = Field(description="idle, shadow, ab, ramp, full or rolled_back")
     fallback: str | None = Field(None, description="why the champion answered a challenger arm's request")
+    autonomy: dict[str, Any] | None = Field(
+        None, description="the merchant's segment and its autonomy level (apprentice: the current deal shown, with "
+        "AIDG's predicted edit and pick; copilot; autopilot: applied unless the rep steps in), docs/rollout.md",
+    )
     chosen: Variant
     current: Variant = Field(description="the merchant's current deal, scored like the variants (type current)")
     propensity: float

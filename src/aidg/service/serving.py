@@ -80,6 +80,7 @@ class Scored:
     features_s: float = 0.0  # time spent reading the bundle
     psi: np.ndarray | None = None  # the played deal's term features (the per-merchant posterior learns with them)
     shared: dict[str, Any] | None = None  # what the shared policy state did for it (gate, exploration)
+    expected: dict[str, float] | None = None  # the played deal's conversion and GP30 uplift, corrected per merchant
 
     @property
     def bundle(self) -> Bundle:
@@ -255,7 +256,12 @@ class Served:
                     shared = {"gate": gate, **({"explore": ex} if ex else {})}
                 self.policy.release(decision_id)
         played_psi = None if terms is None else (terms.current if d.index == CURRENT else terms.psi[d.index])
-        return Scored(p, d, n if d.index == CURRENT else d.index, t_features, played_psi, shared)
+        expected = None
+        if terms is not None and not self.current_only:  # what the rep is shown to expect (judged against it)
+            row = p.current if d.index == CURRENT else cands.row(d.index)
+            with self.lock:
+                expected = self.policy.expectations(terms, d.index, row)
+        return Scored(p, d, n if d.index == CURRENT else d.index, t_features, played_psi, shared, expected)
 
     def variants(self, sc: Scored, idx: np.ndarray) -> list[VariantRow]:
         """The response rows of variants ``idx``, with the guard's refusals (a refused row is a copy: the rows
