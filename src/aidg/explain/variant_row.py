@@ -34,6 +34,7 @@ class VariantRow(TypedDict, total=False):
     risk: float | None
     top_features: list[TopFeature]
     refused: str  # why the guard refused it (the service's rows)
+    expected: dict[str, float]  # the chosen row only: conversion and GP30 uplift corrected per merchant (the service)
     p_override: float  # the explainer's rows
     profile_attention_share: float
     attention_concentration: float  # the explainer's rows (:func:`aidg.explain.reading.attention_concentration`)
