@@ -224,7 +224,8 @@ def run_policy(
     chosen = np.zeros(rounds, np.int64)
     pscore = np.zeros(rounds)
     p_edit = np.zeros(rounds)
-    shown = np.full((rounds, 2), np.nan)  # the conversion and GP30 uplift the policy showed (NaN: the scorer's)
+    shown = np.zeros((rounds, 2))  # the conversion and GP30 uplift the rep was shown (the policy's, else the scorer's)
+    approved_at = np.zeros(rounds, bool)
     events: list[tuple[float, int, str, str, float]] = []
     seq = 0
     day = 0
@@ -237,7 +238,7 @@ def run_policy(
         while events and events[0][0] <= t[j]:
             when, _, did, part, value = heapq.heappop(events)
             if part.startswith("rep:"):
-                _rep_event(loop, data, part, int(value), when, chosen, m, u_approve, weeks, conv_noise, shock, shown)
+                _rep_event(loop, data, part, int(value), when, chosen, m, approved_at, weeks, conv_noise, shock, shown)
             elif did not in own:
                 continue
             elif part == "close":
@@ -267,7 +268,11 @@ def run_policy(
         own_view = policy.shown(did)
         if own_view is not None:
             shown[j] = (own_view["conversion"], own_view["gp30_uplift"])
-        approved = u_approve[j] < tr["approval_prob"][w, mm, a]
+        else:
+            arms = data.arms[mm]
+            shown[j] = ((arms.current["conversion"], arms.current["uplift"]) if a == n
+                        else (arms.cands.conversion[a], arms.cands.uplift[a]))  # fmt: skip
+        approved = approved_at[j] = u_approve[j] < tr["approval_prob"][w, mm, a]
         p_edit[j] = tr["override_prob"][w, mm, a] if loop is None else loop.decide(j, mm, w, a, lvl)
         edited = u_override[j] < p_edit[j]
         over = data.severity[mm] if edited else 0.0
@@ -301,28 +306,21 @@ def run_policy(
 
 
 def _rep_event(loop: RepLoop | None, data: ArenaData, part: str, j: int, when: float, chosen: np.ndarray,
-               m: np.ndarray, u: np.ndarray, weeks: np.ndarray, conv_noise: np.ndarray, shock: np.ndarray,
+               m: np.ndarray, approved: np.ndarray, weeks: np.ndarray, conv_noise: np.ndarray, shock: np.ndarray,
                shown: np.ndarray) -> None:  # fmt: skip
     """A reps-in-the-loop event of decision ``j`` (its draws are the run's own: the same for every policy). The rep
-    judges the deal against what the policy showed (``shown``: its own expectations, else the scorer's)."""
+    judges the deal against what it was shown (``shown``: the policy's expectations, else the scorer's)."""
     if loop is None:
         return
     mm, a, w = int(m[j]), int(chosen[j]), int(weeks[j])
     tr = data.truth
     if part in ("rep:edited", "rep:kept"):
-        approved = bool(u[j] < tr["approval_prob"][w, mm, a])
         edited = part == "rep:edited"
-        loop.rep_action(j, mm, a, when, approved, edited, loop.corrected(mm) if edited else float("nan"))
+        loop.rep_action(j, mm, a, when, bool(approved[j]), edited, loop.corrected(mm) if edited else float("nan"))
     elif part == "rep:sales":
-        arms = data.arms[mm]
-        predicted = float(arms.current["conversion"] if a == data.n_variants else arms.cands.conversion[a])
-        predicted = float(shown[j, 0]) if np.isfinite(shown[j, 0]) else predicted
-        loop.sales(j, mm, float(tr["conversion"][w, mm, a] * conv_noise[j]) / max(predicted, 1e-6))
+        loop.sales(j, mm, float(tr["conversion"][w, mm, a] * conv_noise[j]) / max(float(shown[j, 0]), 1e-6))
     elif part == "rep:gp30":
-        arms = data.arms[mm]
-        predicted = float(arms.current["uplift"] if a == data.n_variants else arms.cands.uplift[a])
-        predicted = float(shown[j, 1]) if np.isfinite(shown[j, 1]) else predicted
-        loop.gp30(j, mm, when, float((1 + tr["expected_uplift"][w, mm, a]) * shock[j] - 1), predicted)
+        loop.gp30(j, mm, when, float((1 + tr["expected_uplift"][w, mm, a]) * shock[j] - 1), float(shown[j, 1]))
 
 
 def summarize(

@@ -196,20 +196,17 @@ class RiskAwareTS(ArenaPolicy):
         )
         if d.why_current:
             self.why_current[d.why_current] = self.why_current.get(d.why_current, 0) + 1
-        self._expect(decision_id, a, d.index)
+        if d.expected is not None:
+            self.shown_[decision_id] = d.expected
         return d.index, d.pscore
-
-    def _expect(self, decision_id: str, a: Arms, index: int) -> None:
-        if a.terms is not None and self.policy.posterior_settings.enabled:
-            row = a.current if index == CURRENT else a.cands.row(index)
-            self.shown_[decision_id] = self.policy.expectations(a.terms, index, row)
 
     def shown(self, decision_id: str) -> dict[str, float] | None:
         return self.shown_.pop(decision_id, None)
 
     def observe_current(self, decision_id: str, arms: Arms) -> bool:
-        self.policy.observe_current(decision_id, arms.current_phi, arms.current, arms.terms)
-        self._expect(decision_id, arms, CURRENT)
+        d = self.policy.observe_current(decision_id, arms.current_phi, arms.current, arms.terms)
+        if d.expected is not None:
+            self.shown_[decision_id] = d.expected
         return True
 
     def warm_start(self, arms: Sequence[Arms]) -> None:

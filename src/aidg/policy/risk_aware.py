@@ -54,6 +54,15 @@ class Decision:
     refused: dict[int, str]  # variant -> the guard's reasons
     why_current: str  # "" when a variant was chosen; else why the current system's deal was played
     lcb: float  # lower confidence bound of the chosen variant's reward (the gate's input)
+    expected: dict[str, float] | None = None  # what the rep is shown to expect of the played deal (expected_parts)
+
+
+def expected_parts(post: Mapping[str, tuple[np.ndarray, np.ndarray]], psi: np.ndarray,
+                   row: Mapping[str, float]) -> dict[str, float]:  # fmt: skip
+    """What AIDG shows a rep it expects of a played deal (term features ``psi``, scorer outputs ``row``): the scorer's
+    conversion and GP30 uplift corrected by the merchant's posterior (reps judge AIDG against what it showed)."""
+    return {"conversion": float(row["conversion"] + psi @ post["conversion"][0]),
+            "gp30_uplift": float(row["uplift"] + psi @ post["gp30_uplift"][0])}  # fmt: skip
 
 
 def predicted_parts(row: Mapping[str, float]) -> dict[str, float]:
@@ -272,7 +281,7 @@ class RiskAwarePolicy:
         if not eligible.any():
             why = "the safety guard refused every variant" if not verdict.allowed.any() else (
                 "no allowed variant is under the risk limit")  # fmt: skip
-            return self._play_current(decision_id, current_phi, current, b, refused, why, terms=terms)
+            return self._play_current(decision_id, current_phi, current, b, refused, why, terms=terms, post=post)
         m = self.bandit.n_propensity
         draws = score[None, :] + mp.sample_corrections(post, psi, 1 + m, self.bandit.rng)
         draws -= self.posterior_settings.caution * sd_corr[None, :]
@@ -286,25 +295,22 @@ class RiskAwarePolicy:
         if i == len(cands.score):
             return self._play_current(
                 decision_id, current_phi, current, b, refused, "the current deal is the best by the posterior",
-                terms=terms, pscore=pscore,
+                terms=terms, pscore=pscore, post=post,
             )  # fmt: skip
         lcb = float(score[i] + mean_corr[i] - self.z * sd_corr[i])
         if not self.gate.admit(decision_id, lcb, b):
             return self._play_current(
                 decision_id, current_phi, current, b, refused, "the conservative gate: the lower bound is at risk",
-                lcb, terms=terms,
+                lcb, terms=terms, post=post,
             )  # fmt: skip
         self._register(decision_id, phi[i], cands.row(i), "policy", bool(cands.types[i] == "explore"))
         mp.register(decision_id, terms.merchant, terms.category, terms.psi[i], cands.row(i))
-        return Decision(i, pscore, str(cands.types[i]), refused, "", lcb)
+        expected = expected_parts(post, terms.psi[i], cands.row(i))
+        return Decision(i, pscore, str(cands.types[i]), refused, "", lcb, expected)
 
-    def expectations(self, terms: MerchantTerms, index: int, row: Mapping[str, float]) -> dict[str, float]:
-        """What AIDG shows a rep it expects of a played deal (``index``, CURRENT for the current deal): the scorer's
-        conversion and GP30 uplift corrected by the merchant's posterior (reps judge AIDG against what it showed)."""
-        post = self.merchants.part_posteriors(terms.merchant, terms.category)
-        psi = terms.current if index == CURRENT else terms.psi[index]
-        return {"conversion": float(row["conversion"] + psi @ post["conversion"][0]),
-                "gp30_uplift": float(row["uplift"] + psi @ post["gp30_uplift"][0])}  # fmt: skip
+    def expectations(self, terms: MerchantTerms, current: Mapping[str, float]) -> dict[str, float]:
+        """:func:`expected_parts` of the current deal, for an answer that never asked the policy (apprentice)."""
+        return expected_parts(self.merchants.part_posteriors(terms.merchant, terms.category), terms.current, current)
 
     def observe_current(
         self, decision_id: str, current_phi: np.ndarray, current: Mapping[str, float], terms: MerchantTerms | None
@@ -314,8 +320,11 @@ class RiskAwarePolicy:
         if decision_id in self.open_:
             raise DataError(f"decision {decision_id!r} was already made: decision ids must be unique")
         b = float(current["score"])
+        post = None
+        if terms is not None and self.posterior_settings.enabled:
+            post = self.merchants.part_posteriors(terms.merchant, terms.category)
         return self._play_current(decision_id, current_phi, current, b, {}, "apprentice: the current system's deal",
-                                  terms=terms)  # fmt: skip
+                                  terms=terms, post=post)  # fmt: skip
 
     def _play_current(
         self,
@@ -328,12 +337,14 @@ class RiskAwarePolicy:
         lcb: float = float("nan"),
         terms: MerchantTerms | None = None,
         pscore: float = 1.0,
+        post: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> Decision:
         self.gate.record(decision_id, "baseline", b, b)
         self._register(decision_id, phi, current, "baseline", explored=False)
         if terms is not None:
             self.merchants.register(decision_id, terms.merchant, terms.category, terms.current, dict(current))
-        return Decision(CURRENT, pscore, "current", refused, why, lcb)
+        expected = None if terms is None or post is None else expected_parts(post, terms.current, current)
+        return Decision(CURRENT, pscore, "current", refused, why, lcb, expected)
 
     def _register(
         self, decision_id: str, phi: np.ndarray, row: Mapping[str, float], played: str, explored: bool

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,7 @@ from aidg.decisionlog.schema import utcnow
 from aidg.errors import NotFoundError
 from aidg.policy.autonomy import APPRENTICE, AUTOPILOT, COPILOT, LEVELS, AutonomyDial
 
+log = logging.getLogger(__name__)
 DAY = 86_400.0
 READ_EVERY_S = 2.0
 STATE_EVERY_S = 10.0  # the per-segment view is recomputed at most this often (the dashboard polls every 2 s)
@@ -61,10 +63,11 @@ class ServiceAutonomy:
         if now - self._read_at >= READ_EVERY_S:
             with self._lock:
                 if now - self._read_at >= READ_EVERY_S:
+                    self._read_at = now
                     try:
                         self._levels = self.store.levels()
-                    finally:  # a down log keeps the levels last read (and is retried 2 s on)
-                        self._read_at = now
+                    except Exception:  # a down log keeps the levels last read (retried 2 s on); the request goes on
+                        log.warning("autonomy levels unreadable; keeping the last read", exc_info=True)
         return self._levels
 
     def level_of_segment(self, segment: str) -> str:

@@ -256,11 +256,10 @@ class Served:
                     shared = {"gate": gate, **({"explore": ex} if ex else {})}
                 self.policy.release(decision_id)
         played_psi = None if terms is None else (terms.current if d.index == CURRENT else terms.psi[d.index])
-        expected = None
-        if terms is not None and not self.current_only:  # what the rep is shown to expect (judged against it)
-            row = p.current if d.index == CURRENT else cands.row(d.index)
+        expected = d.expected  # what the rep is shown to expect (judged against it): the policy computed it
+        if apprentice and terms is not None and not self.current_only:  # the policy was not asked
             with self.lock:
-                expected = self.policy.expectations(terms, d.index, row)
+                expected = self.policy.expectations(terms, p.current)
         return Scored(p, d, n if d.index == CURRENT else d.index, t_features, played_psi, shared, expected)
 
     def variants(self, sc: Scored, idx: np.ndarray) -> list[VariantRow]:
