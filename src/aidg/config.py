@@ -129,7 +129,9 @@ class AutonomySettings(_Group):
         "serves only after the rollout's shadow (AIDG predicting while the existing system plays: apprentice for "
         "the whole marketplace) and A/B; a marketplace starting from scratch sets apprentice",
     )
-    review_seconds: float = Field(60.0, gt=0, description="how often a replica reviews the segments' levels")
+    review_seconds: float = Field(
+        60.0, gt=0, description="how often a replica reviews the segments' levels (the first, this long after start)"
+    )
 
 
 class CandidateSettings(_Group):

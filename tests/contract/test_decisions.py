@@ -366,3 +366,27 @@ def test_concurrent_workers_apply_each_event_once(log: DecisionLog, request: pyt
     assert post is not None and post.version == 40
     assert post.b[1] == N_EVENTS and post.b[0] == pytest.approx(sum(values))
     assert log.counts()["applied"] == N_EVENTS and log.unapplied() == []
+
+
+def test_autonomy_outcomes_read_segment_level_and_answers_in_the_database(log: DecisionLog) -> None:
+    """The autonomy review's read (aidg.decisionlog.autonomy): segment, level and predicted edit come out of the
+    decision's ``variant`` on both dialects; ``answered_only`` keeps the decisions with an override or GP30."""
+    from dataclasses import replace
+
+    from aidg.decisionlog.autonomy import AutonomyStore
+
+    seg = {"discount": 0.2, "autonomy_segment": "cafe|1", "autonomy_level": "copilot"}
+    log.record(replace(decision(1), variant=seg))
+    log.record(replace(decision(2), variant={**seg, "autonomy_level": "apprentice", "predicted_edit": 0.75},
+                       created_at=T0 + timedelta(minutes=1)))  # fmt: skip
+    log.record(replace(decision(3), created_at=T0 + timedelta(minutes=2)))  # no segment: not the dial's
+    assert log.receive([ev("a", "d1"), ev("o", "d1", "override", 0.0), ev("g", "d1", "gp30_uplift", 0.3),
+                        ev("a2", "d2")]) == ["accepted"] * 4  # fmt: skip
+    store = AutonomyStore(log)
+    got = store.outcomes(T0 - timedelta(days=1))
+    assert [(o.decision_id, o.segment, o.level, o.predicted_edit, o.approved, o.edited, o.uplift) for o in got] == [
+        ("d1", "cafe|1", "copilot", None, True, False, pytest.approx(0.3)),
+        ("d2", "cafe|1", "apprentice", 0.75, True, None, None),
+    ]
+    assert [o.decision_id for o in store.outcomes(T0 - timedelta(days=1), answered_only=True)] == ["d1"]
+    assert store.outcomes(T0 + timedelta(seconds=30)) == [got[1]]

@@ -23,7 +23,10 @@ def client(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
     tmp = tmp_path_factory.mktemp("autonomy")
     s = Settings(home=Path(trained["settings"].home), service={"data": trained["data"]},
                  database_url=f"sqlite:///{tmp / 'decisions.sqlite'}",
-                 autonomy={"min_decisions": 10, "min_window": 8, "graduate_agreement": 0.6})  # fmt: skip
+                 autonomy={"min_decisions": 10, "min_window": 8, "graduate_agreement": 0.6,
+                           "review_seconds": 1e9})  # fmt: skip
+    # (the tests call review() themselves: the replica's own reviews, every review_seconds from its start, would
+    # race them for the same change)
     with TestClient(create_app(s), raise_server_exceptions=False) as c:
         yield c
 

@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import desc, func, select
 
 from aidg.decisionlog.log import DecisionLog
-from aidg.decisionlog.schema import AUTONOMY_LOG, DECISIONS, EVENTS, check_aware, chunks
+from aidg.decisionlog.schema import AUTONOMY_LOG, DECISIONS, EVENTS, check_aware
 
 OUTCOME_PARTS = ("approval", "override", "gp30_uplift")
+ANSWERS = ("override", "gp30_uplift")  # the parts a review learns from (an approval alone teaches it nothing)
 
 
 @dataclass(frozen=True)
@@ -90,31 +91,43 @@ class AutonomyStore:
         with self.log._session(write=False) as conn:
             return [_level_row(r) for r in conn.execute(q).all()]
 
-    def outcomes(self, since: datetime, limit: int = 200_000) -> list[Outcome]:
-        """Decisions logged at or after ``since`` with an autonomy segment, oldest first, with their outcomes."""
+    def outcomes(self, since: datetime, limit: int = 200_000, answered_only: bool = False) -> list[Outcome]:
+        """Decisions logged at or after ``since`` with an autonomy segment, oldest first, with their outcomes;
+        ``answered_only``: only those with an override or GP30 event (the only ones a review learns from).
+
+        The segment, level and predicted edit are read out of ``variant`` by the database (SQLite's
+        ``json_extract``, PostgreSQL's ``->>``) and the outcomes joined there: a review reads a few small columns
+        per decision, never a decision's JSON into Python (a replica reviews every minute)."""
         check_aware(since, "since")
-        q = (
-            select(DECISIONS.c.decision_id, DECISIONS.c.created_at, DECISIONS.c.variant)
-            .where(DECISIONS.c.created_at >= since)
+        v = DECISIONS.c.variant
+        segment = v["autonomy_segment"].as_string()
+        recent = select(DECISIONS.c.decision_id, DECISIONS.c.created_at, segment.label("segment"),
+                        v["autonomy_level"].as_string().label("level"), v["predicted_edit"].as_float().label("pe"))
+        if answered_only:  # from the events: a decision nobody answered yet is never read
+            answered = select(EVENTS.c.decision_id).where(EVENTS.c.part.in_(ANSWERS)).distinct().subquery()
+            recent = recent.join(answered, answered.c.decision_id == DECISIONS.c.decision_id)
+        recent = (
+            recent.where(DECISIONS.c.created_at >= since, segment.is_not(None))
             .order_by(DECISIONS.c.created_at)
             .limit(limit)
+        )  # fmt: skip
+        sub = recent.subquery()
+        ev = (
+            select(EVENTS.c.decision_id, EVENTS.c.part, EVENTS.c.value)
+            .join(sub, EVENTS.c.decision_id == sub.c.decision_id)
+            .where(EVENTS.c.part.in_(OUTCOME_PARTS))
         )
         with self.log._session(write=False) as conn:
-            rows = [r for r in conn.execute(q).all() if (r.variant or {}).get("autonomy_segment")]
+            rows = conn.execute(recent).all()
             parts: dict[str, dict[str, float]] = {}
-            for chunk in chunks([r.decision_id for r in rows]):
-                ev = select(EVENTS.c.decision_id, EVENTS.c.part, EVENTS.c.value).where(
-                    EVENTS.c.decision_id.in_(list(chunk)), EVENTS.c.part.in_(OUTCOME_PARTS)
-                )
-                for did, part, value in conn.execute(ev):
-                    parts.setdefault(did, {})[part] = float(value)
+            for did, part, value in conn.execute(ev):
+                parts.setdefault(did, {})[part] = float(value)
         out = []
         for r in rows:
-            v, p = r.variant, parts.get(r.decision_id, {})
-            pe = v.get("predicted_edit")
+            p = parts.get(r.decision_id, {})
             out.append(Outcome(
-                r.decision_id, r.created_at, str(v["autonomy_segment"]), str(v.get("autonomy_level", "copilot")),
-                None if pe is None else float(pe), None if "approval" not in p else p["approval"] > 0.5,
+                r.decision_id, r.created_at, str(r.segment), str(r.level or "copilot"),
+                None if r.pe is None else float(r.pe), None if "approval" not in p else p["approval"] > 0.5,
                 None if "override" not in p else p["override"] > 0.0, p.get("gp30_uplift"),
             ))  # fmt: skip
         return out

@@ -53,7 +53,7 @@ class ServiceAutonomy:
         self.segments = sorted(set(self.segment_of.values()))
         self._levels: dict[str, LevelRow] = {}
         self._read_at = float("-inf")
-        self._reviewed_at = float("-inf")
+        self._reviewed_at = time.monotonic()  # the first review one review_seconds after the start
         self._lock = threading.Lock()
         self._state: tuple[float, int, dict[str, Any]] | None = None  # (when, days, view)
 
@@ -117,7 +117,7 @@ class ServiceAutonomy:
         levels = self.store.levels()
         lookback = now - timedelta(days=max(LOOKBACK_DAYS, 2 * s.window_days))
         since = {g: max(levels[g].at, lookback) if g in levels else lookback for g in self.segments}
-        outcomes = self.store.outcomes(min(since.values(), default=lookback))
+        outcomes = self.store.outcomes(min(since.values(), default=lookback), answered_only=True)
         dial = AutonomyDial(s, start=self._start())
         for g in self.segments:
             row = levels.get(g)
