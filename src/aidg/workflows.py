@@ -34,13 +34,16 @@ def train(
     from aidg.online.serving_model import SERVING_ARTIFACT, ServingModel
     from aidg.privacy.crypto import Cipher
     from aidg.sim.storage import load_data_folder
+    from aidg.training import distributed
     from aidg.training.data import without_excluded
     from aidg.training.explainers import fit_scorer_bundle
     from aidg.training.presets import dp_config, scorer_options, train_options
     from aidg.training.profile import train_profile
 
+    if dp and distributed.active():
+        raise DataError("differential privacy trains on one process (DP-SGD accounts per process): not under torchrun")
     t0 = time.perf_counter()
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))  # (under torchrun: the rank's share)
     tables, as_of, _ = load_data_folder(data)
     tables, n_excluded = without_excluded(settings, tables)  # no training consent, or erased
     options = train_options(settings, scale, seed, sentiment_full, dp_config(settings) if dp else None)
@@ -55,6 +58,8 @@ def train(
     bundle = fit_scorer_bundle(
         pm, tables, settings, scorer_options(settings, scale, seed), lambda s, f: say(s, 0.6 + 0.38 * f)
     )
+    if bundle.snapshot is None:  # a rank other than 0 under torchrun: its part ended with the last step of training
+        return {"rank": distributed.rank(), "seconds": round(time.perf_counter() - t0, 2)}
     metrics.update(bundle.metrics)
     metrics["seconds"]["scorer_and_explainers"] = time.perf_counter() - t_scorer
     t_serving = time.perf_counter()
@@ -91,6 +96,7 @@ def train(
         "excluded_merchants": n_excluded,  # no training consent, or erased
         "dp_epsilon": privacy.get("epsilon"),
         "dp_delta": privacy.get("delta"),
+        "nproc": distributed.world(),  # processes that trained it (DistributedDataParallel when > 1)
         "metrics": flat,
         "stage_seconds": {k: round(v, 2) for k, v in metrics["seconds"].items()},
         "seconds": round(time.perf_counter() - t0, 2),

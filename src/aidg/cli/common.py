@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from aidg.config import Settings, load_settings
@@ -60,12 +60,15 @@ def emit(obj: dict[str, Any]) -> None:
 
 @contextmanager
 def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[str, float], None]]:
-    """A Rich progress bar on stderr; yields ``update(stage, fraction)``."""
+    """A Rich progress bar on stderr with the time spent and an ETA (from the fraction's pace so far); yields
+    ``update(stage, fraction)``."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=err,
         transient=True,
         disable=quiet,

@@ -39,14 +39,36 @@ def train(
             "(docs/privacy.md); the graph branch and the sentiment fine-tune are left out.",
         ),
     ] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Train on N processes (PyTorch DistributedDataParallel over gloo, started through torchrun); "
+            "rank 0 registers the version.",
+        ),
+    ] = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Train the merchant-profile encoders and register the model as a new version (MLflow)."""
     from aidg import workflows
+    from aidg.training import distributed
 
+    if nproc > 1 and dp:
+        fail("--dp trains on one process (DP-SGD accounts per process): drop --nproc or --dp")
+    if nproc > 1 and not distributed.launched():
+        argv = ["train", "--data", str(data), "--scale", scale, "--seed", str(seed), "--dp" if dp else "--no-dp",
+                *(["--sentiment-full"] if sentiment_full else []), *(["--json"] if json_out else [])]  # fmt: skip
+        raise typer.Exit(distributed.launch(nproc, argv))
     s = cli_settings()
-    with user_errors(), progress_bar("train", json_out) as update:
-        report = workflows.train(s, data, scale=scale, seed=seed, sentiment_full=sentiment_full, progress=update, dp=dp)
+    distributed.init_from_env()
+    try:
+        with user_errors(), progress_bar("train", json_out or not distributed.is_main()) as update:
+            report = workflows.train(s, data, scale=scale, seed=seed, sentiment_full=sentiment_full, progress=update,
+                                     dp=dp)  # fmt: skip
+    finally:
+        distributed.shutdown()
+    if report.get("rank", 0) != 0:
+        return  # rank 0 reports
     if json_out:
         emit(report)
         return

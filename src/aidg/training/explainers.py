@@ -26,6 +26,7 @@ from aidg.inference.profile_model import ProfileModel
 from aidg.inference.scoring import behaviour_fingerprint, score_candidates
 from aidg.inference.snapshot import Snapshot, snapshot
 from aidg.progress import Progress, no_progress
+from aidg.training import distributed
 from aidg.training.gbm_baseline import GBMBaseline
 from aidg.training.scorer import ScorerOptions, train_scorer
 
@@ -68,7 +69,7 @@ class ScorerBundle(NamedTuple):
     (with the merchant ids of its rows: serving reuses it when it serves the same merchants)."""
 
     metrics: dict[str, Any]
-    snapshot: Snapshot
+    snapshot: Snapshot | None  # None on a rank other than 0 (it fits no explainers)
     merchant_ids: list[str]
 
 
@@ -88,6 +89,8 @@ def fit_scorer_bundle(
         pm, ctx, tr, te, options, settings.reward, lambda s, f: say(f"scorer: {s}", 0.6 * f)
     )
     pm.scorer = scorer
+    if not distributed.is_main():  # under torchrun, rank 0 alone fits the explainers and registers
+        return ScorerBundle(metrics, None, [])
     say("baseline: gradient-boosted trees on flat features", 0.65)
     baseline = GBMBaseline.fit(data.stack, data.fit, settings.reward, seed=options.seed)
     say("explainers: merchant snapshot as of the as-of date", 0.75)

@@ -1,4 +1,7 @@
-"""One small training loop shared by every branch: seeded mini-batches, AdamW, a progress callback."""
+"""One small training loop shared by every branch: seeded mini-batches, AdamW, a progress callback.
+
+Under ``torchrun`` (:mod:`aidg.training.distributed`) the same loop runs on every rank through
+DistributedDataParallel: the same permutation everywhere, each rank's slice of each global batch."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import torch
 from torch import nn
 
 from aidg.progress import Progress
+from aidg.training import distributed
 
 
 def fit(
@@ -42,13 +46,15 @@ def fit(
     )
     history: list[float] = []
     step = 0
+    step_loss = distributed.wrap(module, loss_fn)  # through DDP when several ranks train
+    progress = progress if distributed.is_main() else None
     module.train()
     for epoch in range(epochs):
         perm = rng.permutation(n)
         total, count = 0.0, 0
         for lo in range(0, n, batch_size):
-            idx = perm[lo : lo + batch_size]
-            loss = loss_fn(idx)
+            idx = distributed.shard(perm[lo : lo + batch_size])
+            loss = step_loss(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(module.parameters(), 1.0)
@@ -59,10 +65,11 @@ def fit(
             step += 1
             if progress is not None and step % 10 == 0:
                 progress(f"{label} epoch {epoch + 1}/{epochs}", step / max(steps, 1))
+        total, count = distributed.mean_over_ranks(total, count)
         history.append(total / max(count, 1))
         if on_epoch is not None:
             module.eval()
-            stop = on_epoch(epoch)
+            stop = distributed.agree(on_epoch(epoch))
             module.train()
             if stop:
                 break
