@@ -92,9 +92,10 @@ def _cache_replay(merchants: int) -> dict[str, float]:
     return dict(mod.replay(merchants=merchants))
 
 
-def serve_figures(home: Path, data: Path, workers: int, rate: float, seconds: float, seed: int) -> dict[str, Any]:
+def serve_figures(
+    home: Path, data: Path, merchants: list[str], workers: int, rate: float, seconds: float, seed: int
+) -> dict[str, Any]:
     """Cold start, memory per worker, generate latency at a fixed rate and the cache's hit rates (module docstring)."""
-    merchants = _merchants(data)
     rng = np.random.default_rng(seed)
     p = 1.0 / np.arange(1, len(merchants) + 1)
     order = rng.permutation(len(merchants))  # which merchants are popular: not the id order
@@ -181,9 +182,10 @@ def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     batch, _, _ = run_cli(["score-all", "--data", str(world), "--out", str(root / "variants.parquet")], home,
                           "score-all")  # fmt: skip
     steps["score_all"] = batch
-    serve = serve_figures(home, world, a.workers, a.rate, a.seconds, a.seed)
+    merchants = _merchants(world)
+    serve = serve_figures(home, world, merchants, a.workers, a.rate, a.seconds, a.seed)
     steps["serve"] = serve
-    replay = _cache_replay(len(_merchants(world)))
+    replay = _cache_replay(len(merchants))
     return {
         "scale": a.scale,
         "seed": a.seed,

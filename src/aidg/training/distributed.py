@@ -29,8 +29,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from aidg.errors import DataError
-
 
 def active() -> bool:
     """True inside a process group of more than one process."""
@@ -96,8 +94,8 @@ def wrap(module: nn.Module, loss_fn: Callable[[np.ndarray], torch.Tensor]) -> Ca
     return nn.parallel.DistributedDataParallel(LossModule(module, loss_fn))
 
 
-def mean_over_ranks(total: float, count: int) -> tuple[float, int]:
-    """The sum and count of a per-rank running loss, summed over ranks."""
+def sum_over_ranks(total: float, count: int) -> tuple[float, int]:
+    """A per-rank running loss's sum and count, each summed over the ranks."""
     if not active():
         return total, count
     t = torch.tensor([total, float(count)], dtype=torch.float64)
@@ -119,13 +117,11 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     this machine); returns its exit status."""
     import subprocess
 
-    if nproc < 1:
-        raise DataError(f"--nproc must be at least 1 (got {nproc})")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "aidg.cli", *argv]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     return subprocess.call(cmd, env=env)
 
 
-__all__ = ["active", "agree", "init_from_env", "is_main", "launch", "launched", "mean_over_ranks", "rank",
-           "shard", "shutdown", "world", "wrap"]  # fmt: skip
+__all__ = ["active", "agree", "init_from_env", "is_main", "launch", "launched", "rank",
+           "shard", "shutdown", "sum_over_ranks", "world", "wrap"]  # fmt: skip

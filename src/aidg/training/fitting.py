@@ -65,7 +65,7 @@ def fit(
             step += 1
             if progress is not None and step % 10 == 0:
                 progress(f"{label} epoch {epoch + 1}/{epochs}", step / max(steps, 1))
-        total, count = distributed.mean_over_ranks(total, count)
+        total, count = distributed.sum_over_ranks(total, count)
         history.append(total / max(count, 1))
         if on_epoch is not None:
             module.eval()
