@@ -9,7 +9,9 @@ Each step runs the CLI a user would run, in its own process, and is timed from o
 3. ``aidg train --scale D`` on 1 process and on 2 (``--nproc 2``: DistributedDataParallel over gloo) on a world of
    scale ``--ddp-scale`` (small by default: a second and third full training would add hours on 2 cores);
    ``ddp_speedup_2proc`` = one process's seconds ÷ two's;
-4. ``aidg evaluate`` (``prototype_type_agreement``, ``reward_spearman`` on the held-out merchants);
+4. ``aidg evaluate`` (``prototype_type_agreement``, ``reward_spearman`` on the held-out merchants), then
+   ``aidg simulate-policy --merchants N`` (the policy arena on a seeded subsample of the held-out merchants,
+   ``--arena-merchants``, 1,000 by default of the memo scale's 8,000; ``steps.arena``);
 5. ``aidg score-all`` (``batch_candidates_per_s``: every merchant's variants through the request path);
 6. ``aidg serve --workers W``: ``serve_cold_start_s`` (start to ``/readyz``), ``serve_rss_mb_per_worker`` (the
    worker processes' mean resident set after the load), ``generate_p99_ms_at_100rps`` (open loop, merchants drawn
@@ -19,6 +21,9 @@ Each step runs the CLI a user would run, in its own process, and is timed from o
 
     .venv/bin/python bench/full_scale.py --json                        # the memo's scale (hours on 2 cores)
     .venv/bin/python bench/full_scale.py --scale tiny --ddp-scale tiny --json   # a smoke run (minutes)
+    .venv/bin/python bench/full_scale.py --workdir W --resume --json   # go on with a run that stopped in W
+
+Each finished step leaves its result in ``WORKDIR/steps``; ``--resume`` keeps those and runs the rest.
 
 ``--json`` keys: ``simulate_seconds``, ``train_seconds``, ``train_peak_rss_gb``, ``ddp_speedup_2proc``,
 ``batch_candidates_per_s``, ``prototype_type_agreement``, ``reward_spearman``, ``serve_cold_start_s``,
@@ -53,9 +58,19 @@ def _aidg() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "aidg.cli"]
 
 
-def run_cli(args: list[str], home: Path, label: str) -> tuple[dict[str, Any], float, float]:
+def run_cli(
+    args: list[str], home: Path, label: str, keep: Path | None = None
+) -> tuple[dict[str, Any], float, float]:
     """``aidg <args> --json`` in a child process: its JSON, its wall seconds and the peak resident set (GB) of the
-    children waited for so far (each step's children are its own: the peak is read right after it)."""
+    children waited for so far (each step's children are its own: the peak is read right after it).
+
+    ``keep``: a folder where each finished step leaves its result (``<label>.json``); a step found there is not run
+    again (``--resume``: an hours-long run that stopped at one step restarts from it)."""
+    saved = keep / f"{label.replace(' ', '_').replace(',', '')}.json" if keep is not None else None
+    if saved is not None and saved.exists():
+        kept = json.loads(saved.read_text())
+        log(f"{label}: kept from {saved} ({kept['seconds']:.1f} s)")
+        return kept["out"], kept["seconds"], kept["peak_gb"]
     env = {**os.environ, "AIDG_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     log(f"{label}: aidg {' '.join(args)}")
     t0 = time.perf_counter()
@@ -65,7 +80,11 @@ def run_cli(args: list[str], home: Path, label: str) -> tuple[dict[str, Any], fl
         raise BenchError(f"{label} failed (exit {out.returncode}): {out.stderr.strip()[-2000:]}")
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
     log(f"{label}: {seconds:.1f} s")
-    return json.loads(out.stdout), seconds, peak_gb
+    result = json.loads(out.stdout)
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps({"out": result, "seconds": seconds, "peak_gb": peak_gb, "args": args}))
+    return result, seconds, peak_gb
 
 
 def _rss_mb(pid: int) -> float:
@@ -143,8 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="length of the warm-up and of the timed run")
     p.add_argument("--workdir", type=Path, help="where the worlds and homes go (default: a temporary folder)")
     p.add_argument("--skip-ddp", action="store_true", help="leave ddp_speedup_2proc out")
+    p.add_argument("--arena-merchants", type=int, default=1000,
+                   help="held-out merchants the policy arena replays (a seeded subsample; 0: no arena)")
+    p.add_argument("--arena-rounds", type=int, default=50_000, help="decisions per policy in the arena")
+    p.add_argument("--resume", action="store_true",
+                   help="with --workdir: steps that finished there before are not run again (their figures are kept)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     a = p.parse_args(argv)
+    if a.resume and a.workdir is None:
+        p.error("--resume needs --workdir (the folder of the run to go on with)")
     with tempfile.TemporaryDirectory(prefix="aidg-full-scale-") as tmp:
         root = a.workdir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
@@ -159,28 +185,41 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(a: argparse.Namespace, root: Path) -> dict[str, Any]:
     world, home = root / f"world-{a.scale}", root / "home"
+    keep = root / "steps"  # each finished step's result (--resume goes on from them)
+    if not a.resume:
+        for old in keep.glob("*.json"):  # a fresh run: what an earlier run left there is not its result
+            old.unlink()
     steps: dict[str, Any] = {}
     sim, steps["simulate_seconds"], _ = run_cli(
-        ["simulate", "--out", str(world), "--scale", a.scale, "--seed", str(a.seed)], home, "simulate"
+        ["simulate", "--out", str(world), "--scale", a.scale, "--seed", str(a.seed)], home, "simulate", keep
     )
     steps["world"] = {k: sim[k] for k in sim if isinstance(sim[k], int | float | str)}
-    train, seconds, peak = run_cli(["train", "--data", str(world), "--scale", a.scale], home, "train")
+    train, seconds, peak = run_cli(["train", "--data", str(world), "--scale", a.scale], home, "train", keep)
     steps["train"] = {"seconds": round(seconds, 1), "peak_rss_gb": round(peak, 2), "stages": train["stage_seconds"]}
     speedup = None
     if not a.skip_ddp:
         dworld = world if a.ddp_scale == a.scale else root / f"world-{a.ddp_scale}"
         if dworld != world:
             sim_args = ["simulate", "--out", str(dworld), "--scale", a.ddp_scale, "--seed", str(a.seed)]
-            run_cli(sim_args, home, "ddp world")
-        _, one, _ = run_cli(["train", "--data", str(dworld), "--scale", a.ddp_scale], root / "ddp1", "train, 1 process")
+            run_cli(sim_args, home, "ddp world", keep)
+        _, one, _ = run_cli(["train", "--data", str(dworld), "--scale", a.ddp_scale], root / "ddp1", "train, 1 process",
+                            keep)  # fmt: skip
         _, two, _ = run_cli(["train", "--data", str(dworld), "--scale", a.ddp_scale, "--nproc", "2"], root / "ddp2",
-                            "train, 2 processes")  # fmt: skip
+                            "train, 2 processes", keep)  # fmt: skip
         speedup = one / two
         steps["ddp"] = {"scale": a.ddp_scale, "one_process_s": round(one, 1), "two_processes_s": round(two, 1)}
-    ev, seconds, _ = run_cli(["evaluate", "--data", str(world)], home, "evaluate")
+    ev, seconds, _ = run_cli(["evaluate", "--data", str(world)], home, "evaluate", keep)
     steps["evaluate_seconds"] = round(seconds, 1)
+    if a.arena_merchants > 0:
+        arena, seconds, _ = run_cli(["simulate-policy", "--data", str(world), "--merchants", str(a.arena_merchants),
+                                     "--rounds", str(a.arena_rounds)], home, "arena", keep)  # fmt: skip
+        steps["arena"] = {"seconds": round(seconds, 1), "merchants": arena.get("merchants"),
+                          "heldout_merchants": arena.get("heldout_merchants"), "rounds": arena.get("rounds"),
+                          "policies": {k: {m: v.get(m) for m in ("oracle_gain_share", "gp30_uplift_vs_current",
+                                                                  "safety_violation_rate", "override_rate")}
+                                       for k, v in arena.get("policies", {}).items()}}  # fmt: skip
     batch, _, _ = run_cli(["score-all", "--data", str(world), "--out", str(root / "variants.parquet")], home,
-                          "score-all")  # fmt: skip
+                          "score-all", keep)  # fmt: skip
     steps["score_all"] = batch
     merchants = _merchants(world)
     serve = serve_figures(home, world, merchants, a.workers, a.rate, a.seconds, a.seed)

@@ -20,7 +20,8 @@ def test_full_scale_bench_reports_every_key_on_the_tiny_world(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bench = load_bench("full_scale.py")
-    args = ["--scale", "tiny", "--ddp-scale", "tiny", "--seconds", "5", "--workdir", str(tmp_path), "--json"]
+    args = ["--scale", "tiny", "--ddp-scale", "tiny", "--seconds", "5", "--workdir", str(tmp_path), "--json",
+            "--arena-merchants", "5", "--arena-rounds", "300"]  # fmt: skip
     assert bench.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     for key in KEYS:
@@ -28,3 +29,11 @@ def test_full_scale_bench_reports_every_key_on_the_tiny_world(
     batch = out["steps"]["score_all"]  # every merchant's variants and its current deal
     assert batch["merchants"] > 0 and batch["rows"] >= batch["candidates"] + batch["merchants"]
     assert 0 < out["cache_hit_rate"] <= 1 and out["steps"]["serve"]["generate_at_rate"]["errors"] == 0
+    arena = out["steps"]["arena"]  # the policy arena on a seeded subsample of the held-out merchants
+    assert arena["merchants"] == 5 < arena["heldout_merchants"] and "risk_aware_ts" in arena["policies"]
+    # --resume: every finished step is kept (not run again), so the second run reports the same figures
+    (tmp_path / "steps" / "evaluate.json").unlink()  # as if the run had stopped before its evaluation
+    assert bench.main([*args, "--resume", "--skip-ddp"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["train_seconds"] == out["train_seconds"] and again["steps"]["arena"] == arena
+    assert again["prototype_type_agreement"] == out["prototype_type_agreement"]  # evaluated again: same model

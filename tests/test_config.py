@@ -32,7 +32,9 @@ def test_memo_defaults() -> None:
     assert s.privacy.retention_days == 30 and s.privacy.dp_epsilon == 1.0
     # the training budgets per scale are settings (model sizes stay in each nn.Module's config)
     p = s.training.presets
-    assert (p["tiny"].branch_epochs, p["small"].branch_epochs, p["full"].branch_epochs) == (2, 3, 6)
+    assert (p["tiny"].branch_epochs, p["small"].branch_epochs, p["full"].branch_epochs) == (2, 3, 2)
+    assert (p["small"].graph_steps, p["full"].graph_steps, p["full"].graph_edges_per_step) == (None, 30, 65_536)
+    assert (p["small"].scorer_batch_size, p["full"].scorer_batch_size, p["full"].scorer_windows) == (256, 512, 4)
     assert (p["small"].scorer_epochs, p["small"].scorer_windows, p["small"].sentiment_examples) == (30, 4, 3000)
 
 

@@ -58,6 +58,7 @@ def train(
     bundle = fit_scorer_bundle(
         pm, tables, settings, scorer_options(settings, scale, seed), lambda s, f: say(s, 0.6 + 0.38 * f)
     )
+    pm.remember_parts(False)
     if bundle.snapshot is None:  # a rank other than 0 under torchrun: its part ended with the last step of training
         return {"rank": distributed.rank(), "seconds": round(time.perf_counter() - t0, 2)}
     metrics.update(bundle.metrics)
@@ -116,6 +117,7 @@ def evaluate(
     tables, _, world = load_data_folder(data)
     registry = ModelRegistry(settings)
     pm = registry.load_profile(version)
+    pm.remember_parts()  # the encoders' and the scorer's figures read the same as-of parts and notes
     say = progress or (lambda s, f: None)
     out = evaluate_profile(pm, tables, truth_world=world, progress=lambda s, f: say(f"encoders: {s}", 0.6 * f))
     if pm.scorer is not None:
@@ -123,20 +125,21 @@ def evaluate(
             evaluate_scorer(pm, tables, settings, truth_world=world, progress=lambda s, f: say(s, 0.6 + 0.38 * f))
         )
         if world is not None and settings.posterior.enabled:
-            out.update(_posterior_coverage(settings, data, version, say))
+            out.update(_posterior_coverage(settings, data, pm, say))
+    pm.remember_parts(False)
     out["version"] = version if version != "latest" else registry.versions()[-1]
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out
 
 
-def _posterior_coverage(settings: Settings, data: Path, version: str, say: Progress) -> dict[str, Any]:
+def _posterior_coverage(settings: Settings, data: Path, pm: Any, say: Progress) -> dict[str, Any]:
     """The decision posterior's 90 % intervals of the held-out merchants' true expected GP30 uplift, before its first
     decision (warm-started from each merchant's record): ``interval_coverage_90``, ``interval_width_90`` and how
     much each part's prior was widened (:func:`aidg.policy.arena.interval_coverage`, the arena's ``posterior``)."""
     from aidg.policy.arena import interval_coverage
 
     say("the decision posterior's 90 % intervals against the truth", 0.98)
-    arena, _ = arena_data(settings, data, days=7, version=version, latent_reference=False, records=True)
+    arena, _ = arena_data(settings, data, days=7, latent_reference=False, records=True, model=pm)
     return interval_coverage(arena, settings)
 
 
@@ -210,12 +213,14 @@ def arena_data(
     records: bool = True,
     drop: frozenset[str] = frozenset(),
     model: Any = None,
+    merchants: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """The arena's setup (:func:`aidg.policy.arena.build_arena`) for a version's held-out merchants of a world
     (``latent_reference``: fit the ``latent_informed`` reference too; ``records``: score the merchants' records,
     where ``risk_aware_ts``'s posterior starts; ``drop``: profile branches switched off for every merchant, the
     decision ablation; ``model``: a trained :class:`~aidg.inference.profile_model.ProfileModel` with its scorer,
-    judged in place of a registered version, as the privacy audit does)."""
+    judged in place of a registered version, as the privacy audit does; ``merchants``: a seeded random subsample of
+    that many held-out merchants, for worlds whose held-out merchants are too many to replay on one machine)."""
     from aidg.explain.explainer import load_explainer
     from aidg.features.candidates import CandidateGenerator
     from aidg.features.context import FeatureContext
@@ -242,6 +247,8 @@ def arena_data(
     ids = [m for m in pm.meta["heldout_merchants"] if m in ctx.merchant_code.index]
     if not ids:
         raise DataError(f"none of the model's held-out merchants is in {data}: train the version on this world")
+    heldout = len(ids)
+    ids = subsample(ids, merchants)
     oracle = Oracle(world, settings.reward)
     cand = CandidateGenerator(tables["merchants"], tables["deals"], settings.candidates).generate_many(
         ids, at, settings.bandit.n_candidates
@@ -258,8 +265,8 @@ def arena_data(
     scored_current = score_candidates(scorer, ctx, snap, current[cand.columns])
     rows = ctx.merchant_code.loc[ids].to_numpy()
     override_rate = snap.view.numeric[rows, snap.view.names.index("override_rate")]
-    merchants = tables["merchants"].set_index("merchant_id").loc[ids]
-    lp = (merchants.list_price if "list_price" in merchants else merchants.baseline_price).to_numpy(float)
+    table = tables["merchants"].set_index("merchant_id").loc[ids]
+    lp = (table.list_price if "list_price" in table else table.baseline_price).to_numpy(float)
 
     def truth_at(terms: pd.DataFrame, week: int) -> pd.DataFrame:
         return oracle.evaluate(terms.merchant_id.to_numpy(), terms, at=at + pd.Timedelta(days=7 * week + 3))
@@ -294,7 +301,16 @@ def arena_data(
         reps=reps,
     )
     name = "in memory" if model is not None else version if version != "latest" else registry.versions()[-1]
-    return arena, {"version": name, "merchants": len(ids)}
+    return arena, {"version": name, "merchants": len(ids), "heldout_merchants": heldout}
+
+
+def subsample(ids: list[str], n: int | None) -> list[str]:
+    """``n`` of ``ids`` drawn at random with a fixed seed (every run replays the same ones), in id order; all of
+    them when ``n`` is None or not smaller."""
+    if n is None or n >= len(ids):
+        return ids
+    pool = np.asarray(sorted(ids), dtype=object)  # the same draw whatever order the ids come in
+    return sorted(str(m) for m in np.random.default_rng(0).choice(pool, n, replace=False))
 
 
 LATENT_TRAIN_MERCHANTS = 400  # training merchants whose deals fit the latent-informed reference
@@ -352,17 +368,20 @@ def simulate_policy(
     model: Any = None,
     reps: bool = True,
     drill: str | None = None,
+    merchants: int | None = None,
 ) -> dict[str, Any]:
     """The policy arena (:mod:`aidg.policy.arena`) on the held-out merchants of a simulated world (``without``:
     profile branches switched off for every merchant, as the decision ablation does; ``model``: a trained profile
     with its scorer judged in place of a registered version; ``reps``: reps in the loop, with the autonomy dial;
-    ``drill``: ``SEGMENT@DAY``, one segment's suggestions made bad on purpose from that day)."""
+    ``drill``: ``SEGMENT@DAY``, one segment's suggestions made bad on purpose from that day; ``merchants``: replay
+    a seeded subsample of that many held-out merchants)."""
     from aidg.policy.arena import arena
     from aidg.policy.arena_reps import Drill
     from aidg.policy.names import POLICIES
 
-    if rounds < 1 or days < 1 or seeds < 1:
-        raise DataError(f"rounds, days and seeds must be positive (got {rounds}, {days}, {seeds})")
+    if rounds < 1 or days < 1 or seeds < 1 or (merchants is not None and merchants < 1):
+        raise DataError(f"rounds, days, seeds and merchants must be positive (got {rounds}, {days}, {seeds}, "
+                        f"{merchants})")  # fmt: skip
     t0 = time.perf_counter()
     torch.set_num_threads(1)
     say = progress or (lambda s, f: None)
@@ -370,7 +389,7 @@ def simulate_policy(
     chosen = tuple(policies) if policies else POLICIES
     data_, meta = arena_data(
         settings, data, days, version, latent_reference="latent_informed" in chosen, records="risk_aware_ts" in chosen,
-        drop=frozenset(without), model=model,
+        drop=frozenset(without), model=model, merchants=merchants,
     )  # fmt: skip
     res = arena(
         data_,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ def differences(expected: Any, got: Any, path: str = "") -> list[str]:
     if isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
         pairs = enumerate(zip(expected, got, strict=True))
         return [d for i, (e, g) in pairs for d in differences(e, g, f"{path}[{i}]")]
+    if isinstance(expected, str) and isinstance(got, str) and expected != got:
+        return _text_differences(expected, got, path)
     floats = isinstance(expected, float) and isinstance(got, float)
     same = expected == got or (floats and expected != expected and got != got)  # NaN where both have NaN
     # two machines (same code, same wheels, one torch thread) differ in the float kernels: measured 2026-12-03, the
@@ -60,3 +63,17 @@ def assert_matches(name: str, report: dict[str, Any]) -> None:
     """The report equals the golden ``name`` (after :func:`canonical`), listing every difference otherwise."""
     diff = differences(golden(name), json.loads(json.dumps(canonical(report))))
     assert not diff, f"{len(diff)} difference(s) from tests/golden/{name}.json:\n" + "\n".join(sorted(diff)[:40])
+
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def _text_differences(expected: str, got: str, path: str) -> list[str]:
+    """Texts that print floats (a rule's thresholds, 3 significant digits) are the same when their words are and
+    each number is within :data:`REL_TOL` (a threshold at 6.9e-05 printed 6.91e-05 after float noise)."""
+    e_nums, g_nums = NUMBER.findall(expected), NUMBER.findall(got)
+    same_words = NUMBER.sub("#", expected) == NUMBER.sub("#", got) and len(e_nums) == len(g_nums)
+    close = same_words and all(
+        math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=1e-9) for a, b in zip(e_nums, g_nums, strict=True)
+    )
+    return [] if close else [f"{path}: {expected!r} → {got!r}"]

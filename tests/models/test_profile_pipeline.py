@@ -89,6 +89,35 @@ def test_cold_start_merchant_gets_a_profile(trained: dict[str, Any]) -> None:
     assert parts["deal_history"][-1].any() and not parts["sentiment"][-1].any()  # no notes: neutral sentiment
 
 
+def test_remembered_parts_and_notes_are_what_computing_them_again_gives(trained: dict[str, Any]) -> None:
+    """Training keeps the parts of a date (the fusion's and the scorer's last window share one) and each note
+    text's sentiment (encoded once however often it repeats): the same numbers as computing them afresh."""
+    from aidg.inference.encoding import predict_texts
+
+    world: World = trained["world"]
+    pm = ModelRegistry(trained["settings"]).load_profile()
+    assert pm.sentiment is not None
+    ctx = FeatureContext.from_tables(world.tables, world.as_of)
+    at = world.as_of - pd.Timedelta(days=90)
+    fresh, mood = pm.compute_parts(ctx, at), {}
+    pm.remember_parts()
+    first = pm.compute_parts(ctx, at)
+    again = pm.compute_parts(ctx, at, readable=mood)
+    assert again is not first and all(again[k] is first[k] for k in first)  # kept, not computed again
+    for k, v in fresh.items():
+        np.testing.assert_allclose(first[k], v, rtol=1e-5, atol=1e-5, err_msg=k)
+    other = FeatureContext.from_tables({k: v.copy() for k, v in world.tables.items()}, world.as_of)
+    assert pm.compute_parts(other, at)["static"] is not first["static"]  # other data: computed for it
+    texts = ["Owner loved the last deal.", "Too steep a discount.", "Owner loved the last deal."]
+    vec, per_note = pm.note_sentiment(texts)
+    res = predict_texts(pm.sentiment, texts[:2])
+    np.testing.assert_allclose(vec, res["vector"][[0, 1, 0]], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(vec[0], vec[2])
+    assert set(texts) <= set(pm._note_memo) and per_note.shape == (3,)
+    pm.remember_parts(False)
+    assert pm._parts_memo is None and not pm._note_memo and mood["mood"].shape == (len(ctx.merchant_ids),)
+
+
 def test_reloaded_model_gives_the_same_profiles(trained: dict[str, Any], tmp_path: Path) -> None:
     from aidg.inference.persistence import load_profile_model, save_profile_model
 

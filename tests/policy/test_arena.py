@@ -19,6 +19,7 @@ from aidg.errors import DataError
 from aidg.policy.arena import ArenaData, MerchantArms, arena, run_policy, summarize
 from aidg.policy.baselines import POLICIES, make_policy
 from aidg.policy.risk_aware import Candidates
+from aidg.registry import ModelRegistry
 from tests.golden import ARENA, assert_matches
 
 KEYS = (
@@ -134,6 +135,21 @@ def test_unknown_policy_and_bad_sizes_are_user_errors() -> None:
         arena(data, Settings(), 10, [0], ("nope",))
     with pytest.raises(DataError, match="at least one round"):
         arena(data, Settings(), 0, [0], ("current",))
+
+
+def test_the_arena_replays_a_seeded_subsample_of_the_heldout_merchants(trained: dict[str, Any]) -> None:
+    """``--merchants N`` (the memo's scale holds 8,000 held-out merchants): N of them, the same N on every run."""
+    ids = [f"m{i:05d}" for i in range(50)]
+    pick = workflows.subsample(ids, 7)
+    assert pick == workflows.subsample(list(reversed(ids)), 7) == sorted(pick) and len(set(pick)) == 7
+    assert set(pick) <= set(ids) and workflows.subsample(ids, None) == ids == workflows.subsample(ids, 50)
+    s, data, version = trained["settings"], trained["data"], trained["report"]["version"]
+    a, meta = workflows.arena_data(s, data, 20, version, latent_reference=False, records=False, merchants=4)
+    heldout = ModelRegistry(s).load_profile(version).meta["heldout_merchants"]
+    assert meta["merchants"] == len(a.merchants) == 4 < meta["heldout_merchants"] == len(heldout)
+    assert a.merchants == workflows.subsample(sorted(heldout), 4)
+    with pytest.raises(DataError, match="merchants must be positive"):
+        workflows.simulate_policy(s, data, rounds=10, merchants=0, version=version)
 
 
 @pytest.mark.heavy  # over ~20 s: make faults / make test-all (make test stays under 10 minutes)

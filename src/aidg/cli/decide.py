@@ -32,6 +32,9 @@ def simulate_policy(
     drill: Annotated[str | None, typer.Option(
         help="SEGMENT@DAY: make one segment's suggestions bad on purpose from that day (its demotion is reported; "
              "segments are category|city-tier, e.g. spa|1).")] = None,
+    merchants: Annotated[int | None, typer.Option(
+        help="Replay a seeded random subsample of this many held-out merchants (default: all of them; the memo's "
+             "scale holds 8,000).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """The policy arena: run deal policies through simulated time with delayed rewards, judged by the oracle."""
@@ -54,6 +57,7 @@ def simulate_policy(
             progress=update,
             reps=reps,
             drill=drill,
+            merchants=merchants,
         )
     if json_out:
         report.pop("curves", None)

@@ -66,6 +66,12 @@ class ProfileModel:
     meta: dict[str, Any] = field(default_factory=dict)
     scorer: ContextualDealScorer | None = None  # the contextual deal scorer trained on these profiles
     artifacts: dict[str, Any] = field(default_factory=dict)  # explainers' and the baseline's saved states
+    # compute_parts' results kept by (data, date, seed) while remember_parts() is on (None: off)
+    _parts_memo: dict[tuple[Any, ...], tuple[Any, dict[str, np.ndarray], np.ndarray]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    # each note text's (sentiment vector, mood) while remember_parts() is on: snapshots a window apart share notes
+    _note_memo: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict, repr=False, compare=False)
 
     def modules(self) -> dict[str, nn.Module]:
         out: dict[str, nn.Module] = {
@@ -93,6 +99,14 @@ class ProfileModel:
         private = self.meta.get("privacy", {}).get("dropped_branches", ())
         return frozenset(private) | frozenset(self.meta.get("without_branches", ()))
 
+    def remember_parts(self, on: bool = True) -> None:
+        """Keep each :meth:`compute_parts` result (by data table identity, date and seed) until called with False.
+
+        Training computes the same date's parts twice (the fusion's inputs, then the scorer's last window): at the
+        memo's scale each costs minutes. Only while the branch encoders no longer change (after their training)."""
+        self._parts_memo = {} if on else None
+        self._note_memo = {}
+
     def eval(self) -> ProfileModel:
         for m in self.modules().values():
             m.eval()
@@ -109,6 +123,14 @@ class ProfileModel:
         """
         self.eval()
         cut = cutoff_seconds(at)
+        # what the parts depend on besides the weights: the data, the date, the seed and what meta switches
+        key = (id(ctx.tables), cut, seed, self.is_private(), self.dropped_branches(),
+               bool(self.meta.get("privacy", {}).get("neutral_seasonality")))  # fmt: skip
+        memo = self._parts_memo
+        if memo is not None and key in memo and memo[key][0] is ctx.tables:
+            if readable is not None:
+                readable["mood"] = memo[key][2]
+            return dict(memo[key][1])
         n = len(ctx.merchant_ids)
         q_m, q_t = np.arange(n), np.full(n, cut)
         parts: dict[str, np.ndarray] = {}
@@ -143,6 +165,8 @@ class ProfileModel:
         parts["geo"] = geo.astype(np.float32)
         static, _ = merchant_static(ctx, cut)
         parts["static"] = np.concatenate([static, history_summary(ctx, cut)], 1)
+        if memo is not None:
+            memo[key] = (ctx.tables, dict(parts), mood)
         return parts
 
     def merchant_sentiment(self, ctx: FeatureContext, at: pd.Timestamp | str) -> tuple[np.ndarray, np.ndarray]:
@@ -161,16 +185,31 @@ class ProfileModel:
         latest = latest[readable_mask(latest.text.tolist())]
         if len(latest) == 0:
             return out, mood
-        res = predict_texts(self.sentiment, latest.text.astype(str).tolist())
-        labels = list(self.sentiment.LABELS)
-        per_note = res["proba"][:, labels.index("positive")] - res["proba"][:, labels.index("negative")]
+        vectors, per_note = self.note_sentiment(latest.text.astype(str).tolist())
         codes = ctx.codes(latest.merchant_id.astype(str).to_numpy())
         counts = np.bincount(codes, minlength=n)
         sums = np.zeros_like(out)
-        np.add.at(sums, codes, res["vector"])
+        np.add.at(sums, codes, vectors)
         out = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], 0.0).astype(np.float32)
         mood = (np.bincount(codes, weights=per_note, minlength=n) / np.maximum(counts, 1)).astype(np.float32)
         return out, mood
+
+    def note_sentiment(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each note's sentiment vector (N, 32) and mood, P(positive) − P(negative); each distinct text through the
+        text encoder once (notes repeat: a rep's phrasings; while :meth:`remember_parts` is on, across calls too)."""
+        assert self.sentiment is not None
+        memo = self._note_memo if self._parts_memo is not None else {}
+        distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        todo = [str(t) for t in distinct if t not in memo]
+        if todo:
+            res = predict_texts(self.sentiment, todo)
+            labels = list(self.sentiment.LABELS)
+            mood = res["proba"][:, labels.index("positive")] - res["proba"][:, labels.index("negative")]
+            memo.update(zip(todo, zip(res["vector"], mood.tolist(), strict=True), strict=True))
+        dim = int(self.sentiment.config.dim)
+        vec = np.stack([memo[str(t)][0] for t in distinct]) if len(distinct) else np.zeros((0, dim), np.float32)
+        mood_d = np.array([memo[str(t)][1] for t in distinct], dtype=np.float64)
+        return vec[inverse.reshape(-1)], mood_d[inverse.reshape(-1)]
 
     @torch.inference_mode()
     def profiles(self, parts: dict[str, np.ndarray], drop: frozenset[str] = frozenset()) -> np.ndarray:

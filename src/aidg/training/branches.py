@@ -42,6 +42,8 @@ class BranchBudget:
     per_merchant: int = 4
     batch_size: int = 128
     lr: float = 2e-3
+    graph_steps: int | None = None  # full-batch steps of the graph branch (None: 10 × epochs)
+    graph_edges_per_step: int | None = None  # training edges in each step's loss, drawn afresh (None: all)
 
 
 def _r2(y: np.ndarray, p: np.ndarray) -> float:
@@ -227,15 +229,25 @@ def train_graph(
     is_test = torch.from_numpy(np.isin(graph.edge_merchant, test_codes)) & known
     src, dst = graph.edge_index[0, :n_edges], graph.edge_index[1, :n_edges]
 
-    def predict(mask: torch.Tensor) -> torch.Tensor:
+    def predict(mask: torch.Tensor) -> torch.Tensor:  # a boolean mask or the indices of the edges
         h = model(graph.x_merchant, graph.x_deal, graph.edge_index, graph.edge_attr, graph.edge_weight)
         extra = torch.cat([graph.edge_terms[mask], graph.edge_attr[:n_edges][mask]], -1)
         return torch.as_tensor(decoder(torch.cat([h[src[mask]], h[dst[mask]]], -1), extra)[:, 0])
 
-    epochs = budget.epochs * 10  # full-batch: one step per epoch
+    epochs = budget.graph_steps or budget.epochs * 10  # full-batch: one step per epoch
+
+    train_edges = torch.nonzero(is_train).squeeze(1)
+    per_step = budget.graph_edges_per_step
+    draw = torch.Generator().manual_seed(seed)
 
     def loss(_: np.ndarray) -> torch.Tensor:
-        return nn.functional.huber_loss(predict(is_train), y[is_train], delta=0.5)
+        """Message passing over the whole graph; the decoder's loss on every training edge, or on a fresh random
+        ``graph_edges_per_step`` of them (at the memo's scale the decoder over 400k edges costs more than the
+        message passing)."""
+        edges = train_edges
+        if per_step is not None and per_step < len(train_edges):
+            edges = train_edges[torch.randperm(len(train_edges), generator=draw)[:per_step]]
+        return nn.functional.huber_loss(predict(edges), y[edges], delta=0.5)
 
     fit(both, loss, 1, epochs=epochs, batch_size=1, lr=budget.lr, seed=seed, label="graph branch", progress=progress)
     with torch.inference_mode():

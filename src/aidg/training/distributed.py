@@ -15,7 +15,9 @@ broadcast. Rank 0 alone fits the explainers and registers the version.
 What stays one process per rank: the full-batch graph branch (each rank runs
 the same step: no speed-up there), the sentiment fine-tune (its own loop, the
 same seed on every rank) and DP-SGD (``--dp`` with ``--nproc`` > 1 is refused:
-Opacus's per-merchant accounting is per process).
+Opacus's per-merchant accounting is per process). After the scorer's last step
+the other ranks stop and rank 0 takes back one process's threads
+(:func:`last_step_done`) for the explainers and the serving inputs.
 """
 
 from __future__ import annotations
@@ -52,14 +54,24 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def init_from_env() -> None:
     """Join the process group ``torchrun`` described (idempotent; nothing outside torchrun). Each rank gets an
     equal share of the machine's cores as its intra-op threads."""
     if not launched() or (dist.is_available() and dist.is_initialized()):
         return
     dist.init_process_group(backend="gloo")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // dist.get_world_size()))
+    torch.set_num_threads(max(1, _cores() // dist.get_world_size()))
+
+
+def last_step_done() -> None:
+    """After the last collective step: the other ranks stop, so rank 0 (the explainers, the serving inputs) takes
+    back the intra-op threads one process would have (at most 2, as ``aidg train`` on one process)."""
+    if active() and is_main():
+        torch.set_num_threads(max(1, min(2, _cores())))
 
 
 def shutdown() -> None:
@@ -123,5 +135,5 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     return subprocess.call(cmd, env=env)
 
 
-__all__ = ["active", "agree", "init_from_env", "is_main", "launch", "launched", "rank",
+__all__ = ["active", "agree", "init_from_env", "is_main", "last_step_done", "launch", "launched", "rank",
            "shard", "shutdown", "sum_over_ranks", "world", "wrap"]  # fmt: skip

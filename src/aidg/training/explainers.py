@@ -91,6 +91,7 @@ def fit_scorer_bundle(
     pm.scorer = scorer
     if not distributed.is_main():  # under torchrun, rank 0 alone fits the explainers and registers
         return ScorerBundle(metrics, None, [])
+    distributed.last_step_done()
     say("baseline: gradient-boosted trees on flat features", 0.65)
     baseline = GBMBaseline.fit(data.stack, data.fit, settings.reward, seed=options.seed)
     say("explainers: merchant snapshot as of the as-of date", 0.75)

@@ -25,6 +25,7 @@ def scorer_options(settings: Settings, scale: str, seed: int) -> ScorerOptions:
     p = preset(settings, scale)
     return ScorerOptions(
         seed=seed, epochs=p.scorer_epochs, windows=p.scorer_windows, patience=p.scorer_patience,
+        batch_size=p.scorer_batch_size,
         approval_calibration=settings.training.approval_calibration,
     )  # fmt: skip
 
@@ -51,7 +52,8 @@ def train_options(
     p = preset(settings, scale)
     opt = TrainOptions(
         seed=seed,
-        budget=BranchBudget(epochs=p.branch_epochs, per_merchant=p.branch_per_merchant, batch_size=p.branch_batch_size),
+        budget=BranchBudget(epochs=p.branch_epochs, per_merchant=p.branch_per_merchant, batch_size=p.branch_batch_size,
+                            graph_steps=p.graph_steps, graph_edges_per_step=p.graph_edges_per_step),
         sentiment_examples=p.sentiment_examples,
         fusion_epochs=p.fusion_epochs,
         without_branches=tuple(settings.training.without_branches),

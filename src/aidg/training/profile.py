@@ -396,6 +396,7 @@ def train_profile(
         # before any part is computed: it drops the graph
         pm.meta["privacy"] = privacy_meta(budget, dp, len(tr), len(ctx.merchant_ids))
     say("fusion: branch embeddings", 0.8)
+    pm.remember_parts()  # the branches are trained: the scorer's last window reuses these parts (same date)
     parts = pm.compute_parts(ctx, start, seed=seed)
     scaler, fusion_dp = None, None
     if budget is not None and dp is not None:

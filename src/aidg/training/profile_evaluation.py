@@ -25,6 +25,19 @@ from aidg.training.profile import downstream_examples, predict_uplift, train_fus
 from aidg.training.sentiment import evaluate_sentiment
 
 ABLATION_EPOCHS = 100  # each variant (the full one included) retrains the fusion with this budget
+# ... over at most this many examples; beyond, fewer passes (the memo's scale: ~100k examples, 10 passes; at 100
+# passes its 8 variants took ~30 min of a full-scale evaluation on 2 cores)
+ABLATION_EXAMPLES = 10_000
+
+
+def ablation_epochs(n_examples: int) -> int:
+    """Passes of each ablation variant's fusion: :data:`ABLATION_EPOCHS` up to :data:`ABLATION_EXAMPLES` examples,
+    then as many as keep the same number of examples seen (at least 5).
+
+    >>> ablation_epochs(5_000), ablation_epochs(100_000)
+    (100, 10)
+    """
+    return max(5, min(ABLATION_EPOCHS, round(ABLATION_EPOCHS * ABLATION_EXAMPLES / max(n_examples, 1))))
 
 
 
@@ -153,7 +166,8 @@ def ablation(
     for i, branch in enumerate(variants):
         drop = frozenset() if branch is None else frozenset({branch})
         fusion, head = train_fusion(
-            parts, ex_tr, profile_dim=int(pm.fusion.config.profile_dim), epochs=ABLATION_EPOCHS, seed=seed, drop=drop
+            parts, ex_tr, profile_dim=int(pm.fusion.config.profile_dim), epochs=ablation_epochs(len(ex_tr)), seed=seed,
+            drop=drop,
         )
         p = predict_uplift(fusion, head, parts, ex_te, drop=drop)
         rows["none" if branch is None else branch] = {
