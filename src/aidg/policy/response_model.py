@@ -113,20 +113,23 @@ def corrected(
         settings, merchant_records(record, current.loc[ids])
     )
     out = scored.reset_index(drop=True).copy()
-    for col in ("score", "approval", "conversion", "uplift"):
-        out[col] = out[col].astype(float)
-    out["uplift_sd"] = np.nan
+    cols = {c: out[c].to_numpy(float).copy() for c in ("score", "approval", "conversion", "uplift")}
+    terms = [out[c].to_numpy(float) for c in ("discount_pct", "price", "duration_days")]
+    secondary = (out.focus == "secondary").to_numpy() if "focus" in out else np.zeros(len(out), bool)
+    sd = np.full(len(out), np.nan)
+    # every merchant's rows corrected in arrays, written back once: per-merchant writes into a frame of
+    # millions of rows cost minutes at the memo's scale
     for key, idx in out.groupby(out.merchant_id.astype(str), sort=False).indices.items():
-        m, rows = str(key), out.iloc[idx]
-        psi = deal_features(rows, cur[m])
+        m = str(key)
+        psi = term_features(terms[0][idx], terms[1][idx], terms[2][idx], secondary[idx], cur[m])
         parts = post.part_posteriors(m, cats[m])
         shift, _ = post.correction(parts, psi)
-        mean, sd = post.uplift_interval(parts, psi, rows.uplift.to_numpy(float))
-        out.loc[out.index[idx], "score"] = rows.score.to_numpy(float) + shift
-        out.loc[out.index[idx], "uplift"] = mean
-        out.loc[out.index[idx], "uplift_sd"] = sd
-        out.loc[out.index[idx], "approval"] = np.clip(rows.approval.to_numpy(float) + psi @ parts["approval"][0], 0, 1)
-        out.loc[out.index[idx], "conversion"] = np.clip(
-            rows.conversion.to_numpy(float) + psi @ parts["conversion"][0], 0, 1
-        )
+        mean, sd[idx] = post.uplift_interval(parts, psi, cols["uplift"][idx])
+        cols["score"][idx] += shift
+        cols["uplift"][idx] = mean
+        for part in ("approval", "conversion"):
+            cols[part][idx] = np.clip(cols[part][idx] + psi @ parts[part][0], 0, 1)
+    for col, values in cols.items():
+        out[col] = values
+    out["uplift_sd"] = sd
     return out
