@@ -16,14 +16,14 @@ REL_TOL = 0.01  # across machines (see differences)
 # flips some of their choices, and the tiny world's 1,000 rounds show it (measured: 'ts' moved 1.1 % from the
 # machine that pinned the golden to the next one, with the same code); a refactor that changes decisions moves
 # every policy, the deterministic ones at 1 %. Vowpal Wabbit samples from its own pmf over float scores: on the
-# AVX-512 machine of 2026-12-06 (same code, a fresh install) its figures moved by up to 9.6 % (acceptance_uplift_vs_legacy,
-# 0.0612 → 0.0671), every deterministic policy's stayed within 1 %
+# AVX-512 machine of 2026-12-06 (same code, a fresh install) its figures moved by up to 9.6 %
+# (acceptance_uplift_vs_legacy, 0.0612 → 0.0671), every deterministic policy's stayed within 1 %
 SAMPLING_TOL = {"/policies/ts/": 0.05, "/policies/epsilon_greedy/": 0.05, "/policies/linucb/": 0.05,
                 "/policies/vw/": 0.12}  # fmt: skip
 VOLATILE = {"seconds", "stage_seconds", "curves", "rounds_per_second"}  # timings, and the plots' series
 # the surrogate's rules are a small tree grown on the evaluation's numbers, and a tree splits on ties: on the machine
-# of 2026-12-06 (AVX-512, same code, a fresh install) every number of the tiny evaluation stayed within 1e-6 relative, yet
-# a split at gp30_uplift_vs_current ≈ 0 moved (6.91e-05 → 2.38e-07) and one subtree regrew. The rules are compared
+# of 2026-12-06 (AVX-512, same code, a fresh install) every number of the tiny evaluation stayed within 1e-6
+# relative, yet a split at gp30_uplift_vs_current ≈ 0 moved (6.91e-05 → 2.38e-07) and one subtree regrew. The rules are compared
 # by count; what they rest on (surrogate_fidelity, every score) is compared number by number
 COUNTED = {"/surrogate_rules"}
 
