@@ -23,8 +23,8 @@ SAMPLING_TOL = {"/policies/ts/": 0.05, "/policies/epsilon_greedy/": 0.05, "/poli
 VOLATILE = {"seconds", "stage_seconds", "curves", "rounds_per_second"}  # timings, and the plots' series
 # the surrogate's rules are a small tree grown on the evaluation's numbers, and a tree splits on ties: on the machine
 # of 2026-12-06 (AVX-512, same code, a fresh install) every number of the tiny evaluation stayed within 1e-6
-# relative, yet a split at gp30_uplift_vs_current ≈ 0 moved (6.91e-05 → 2.38e-07) and one subtree regrew. The rules are compared
-# by count; what they rest on (surrogate_fidelity, every score) is compared number by number
+# relative, yet a split at gp30_uplift_vs_current ≈ 0 moved (6.91e-05 → 2.38e-07) and one subtree regrew. The rules
+# are compared by count; what they rest on (surrogate_fidelity, every score) is compared number by number
 COUNTED = {"/surrogate_rules"}
 
 
