@@ -142,6 +142,29 @@ def test_invalid_inputs_get_clear_errors(env: dict[str, Any]) -> None:
         score_candidates(scorer, ctx, broken, cand)
 
 
+def test_merchants_scored_together_get_what_each_gets_alone_and_errors_name_their_merchant(
+    env: dict[str, Any],
+) -> None:
+    scorer, ctx, snap, gen = env["explainer"].scorer, env["ctx"], env["snap"], env["gen"]
+    ids = env["pm"].meta["heldout_merchants"][:6]
+    cand = pd.concat([gen.generate(m, ctx.as_of) for m in ids], ignore_index=True)
+    cand = cand.drop(cand.index[cand.merchant_id == ids[1]][:7])  # one merchant with fewer candidates
+    cand = cand.sample(frac=1, random_state=0)  # merchants interleaved: rows keep the input order
+    cand["row"] = np.arange(len(cand))
+    together = score_candidates(scorer, ctx, snap, cand)
+    alone = pd.concat([score_candidates(scorer, ctx, snap, cand[cand.merchant_id == m]).table for m in ids])
+    alone = alone.set_index("row").loc[together.table.row]
+    for k in ("score", "uplift", "approval", "conversion", "risk"):
+        np.testing.assert_allclose(together.table[k], alone[k], rtol=1e-5, atol=1e-6)
+    assert list(together.table.merchant_id) == list(cand.merchant_id)
+    broken = snap.take(np.arange(len(ctx.merchant_ids)))
+    broken.profile[ctx.codes([ids[4]])[0], 0] = np.nan
+    with pytest.raises(DataError, match=f"merchant '{ids[4]}' has a non-finite profile"):
+        score_candidates(scorer, ctx, broken, cand)
+    with pytest.raises(NotFoundError, match="unknown merchant 'ghost'"):
+        score_candidates(scorer, ctx, snap, pd.concat([cand, cand.iloc[:50].assign(merchant_id="ghost")]))
+
+
 def test_reloaded_version_scores_identically(env: dict[str, Any], trained: dict[str, Any]) -> None:
     again = ModelRegistry(trained["settings"]).load_profile()
     assert again.scorer is not None
