@@ -39,8 +39,7 @@ from aidg.decisionlog.log import DecisionRecord
 from aidg.decisionlog.privacy import PrivacyStore
 from aidg.decisionlog.rollout import RolloutStore
 from aidg.errors import BackendUnavailableError, ConflictError, DataError, NotFoundError
-from aidg.explain.reading import verdict, verdict_of_old_decision
-from aidg.features.merchant_view import MERCHANT_NAMES
+from aidg.explain.reading import verdict
 from aidg.monitor.rollout import ACTIVE, RolloutController, View
 from aidg.online.bundle import write_through
 from aidg.online.feature_row import FeatureRow
@@ -50,6 +49,7 @@ from aidg.policy.autonomy import APPRENTICE, AUTOPILOT, COPILOT, segments_of
 from aidg.policy.risk_aware import RiskAwarePolicy, predicted_parts
 from aidg.privacy.ids import glob_escape
 from aidg.registry import ModelRegistry
+from aidg.service import views
 from aidg.service.autonomy import ServiceAutonomy
 from aidg.service.backends import Backends
 from aidg.service.disclosure import SimilarMerchants
@@ -63,7 +63,6 @@ from aidg.service.spill import FeedbackSpill
 from aidg.store.cache import EmbeddingCache
 
 log = logging.getLogger("aidg.service")
-TERMS = ("discount_pct", "price", "duration_days", "category_id", "focus")
 
 
 class DrillError(RuntimeError):
@@ -359,7 +358,7 @@ class DealEngine:
         current_margin = 1.0 - float(b.terms["discount_pct"][n])  # the GP30 proxy's normaliser (monitor.kpis)
         rec = DecisionRecord(
             decision_id, merchant_id, datetime.now(UTC), served.version, arm,
-            {**{k: chosen[k] for k in ("variant", *TERMS, "type")}, "autonomy_segment": segment,
+            {**{k: chosen[k] for k in ("variant", *views.TERMS, "type")}, "autonomy_segment": segment,
              "autonomy_level": autonomy_level, **({"predicted_edit": float(b.override_rate)} if apprentice else {})},
             float(d.pscore), np.asarray(s["phi"][played], float),
             row["score"], predicted_parts(row),
@@ -421,55 +420,15 @@ class DealEngine:
     def similar_merchants(self) -> SimilarMerchants:
         """The describer of similar merchants for the champion's model (built once per model)."""
         model = self.model
-        cached = self._similar
-        if cached is None or cached[0] is not model:
-            tables = model.package.tables
-            deals = tables["deals"]
-            if "gp30_known_at" in deals:
-                deals = deals[pd.to_datetime(deals.gp30_known_at) <= model.as_of]
-            stats = pd.DataFrame(model.snap.view.numeric, index=[str(m) for m in model.ctx.merchant_ids])
-            cached = self._similar = (model, SimilarMerchants(
-                tables["merchants"], tables["categories"], tables.get("cities"), deals, stats
-            ))  # fmt: skip
-        return cached[1]
+        if self._similar is None or self._similar[0] is not model:
+            self._similar = (model, views.similar_merchants(model))
+        return self._similar[1]
 
     def explanation(
         self, rec: DecisionRecord, change: tuple[int, str, Any] | None = None, reveal_ids: bool = True
     ) -> dict[str, Any]:
-        """Attention top-5 (as served), attributions, similar merchants, rules and an optional what-if. Similar
-        merchants are anonymised descriptions (:mod:`aidg.service.disclosure`); ``reveal_ids`` (admins) adds
-        their ids."""
-        p = rec.payload
-        cand = pd.DataFrame([{"merchant_id": rec.merchant_id, **{k: v[k] for k in ("variant", *TERMS, "type")}}
-                             for v in p["variants"]])  # fmt: skip
-        memory = self.model.explainer.memory
-        ex = self.model.explainer.explain(self.model.ctx, self.model.snap, cand, change=change).to_dict()
-        similar = self.similar_merchants().describe(rec.merchant_id, ex["similar_merchants"], reveal_ids)
-        return {
-            "verdict": p.get("verdict") or verdict_of_old_decision(p),
-            "decision_id": rec.decision_id,
-            "merchant_id": rec.merchant_id,
-            "model_version": rec.model_version,
-            "chosen": p["chosen"],
-            "variants": [{k: v.get(k) for k in ("variant", "type", *TERMS, "score", "risk", "components")}
-                         for v in p["variants"]],  # best first, as served
-            "attention_top5": {str(v["variant"]): v["top_features"] for v in p["variants"]},
-            "top5": ex["top5"],  # the explained variants' top-5 with their source (attention, or attributions)
-            "attributions": ex["attributions"],
-            "similar_merchants": similar,
-            # refreshed every 24 h (memo §1.2; aidg.service.prototype_refresh)
-            "prototypes_age_hours": None if memory is None else memory.age_hours(self.prototypes.clock()),
-            "rules": ex["rules"],
-            "global_rules": ex["global_rules"],
-            "rule_stats": ex["rule_stats"],  # each shown rule's support and precision
-            "global_rule_stats": ex["global_rule_stats"],
-            "what_if": ex["what_if"],
-            "notes": ex["notes"],
-            "events": [
-                {"event_id": e.event_id, "part": e.part, "value": e.value, "applied": applied}
-                for e, applied in self.backends.decisions.events(rec.decision_id)
-            ],
-        }
+        """A logged decision explained (:func:`aidg.service.views.explanation`)."""
+        return views.explanation(self, rec, change, reveal_ids)
 
     def _safe(self, merchant_id: str, n: int, at: pd.Timestamp, degraded: list[str], state: str, why: str,
               t0: float) -> dict[str, Any]:  # fmt: skip
@@ -496,37 +455,9 @@ class DealEngine:
         return removed
 
     def profile(self, merchant_id: str, embedding: bool = False) -> dict[str, Any]:
+        """A merchant's served features and profile summary (:func:`aidg.service.views.merchant_profile`)."""
         self.privacy.check(merchant_id)
-        degraded = False
-        try:
-            raw = self.backends.online.read([self.champion.ns + merchant_id])[0]
-            row = FeatureRow.from_bytes(raw) if raw is not None else None
-        except BackendUnavailableError:
-            degraded, row = True, None
-            if merchant_id in self.model.ctx.merchant_code.index:
-                row = self.model.feature_row(merchant_id)
-        if row is None:
-            raise NotFoundError(f"unknown merchant {merchant_id!r}")
-        cats = self.model.ctx.category_ids
-        out: dict[str, Any] = {
-            "merchant_id": merchant_id,
-            "model_version": row.version,
-            "category": str(cats[row.category]) if row.category >= 0 else None,
-            "secondary_category": str(cats[row.secondary]) if row.secondary >= 0 else None,
-            "features": {
-                n: (round(float(v), 4) if np.isfinite(v) else None) for n, v in zip(MERCHANT_NAMES, row.x, strict=True)
-            },
-            "proposals_answered": row.n_proposals,
-            "overrides": row.n_overrides,
-            "updates_since_materialized": row.updates,
-            "profile_dim": len(row.profile),
-            "profile_norm": round(float(np.linalg.norm(row.profile)), 4),
-            "degraded": degraded,
-        }
-        if embedding:
-            out["profile"] = [round(float(v), 5) for v in row.profile]
-            out["override_intent"] = [round(float(v), 5) for v in row.intent]
-        return out
+        return views.merchant_profile(self, merchant_id, embedding)
 
 
 __all__ = ["DealEngine"]
