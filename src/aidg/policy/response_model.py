@@ -53,9 +53,22 @@ def current_terms(merchants: pd.DataFrame, ids: Iterable[str]) -> pd.DataFrame:
 def deal_features(deals: pd.DataFrame, current: tuple[float, float, float]) -> np.ndarray:
     """Term features (:func:`~aidg.policy.pooled.term_features`) of one merchant's deals (``discount_pct``,
     ``price``, ``duration_days``, optional ``focus``) relative to its current deal."""
-    secondary = (deals.focus == "secondary").to_numpy() if "focus" in deals else np.zeros(len(deals), bool)
     return term_features(deals.discount_pct.to_numpy(float), deals.price.to_numpy(float),
-                         deals.duration_days.to_numpy(float), secondary, current)  # fmt: skip
+                         deals.duration_days.to_numpy(float), _secondary(deals), current)  # fmt: skip
+
+
+def deal_features_rows(deals: pd.DataFrame, current: pd.DataFrame) -> np.ndarray:
+    """:func:`deal_features` of several merchants' deals at once, each row relative to its own merchant's current
+    deal (``current``: :func:`current_terms`)."""
+    c = current.loc[list(deals.merchant_id.astype(str))]
+    return term_features_rows(
+        deals.discount_pct.to_numpy(float), deals.price.to_numpy(float), deals.duration_days.to_numpy(float),
+        _secondary(deals), c.discount_pct.to_numpy(float), c.price.to_numpy(float), c.duration_days.to_numpy(float),
+    )  # fmt: skip
+
+
+def _secondary(deals: pd.DataFrame) -> np.ndarray:
+    return (deals.focus == "secondary").to_numpy() if "focus" in deals else np.zeros(len(deals), bool)
 
 
 def current_deals(current: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
@@ -73,12 +86,7 @@ def merchant_records(record: pd.DataFrame | None, current: pd.DataFrame) -> list
     mids = record.merchant_id.astype(str)
     keep = mids.isin(current.index).to_numpy()
     record, mids = record[keep], mids[keep]
-    c = current.loc[list(mids)]  # each row's merchant's current deal: every record's features at once
-    psi = term_features_rows(
-        record.discount_pct.to_numpy(float), record.price.to_numpy(float), record.duration_days.to_numpy(float),
-        (record.focus == "secondary").to_numpy(), c.discount_pct.to_numpy(float), c.price.to_numpy(float),
-        c.duration_days.to_numpy(float),
-    )  # fmt: skip
+    psi = deal_features_rows(record, current)  # every record's features at once
     err = record.observed.to_numpy(float) - record.predicted.to_numpy(float)
     age = record.age_days.to_numpy(float) if "age_days" in record else np.zeros(len(record))
     cats = current.category_id.astype(str).to_dict()
@@ -107,21 +115,19 @@ def corrected(
     (the expected GP30 uplift's posterior sd). ``current``: :func:`current_terms`; ``record``: the predictor's
     :func:`~aidg.inference.history.merchant_record` (None or empty: population and category priors only)."""
     ids = list(dict.fromkeys(scored.merchant_id.astype(str)))
-    cur = current_deals(current.loc[ids])
     cats = current.category_id.astype(str).to_dict()
     post = warmed_posterior(
         settings, merchant_records(record, current.loc[ids])
     )
     out = scored.reset_index(drop=True).copy()
     cols = {c: out[c].to_numpy(float).copy() for c in ("score", "approval", "conversion", "uplift")}
-    terms = [out[c].to_numpy(float) for c in ("discount_pct", "price", "duration_days")]
-    secondary = (out.focus == "secondary").to_numpy() if "focus" in out else np.zeros(len(out), bool)
+    psi_all = deal_features_rows(out, current)
     sd = np.full(len(out), np.nan)
     # every merchant's rows corrected in arrays, written back once: per-merchant writes into a frame of
     # millions of rows cost minutes at the memo's scale
     for key, idx in out.groupby(out.merchant_id.astype(str), sort=False).indices.items():
         m = str(key)
-        psi = term_features(terms[0][idx], terms[1][idx], terms[2][idx], secondary[idx], cur[m])
+        psi = psi_all[idx]
         parts = post.part_posteriors(m, cats[m])
         shift, _ = post.correction(parts, psi)
         mean, sd[idx] = post.uplift_interval(parts, psi, cols["uplift"][idx])
